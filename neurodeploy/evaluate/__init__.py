@@ -1,0 +1,1 @@
+"""Evaluation: robustness sweeps, metrics and reports."""

@@ -1,0 +1,148 @@
+"""Build spiking classifiers from a :class:`~neurodeploy.config.RunConfig`.
+
+A classifier is ``encoder -> Norse SequentialState body -> readout``. Inputs
+are samples in [0, 1] (images ``(B, C, H, W)`` or sequences ``(B, T, F)``), so
+attacks and input noise act in pixel space; optional normalisation happens
+inside the model, after encoding. Only layers that Loihi (and lava-dl netx)
+can deploy are used: dense, strided convolution (no pooling), flatten and
+recurrent dense.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from norse.torch.module.sequential import SequentialState
+
+from ..config import ModelConfig, RunConfig
+from ..data.encoders import make_encoder
+from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity, spiking_layers
+
+
+class TimeFolded(torch.nn.Module):
+    """Apply a per-step module to all time steps at once by folding T into the batch.
+
+    Norse's ``Lift`` loops over time; one call on ``(T*B, ...)`` is one GEMM or
+    one convolution instead of T.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps, batch = x.shape[:2]
+        y = self.module(x.reshape(steps * batch, *x.shape[2:]))
+        return y.reshape(steps, batch, *y.shape[1:])
+
+
+class Normalize(torch.nn.Module):
+    """Per-channel ``(x - mean) / std`` on time-major input ``(T, B, C, ...)``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1, 1, -1] + [1] * (x.dim() - 3)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+class SNNClassifier(torch.nn.Module):
+    """Encoder, spiking body and readout; ``forward(x)`` returns logits ``(B, classes)``.
+
+    Readout ``spikes``: the last layer is spiking and the logits are its spike
+    rate times ``readout_scale`` (so the prediction is the argmax of output spike
+    counts, as on the chip). Readout ``linear``: a non-spiking dense layer whose
+    output is averaged over time (the reference paper's setting).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, body: SequentialState, readout: str,
+                 readout_scale: float, normalize: Optional[Normalize] = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.normalize = normalize
+        self.body = body
+        self.readout = readout
+        self.readout_scale = readout_scale
+
+    def output_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-major output of the last layer, ``(T, B, classes)``."""
+        seq = self.encoder(x)
+        if self.normalize is not None:
+            seq = self.normalize(seq)
+        out, _ = self.body(seq)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.output_sequence(x).mean(0)
+        return out * self.readout_scale if self.readout == "spikes" else out
+
+    def spiking_layers(self) -> list[torch.nn.Module]:
+        return spiking_layers(self)
+
+    @torch.no_grad()
+    def activity(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits plus mean spikes per sample of every spiking layer."""
+        with record_activity(self) as recs:
+            logits = self(x)
+        counts = torch.stack([r.spikes.flatten(2).sum((0, 2)) for r in recs], 1)
+        return {"logits": logits, "spikes_per_layer": counts}
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_steps: Optional[int]) -> SequentialState:
+    neuron = cfg.neuron
+    layers: list[torch.nn.Module] = []
+    if cfg.arch == "srnn":
+        if len(input_shape) != 2:
+            raise ValueError(f"arch 'srnn' needs sequence data (steps, features), got sample shape {input_shape}")
+        size = input_shape[1]
+        for h in cfg.hidden:
+            layers.append(RecurrentSpikingNeurons(size, h, neuron, time_steps, bias=cfg.bias))
+            size = h
+    else:
+        if cfg.arch == "conv":
+            if len(input_shape) != 3:
+                raise ValueError(f"arch 'conv' needs image data (C, H, W), got sample shape {input_shape}")
+            c, h, w = input_shape
+            strides = cfg.strides or [1] * len(cfg.channels)
+            pad = cfg.kernel_size // 2
+            for out_c, stride in zip(cfg.channels, strides):
+                conv = torch.nn.Conv2d(c, out_c, cfg.kernel_size, stride=stride, padding=pad, bias=cfg.bias)
+                layers += [TimeFolded(conv), SpikingNeurons(neuron, time_steps)]
+                c, h, w = out_c, _conv_out(h, cfg.kernel_size, stride, pad), _conv_out(w, cfg.kernel_size, stride, pad)
+            size = c * h * w
+        else:
+            size = 1
+            for d in input_shape:
+                size *= d
+        layers.append(torch.nn.Flatten(start_dim=2))
+        for h in cfg.hidden:
+            layers += [torch.nn.Linear(size, h, bias=cfg.bias), SpikingNeurons(neuron, time_steps)]
+            size = h
+    layers.append(torch.nn.Linear(size, n_classes, bias=cfg.bias))
+    if cfg.readout == "spikes":
+        layers.append(SpikingNeurons(neuron, time_steps))
+    return SequentialState(*layers)
+
+
+def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) -> SNNClassifier:
+    """Build the classifier a run config describes for data of ``input_shape``."""
+    time_steps = cfg.data.time_steps
+    if cfg.data.encoder == "temporal":
+        if len(input_shape) != 2:
+            raise ValueError(f"encoder 'temporal' needs sequence data (steps, features), got sample shape {input_shape}")
+        if time_steps is not None and time_steps != input_shape[0]:
+            raise ValueError(f"data.time_steps={time_steps} but the sequences have {input_shape[0]} steps")
+        time_steps = input_shape[0]
+    encoder = make_encoder(cfg.data.encoder, time_steps if cfg.data.encoder != "temporal" else None)
+    m = cfg.model
+    normalize = Normalize(m.normalize_mean, m.normalize_std) if m.normalize_mean is not None else None
+    body = _body(m, input_shape, n_classes, time_steps)
+    return SNNClassifier(encoder, body, m.readout, m.readout_scale, normalize)

@@ -1,0 +1,251 @@
+"""The training loop: clean, Gaussian-noise and FGSM adversarial training.
+
+Reproducibility: all randomness of epoch ``e`` (shuffling, training noise,
+FGSM random starts, Poisson spikes) comes from one generator seeded with
+``(seed, e)``, so a run resumed from its epoch-``e`` checkpoint continues
+exactly as the uninterrupted run would. Initialisation uses ``seed`` too, and
+torch runs with a fixed thread count from the config, never the machine's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..attacks import fgsm
+from ..config import RunConfig, config_from_dict, dump_config
+from ..data import DatasetSplit, load_dataset
+from ..models import SNNClassifier, build_model
+from ..neurons.modules import record_activity
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .regularizers import bound_penalty, mppd_penalty, select_layers, snn_rat_step
+
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.yaml"
+
+
+class RunError(RuntimeError):
+    """A run folder is in a state the requested command cannot use."""
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The one random stream of an epoch (``epoch = -1`` for evaluation)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0]))
+
+
+def set_threads(threads: int) -> None:
+    """Fix torch's intra-op threads so results do not depend on the machine."""
+    torch.set_num_threads(threads)
+
+
+def _set_encoder_generator(model: SNNClassifier, generator: Optional[torch.Generator]) -> None:
+    if hasattr(model.encoder, "generator"):
+        model.encoder.generator = generator
+
+
+@torch.no_grad()
+def predict(model: SNNClassifier, x: np.ndarray | torch.Tensor, batch_size: int = 500,
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Logits for all of ``x`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    _set_encoder_generator(model, generator)
+    x = torch.as_tensor(x)
+    try:
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def accuracy(logits: torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
+    """Fraction of argmax predictions equal to ``y`` (ties: lowest index)."""
+    return float((logits.argmax(1) == torch.as_tensor(y)).float().mean())
+
+
+def _perturb(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
+             g: torch.Generator) -> Optional[torch.Tensor]:
+    t = cfg.training
+    if t.mode == "gaussian":
+        # method.md: x~ = x + sigma*N(0,1), no clamp
+        return x + t.sigma * torch.randn(x.shape, generator=g)
+    if t.mode == "fgsm":
+        return fgsm(model, x, y, t.fgsm_step, random_start_std=t.fgsm_init_std, generator=g)
+    return None
+
+
+def training_loss(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
+                  g: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch: ``kappa*CE(x) + (1-kappa)*CE(x~) + rho*V + w*R`` and its terms."""
+    t, r = cfg.training, cfg.regularizer
+    x_pert = _perturb(model, cfg, x, y, g)
+    layers = model.spiking_layers()
+    with record_activity(model) as clean_rec:
+        logits = model(x)
+    ce = F.cross_entropy(logits, y)
+    terms = {"ce_clean": float(ce)}
+    if x_pert is None:
+        return ce, {**terms, "loss": float(ce), "acc": accuracy(logits.detach(), y)}
+    with record_activity(model) as pert_rec:
+        logits_p = model(x_pert)
+    ce_p = F.cross_entropy(logits_p, y)
+    loss = t.kappa * ce + (1 - t.kappa) * ce_p
+    terms["ce_perturbed"] = float(ce_p)
+    if r.mppd.rho > 0:
+        idx = select_layers(layers, r.mppd.layers, cfg.model.readout == "spikes")
+        v = mppd_penalty(clean_rec, pert_rec, layers, idx)
+        loss = loss + r.mppd.rho * v
+        terms["mppd"] = float(v)
+    if r.bound.weight > 0 or r.bound.gain_weight > 0:
+        b = bound_penalty(clean_rec, pert_rec, layers, r.bound.window, r.bound.gain_weight,
+                          r.bound.gain_target, r.bound.power_iterations)
+        loss = loss + max(r.bound.weight, 1e-12) * b if r.bound.weight > 0 else loss + b
+        terms["bound"] = float(b)
+    terms["loss"] = float(loss)
+    terms["acc"] = accuracy(logits.detach(), y)
+    return loss, terms
+
+
+def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.training
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int):
+    total = max(cfg.training.epochs * steps_per_epoch, 1)
+    if cfg.training.schedule == "cosine":
+        # per-step cosine to 0, as the reference (cosine over all iterations)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run left behind."""
+
+    out_dir: Path
+    model: SNNClassifier
+    data: DatasetSplit
+    metrics: list[dict]
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, SNNClassifier, dict]:
+    """Rebuild the trained model of a run folder from its checkpoint."""
+    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    cfg = config_from_dict(ckpt["config"], f"{run_dir}/{CHECKPOINT_NAME}:config")
+    model = build_model(cfg, tuple(ckpt["input_shape"]), int(ckpt["n_classes"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return cfg, model, ckpt
+
+
+def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
+          progress: bool = True, data: Optional[DatasetSplit] = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train ``cfg`` into ``out_dir`` (config, per-epoch metrics, checkpoint).
+
+    ``resume`` continues from the folder's last checkpoint (the folder's own
+    config wins); otherwise a folder that already holds a checkpoint is an
+    error unless ``force``.
+    """
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    start_epoch = 0
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise RunError(f"{out}: nothing to resume (no {CHECKPOINT_NAME}); drop --resume to start a new run")
+        state = load_checkpoint(ckpt_path)
+        # the run folder's own config wins: the resumed run is the same run
+        cfg = config_from_dict(state["config"], f"{ckpt_path}:config")
+        start_epoch = int(state["epoch"])
+    elif ckpt_path.exists() and not force:
+        raise RunError(f"{out}: already holds a trained run; use --resume to continue it or --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+
+    set_threads(cfg.threads)
+    if data is None:
+        data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
+    torch.manual_seed(cfg.seed)  # parameter initialisation
+    model = build_model(cfg, data.input_shape, data.n_classes)
+    x_train = torch.as_tensor(data.x_train)
+    y_train = torch.as_tensor(data.y_train)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.training.batch_size)
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg, steps_per_epoch)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        metrics_lines = (out / METRICS_NAME).read_text().splitlines() if (out / METRICS_NAME).exists() else []
+        metrics = [json.loads(line) for line in metrics_lines][:start_epoch]
+    else:
+        metrics = []
+    dump_config(cfg, out / CONFIG_NAME)
+
+    def save(epochs_done: int) -> None:
+        save_checkpoint(ckpt_path, {
+            "config": cfg.to_dict(), "epoch": epochs_done, "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+        })
+    # rewrite the metrics file to exactly the completed epochs (drops lines of a crashed epoch)
+    (out / METRICS_NAME).write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"train {cfg.name}", total=(cfg.training.epochs - start_epoch) * steps_per_epoch, info="")
+        for epoch in range(start_epoch, cfg.training.epochs):
+            g = epoch_generator(cfg.seed, epoch)
+            model.train()
+            _set_encoder_generator(model, g)
+            perm = torch.randperm(len(x_train), generator=g)
+            sums: dict[str, float] = {}
+            seen = 0
+            t0 = time.perf_counter()
+            for b in range(steps_per_epoch):
+                idx = perm[b * cfg.training.batch_size:(b + 1) * cfg.training.batch_size]
+                xb, yb = x_train[idx], y_train[idx]
+                loss, terms = training_loss(model, cfg, xb, yb, g)
+                if not torch.isfinite(loss):
+                    raise RunError(f"{cfg.name}: loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; "
+                                   f"lower training.lr or the regularizer weight")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.training.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip)
+                opt.step()
+                snn_rat_step(model, cfg.regularizer.rat_beta)
+                sched.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(idx)
+                seen += len(idx)
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.training.epochs} loss {terms['loss']:.3f}")
+            train_time = time.perf_counter() - t0
+            logits = predict(model, data.x_test, generator=epoch_generator(cfg.seed, -1))
+            record = {"epoch": epoch + 1, **{f"train_{k}": v / seen for k, v in sums.items()},
+                      "test_acc": accuracy(logits, data.y_test), "lr": opt.param_groups[0]["lr"],
+                      "train_seconds": train_time, "train_samples_per_s": seen / train_time}
+            metrics.append(record)
+            with open(out / METRICS_NAME, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            save(epoch + 1)
+            if not progress:
+                log(f"epoch {epoch + 1}/{cfg.training.epochs}: loss {record['train_loss']:.4f} "
+                    f"test acc {record['test_acc']:.4f}")
+    if state is None and cfg.training.epochs == 0:
+        save(0)  # an untrained run is still a run (useful for tests and export checks)
+    model.eval()
+    return TrainResult(out, model, data, metrics)

@@ -1,0 +1,171 @@
+"""Perturbation regularizers: MS-MPPD, the recurrent-SNN bound penalty and SNN-RAT.
+
+All penalties compare a clean and a perturbed forward pass of the same batch,
+using the input currents each spiking layer recorded (see
+:func:`neurodeploy.neurons.record_activity`). The clean currents are detached,
+so gradient flows only through the perturbed pass (method.md, 1).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+from ..neurons.modules import RecurrentSpikingNeurons
+
+
+def _leaks(layer: torch.nn.Module) -> tuple[float, float | None]:
+    """(membrane leak, current leak or None) of a spiking layer, with dt = 1."""
+    p = layer.p
+    leak = float(1.0 - p.tau_mem_inv)
+    current_leak = float(1.0 - p.tau_syn_inv) if hasattr(p, "tau_syn_inv") else None
+    return leak, current_leak
+
+
+def perturbation_dynamics(d_current: torch.Tensor, leak: float, current_leak: float | None = None) -> torch.Tensor:
+    """Membrane-potential perturbation of the simplified (reset-free) dynamics.
+
+    ``eps[0] = 0;  eps[t] = leak * eps[t-1] + dI[t]`` for t = 1..T, returned for
+    the T steps as ``(T, ...)``. For current-based neurons the perturbation
+    first passes the current filter: ``e_i[t] = current_leak*e_i[t-1] + dI[t]``
+    and ``eps[t] = leak*eps[t-1] + e_i[t]`` (the same linearisation).
+    """
+    if current_leak is not None:
+        d_current = perturbation_dynamics(d_current, current_leak)
+    eps = torch.zeros_like(d_current[0])
+    out = []
+    for t in range(d_current.shape[0]):
+        eps = leak * eps + d_current[t]
+        out.append(eps)
+    return torch.stack(out)
+
+
+def select_layers(layers: Sequence[torch.nn.Module], which: Union[str, Sequence[int]],
+                  readout_spiking: bool) -> list[int]:
+    """Indices of the spiking layers a regularizer acts on.
+
+    ``"last"`` is the last *hidden* spiking layer, the one feeding the readout
+    (the reference implementation's choice; with a spiking readout the output
+    layer itself is excluded). ``"all"`` is every hidden spiking layer.
+    """
+    hidden = list(range(len(layers) - 1 if readout_spiking else len(layers)))
+    if not hidden:
+        raise ValueError("the model has no hidden spiking layer to regularize")
+    if which == "last":
+        return [hidden[-1]]
+    if which == "all":
+        return hidden
+    chosen = list(which)
+    for i in chosen:
+        if not -len(layers) <= i < len(layers):
+            raise ValueError(f"regularizer.mppd.layers: index {i} out of range for {len(layers)} spiking layers")
+    return [i % len(layers) for i in chosen]
+
+
+def mppd_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.nn.Module],
+                 indices: Sequence[int]) -> torch.Tensor:
+    """MS-MPPD: mean over (t, batch, neurons) of eps[t]^2, averaged over ``indices``.
+
+    ``clean`` and ``perturbed`` are the recordings of the two passes; the clean
+    current is detached.
+    """
+    terms = []
+    for i in indices:
+        d_current = clean[i].current.detach() - perturbed[i].current
+        eps = perturbation_dynamics(d_current, *_leaks(layers[i]))
+        terms.append(eps.pow(2).mean())
+    return torch.stack(terms).mean()
+
+
+def _spectral_norm(weight: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Largest singular value by power iteration (differentiable in the last product)."""
+    w = weight.flatten(1)
+    v = torch.ones(w.shape[1], dtype=w.dtype) / w.shape[1] ** 0.5
+    with torch.no_grad():
+        for _ in range(max(iterations, 1)):
+            u = torch.nn.functional.normalize(w @ v, dim=0)
+            v = torch.nn.functional.normalize(w.t() @ u, dim=0)
+    return u @ w @ v
+
+
+def gain_bound(layer: RecurrentSpikingNeurons, iterations: int = 3) -> torch.Tensor:
+    """Input-output L2 gain bound of a recurrent layer's simplified dynamics.
+
+    ``sqrt(1/(1-lambda)) * max_t |p[t]| * (||W_in||_2 + ||W_rec||_2)``.
+    """
+    leak, _ = _leaks(layer)
+    bound = (1.0 / max(1.0 - leak, 1e-6)) ** 0.5 * (
+        _spectral_norm(layer.input_weights.weight, iterations)
+        + _spectral_norm(layer.recurrent_weights.weight, iterations)
+    )
+    if layer.gain is not None:
+        bound = bound * layer.gain.abs().max()
+    return bound
+
+
+def bound_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.nn.Module],
+                  window: int, gain_weight: float = 0.0, gain_target: float = 10.0,
+                  iterations: int = 3, delta: float = 1e-3) -> torch.Tensor:
+    """Noise-sensitivity penalty for recurrent spiking layers (our formula).
+
+    For every recurrent layer, with ``eps`` the membrane perturbation of the
+    simplified dynamics driven by the total current difference (feed-forward
+    plus recurrent) and ``dI_in`` the feed-forward input-current difference,
+    split the T steps into windows of ``window`` steps and penalise the squared
+    sensitivity ratio
+
+        R = mean over samples and windows of
+            ( ||eps||_{2,window} / (||dI_in||_{2,window} + delta) )^2
+
+    (how much the membrane moves per unit of input perturbation, which is what
+    the ICCAD'23 bound controls), plus ``gain_weight * relu(G/gain_target - 1)^2``
+    with ``G`` the layer's gain bound (:func:`gain_bound`).
+    """
+    terms = []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, RecurrentSpikingNeurons):
+            continue
+        d_total = clean[i].current.detach() - perturbed[i].current
+        d_in = clean[i].input_current.detach() - perturbed[i].input_current
+        eps = perturbation_dynamics(d_total, *_leaks(layer))
+        steps = eps.shape[0]
+        ratios = []
+        for start in range(0, steps, window):
+            num = eps[start:start + window].pow(2).sum((0, 2)).add(1e-12).sqrt()
+            den = d_in[start:start + window].pow(2).sum((0, 2)).sqrt() + delta
+            ratios.append((num / den).pow(2))
+        term = torch.stack(ratios).mean()
+        if gain_weight > 0:
+            g = gain_bound(layer, iterations)
+            term = term + gain_weight * torch.relu(g / gain_target - 1.0).pow(2)
+        terms.append(term)
+    if not terms:
+        raise ValueError("the bound penalty needs at least one recurrent spiking layer")
+    return torch.stack(terms).mean()
+
+
+@torch.no_grad()
+def snn_rat_step(model: torch.nn.Module, beta: float) -> None:
+    """SNN-RAT orthogonality step after an optimizer step: ``W <- (1+b)W - b W W^T W``.
+
+    Applied to every dense, convolutional and recurrent weight (convolutions
+    flattened to (out, in*k*k)).
+    """
+    if beta <= 0:
+        return
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            w = module.weight.flatten(1)
+            w_new = (1 + beta) * w - beta * (w @ w.t() @ w)
+            module.weight.copy_(w_new.view_as(module.weight))
+
+
+__all__ = [
+    "perturbation_dynamics",
+    "select_layers",
+    "mppd_penalty",
+    "gain_bound",
+    "bound_penalty",
+    "snn_rat_step",
+]
