@@ -17,10 +17,11 @@ import yaml
 # Errors that are the user's to fix: printed as one line, exit status 2.
 from .config import ConfigError
 from .data import DataError
+from .evaluate.robustness import NoiseSpecError
 from .train.checkpoint import CheckpointError
 from .train.loop import RunError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, RunError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, RunError, NoiseSpecError)
 
 
 def _parse_set(items: Sequence[str]) -> dict:

@@ -94,7 +94,7 @@ class BoundConfig:
     weight: float = 0.0
     window: int = 5
     gain_weight: float = 0.0
-    gain_target: float = 1.0
+    gain_target: float = 10.0
     power_iterations: int = 3
 
 

@@ -26,7 +26,7 @@ from ..data import DatasetSplit, load_dataset
 from ..models import SNNClassifier, build_model
 from ..neurons.modules import record_activity
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .regularizers import bound_penalty, mppd_penalty, select_layers, snn_rat_step
+from .regularizers import bound_penalty, gain_penalty, mppd_penalty, select_layers, snn_rat_step
 
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.yaml"
@@ -90,25 +90,30 @@ def training_loss(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torc
     with record_activity(model) as clean_rec:
         logits = model(x)
     ce = F.cross_entropy(logits, y)
-    terms = {"ce_clean": float(ce)}
+    terms = {"ce_clean": float(ce.detach())}
     if x_pert is None:
-        return ce, {**terms, "loss": float(ce), "acc": accuracy(logits.detach(), y)}
+        return ce, {**terms, "loss": float(ce.detach()), "acc": accuracy(logits.detach(), y)}
     with record_activity(model) as pert_rec:
         logits_p = model(x_pert)
     ce_p = F.cross_entropy(logits_p, y)
     loss = t.kappa * ce + (1 - t.kappa) * ce_p
-    terms["ce_perturbed"] = float(ce_p)
+    terms["ce_perturbed"] = float(ce_p.detach())
+    # MS-MPPD is always measured when a perturbed pass exists (a robustness
+    # diagnostic for unregularized runs too); it enters the loss when rho > 0.
+    idx = select_layers(layers, r.mppd.layers, cfg.model.readout == "spikes")
+    v = mppd_penalty(clean_rec, pert_rec, layers, idx)
     if r.mppd.rho > 0:
-        idx = select_layers(layers, r.mppd.layers, cfg.model.readout == "spikes")
-        v = mppd_penalty(clean_rec, pert_rec, layers, idx)
         loss = loss + r.mppd.rho * v
-        terms["mppd"] = float(v)
-    if r.bound.weight > 0 or r.bound.gain_weight > 0:
-        b = bound_penalty(clean_rec, pert_rec, layers, r.bound.window, r.bound.gain_weight,
-                          r.bound.gain_target, r.bound.power_iterations)
-        loss = loss + max(r.bound.weight, 1e-12) * b if r.bound.weight > 0 else loss + b
-        terms["bound"] = float(b)
-    terms["loss"] = float(loss)
+    terms["mppd"] = float(v.detach())
+    if r.bound.weight > 0:
+        b = bound_penalty(clean_rec, pert_rec, layers, r.bound.window)
+        loss = loss + r.bound.weight * b
+        terms["bound"] = float(b.detach())
+    if r.bound.gain_weight > 0:
+        gp = gain_penalty(layers, r.bound.gain_target, r.bound.power_iterations)
+        loss = loss + r.bound.gain_weight * gp
+        terms["gain"] = float(gp.detach())
+    terms["loss"] = float(loss.detach())
     terms["acc"] = accuracy(logits.detach(), y)
     return loss, terms
 
@@ -150,12 +155,13 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, SNNClassifier, dict]:
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
           progress: bool = True, data: Optional[DatasetSplit] = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, stop_after: Optional[int] = None) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (config, per-epoch metrics, checkpoint).
 
     ``resume`` continues from the folder's last checkpoint (the folder's own
     config wins); otherwise a folder that already holds a checkpoint is an
-    error unless ``force``.
+    error unless ``force``. ``stop_after`` stops after that many epochs in
+    total (the run stays resumable), e.g. to train in chunks.
     """
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
@@ -207,7 +213,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"train {cfg.name}", total=(cfg.training.epochs - start_epoch) * steps_per_epoch, info="")
-        for epoch in range(start_epoch, cfg.training.epochs):
+        last_epoch = cfg.training.epochs if stop_after is None else min(stop_after, cfg.training.epochs)
+        for epoch in range(start_epoch, last_epoch):
             g = epoch_generator(cfg.seed, epoch)
             model.train()
             _set_encoder_generator(model, g)

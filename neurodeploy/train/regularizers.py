@@ -105,8 +105,7 @@ def gain_bound(layer: RecurrentSpikingNeurons, iterations: int = 3) -> torch.Ten
 
 
 def bound_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.nn.Module],
-                  window: int, gain_weight: float = 0.0, gain_target: float = 10.0,
-                  iterations: int = 3, delta: float = 1e-3) -> torch.Tensor:
+                  window: int, delta: float = 1e-3) -> torch.Tensor:
     """Noise-sensitivity penalty for recurrent spiking layers (our formula).
 
     For every recurrent layer, with ``eps`` the membrane perturbation of the
@@ -118,9 +117,8 @@ def bound_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.n
         R = mean over samples and windows of
             ( ||eps||_{2,window} / (||dI_in||_{2,window} + delta) )^2
 
-    (how much the membrane moves per unit of input perturbation, which is what
-    the ICCAD'23 bound controls), plus ``gain_weight * relu(G/gain_target - 1)^2``
-    with ``G`` the layer's gain bound (:func:`gain_bound`).
+    i.e. how far the membrane moves per unit of input perturbation within a
+    window, which is what the ICCAD'23 bound controls. Averaged over layers.
     """
     terms = []
     for i, layer in enumerate(layers):
@@ -129,19 +127,23 @@ def bound_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.n
         d_total = clean[i].current.detach() - perturbed[i].current
         d_in = clean[i].input_current.detach() - perturbed[i].input_current
         eps = perturbation_dynamics(d_total, *_leaks(layer))
-        steps = eps.shape[0]
         ratios = []
-        for start in range(0, steps, window):
+        for start in range(0, eps.shape[0], window):
             num = eps[start:start + window].pow(2).sum((0, 2)).add(1e-12).sqrt()
             den = d_in[start:start + window].pow(2).sum((0, 2)).sqrt() + delta
             ratios.append((num / den).pow(2))
-        term = torch.stack(ratios).mean()
-        if gain_weight > 0:
-            g = gain_bound(layer, iterations)
-            term = term + gain_weight * torch.relu(g / gain_target - 1.0).pow(2)
-        terms.append(term)
+        terms.append(torch.stack(ratios).mean())
     if not terms:
         raise ValueError("the bound penalty needs at least one recurrent spiking layer")
+    return torch.stack(terms).mean()
+
+
+def gain_penalty(layers: Sequence[torch.nn.Module], target: float, iterations: int = 3) -> torch.Tensor:
+    """``mean over recurrent layers of relu(G / target - 1)^2``, G from :func:`gain_bound`."""
+    terms = [torch.relu(gain_bound(layer, iterations) / target - 1.0).pow(2)
+             for layer in layers if isinstance(layer, RecurrentSpikingNeurons)]
+    if not terms:
+        raise ValueError("the gain penalty needs at least one recurrent spiking layer")
     return torch.stack(terms).mean()
 
 
@@ -167,5 +169,6 @@ __all__ = [
     "mppd_penalty",
     "gain_bound",
     "bound_penalty",
+    "gain_penalty",
     "snn_rat_step",
 ]
