@@ -73,7 +73,15 @@ class ModelConfig:
     kernel_size: int = 3
     readout: str = "spikes"
     readout_scale: float = 10.0
+    # surrogate width of the spiking output layer (None: the neuron's gamma). A
+    # wider window keeps silent output neurons trainable: with the compact
+    # triangle an output neuron whose potential stays below 0 gets no gradient
+    # and its class dies.
+    readout_gamma: Optional[float] = None
     bias: bool = True
+    # data-driven init: scale each weight layer so the current into its spiking
+    # layer has this std (in thresholds) on training data; null keeps torch's init
+    init_current_std: Optional[float] = 0.5
     normalize_mean: Optional[list[float]] = None
     normalize_std: Optional[list[float]] = None
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
@@ -120,6 +128,9 @@ class TrainingConfig:
     fgsm_step: float = 4 / 255
     fgsm_init_std: float = 0.001
     grad_clip: Optional[float] = None
+    # random translation of training images by up to this many pixels (0: off);
+    # mnist5k has only 4,000 training digits, and shifts are the classic cure
+    augment_shift: int = 0
 
 
 @dataclass
@@ -231,6 +242,10 @@ def validate(cfg: RunConfig, src: str = "<config>") -> RunConfig:
     _check_range(n.current_leak, 0.0, 1.0, "model.neuron.current_leak", src)
     _check_range(n.threshold, 0.0, float("inf"), "model.neuron.threshold", src, lo_open=True)
     _check_range(n.gamma, 0.0, float("inf"), "model.neuron.gamma", src, lo_open=True)
+    if m.init_current_std is not None:
+        _check_range(m.init_current_std, 0.0, float("inf"), "model.init_current_std", src, lo_open=True)
+    if m.readout_gamma is not None:
+        _check_range(m.readout_gamma, 0.0, float("inf"), "model.readout_gamma", src, lo_open=True)
     if any(h < 1 for h in m.hidden):
         raise ConfigError(f"{src}: model.hidden: sizes must be >= 1, got {m.hidden}")
     if m.arch == "conv":
@@ -260,6 +275,8 @@ def validate(cfg: RunConfig, src: str = "<config>") -> RunConfig:
     for key in ("sigma", "fgsm_step", "fgsm_init_std", "weight_decay", "momentum"):
         if getattr(t, key) < 0:
             raise ConfigError(f"{src}: training.{key}: {getattr(t, key)} must be >= 0")
+    if t.augment_shift < 0:
+        raise ConfigError(f"{src}: training.augment_shift: {t.augment_shift} must be >= 0")
     if r.mppd.rho < 0:
         raise ConfigError(f"{src}: regularizer.mppd.rho: {r.mppd.rho} must be >= 0")
     if isinstance(r.mppd.layers, str) and r.mppd.layers not in ("last", "all"):

@@ -71,3 +71,16 @@ def test_cli_set_override_is_validated(tmp_path, capsys):
     cfg = MODELS[0]
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--set", "training.bogus=1"]) == 2
     assert "training.bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mnist5k-mlp-dlif", "mnist5k-conv-dlif"])
+def test_direct_encoding_shortcut_matches_full_time_loop(name):
+    cfg = load_config(f"models/{name}.yaml")
+    data = load_dataset("mnist5k", seed=0)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.input_shape, data.n_classes)
+    x = torch.as_tensor(data.x_test[:4])
+    fast = model.output_sequence(x)
+    slow, _ = model.body(model.encoder(x))  # every layer at every step
+    assert fast.shape == slow.shape == (cfg.data.time_steps, 4, data.n_classes)
+    assert torch.allclose(fast, slow, atol=1e-6)

@@ -1,5 +1,6 @@
 """MS-MPPD, the recurrent bound penalty and SNN-RAT."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -89,18 +90,37 @@ def test_select_layers():
         select_layers(layers, [5], readout_spiking=True)
 
 
-def test_bound_penalty_and_gain_bound():
+def test_bound_penalty_hand_computed():
+    layer = RecurrentSpikingNeurons(1, 1, NeuronConfig(type="lif", leak=0.5), 2)
+
+    def rec(total, ff):
+        return SimpleNamespace(current=torch.tensor(total).view(2, 1, 1), input_current=torch.tensor(ff).view(2, 1, 1))
+
+    # dI_total = [1, 2] -> eps = [1, 2.5]; dI_in = [1, 1] -> eps_in = [1, 1.5]
+    r = bound_penalty([rec([1.0, 3.0], [1.0, 1.0])], [rec([0.0, 1.0], [0.0, 0.0])], [layer], window=2)
+    num, den = math.sqrt(1 + 2.5**2) + 1e-2, math.sqrt(1 + 1.5**2) + 1e-2
+    assert r.item() == pytest.approx(math.log(num / den) ** 2, rel=1e-5)
+    # no amplification by the recurrent loop (total == feed-forward): no penalty
+    same = bound_penalty([rec([1.0, 1.0], [1.0, 1.0])], [rec([0.0, 0.0], [0.0, 0.0])], [layer], window=2)
+    assert same.item() == 0.0
+
+
+def test_bound_penalty_gradient_and_gain_bound():
     torch.manual_seed(0)
     layer = RecurrentSpikingNeurons(3, 4, NeuronConfig(type="dlif", leak=0.75), 6)
+    total_c, total_p = torch.randn(6, 2, 4, requires_grad=True), torch.randn(6, 2, 4, requires_grad=True)
+    ff_c, ff_p = (0.1 * torch.randn(6, 2, 4)).requires_grad_(True), (0.1 * torch.randn(6, 2, 4)).requires_grad_(True)
+    r = bound_penalty([SimpleNamespace(current=total_c, input_current=ff_c)],
+                      [SimpleNamespace(current=total_p, input_current=ff_p)], [layer], window=3)
+    assert r.item() > 0  # total perturbation ~10x the feed-forward one: amplified
+    r.backward()
+    assert total_c.grad is None and ff_c.grad is None  # clean pass detached
+    assert total_p.grad.abs().sum() > 0 and ff_p.grad.abs().sum() > 0
     x = torch.rand(6, 2, 3)
     with record_activity(layer) as clean:
         layer(x)
     with record_activity(layer) as pert:
-        layer(x + 0.2 * torch.randn(6, 2, 3))
-    r = bound_penalty(clean, pert, [layer], window=3)
-    assert r.item() > 0
-    r.backward()
-    assert layer.recurrent_weights.weight.grad is not None
+        layer(x + 0.5 * torch.randn(6, 2, 3))
     g = gain_bound(layer, iterations=50)
     exact = 2.0 * (torch.linalg.matrix_norm(layer.input_weights.weight, 2)
                    + torch.linalg.matrix_norm(layer.recurrent_weights.weight, 2))

@@ -10,13 +10,14 @@ recurrent dense.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import torch
 from norse.torch.module.sequential import SequentialState
 
 from ..config import ModelConfig, RunConfig
-from ..data.encoders import make_encoder
+from ..data.encoders import DirectEncoder, make_encoder
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity, spiking_layers
 
 
@@ -70,6 +71,25 @@ class SNNClassifier(torch.nn.Module):
 
     def output_sequence(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major output of the last layer, ``(T, B, classes)``."""
+        if isinstance(self.encoder, DirectEncoder):
+            # The input is the same at every step, so the stateless layers before
+            # the first neurons (flatten, first dense/conv) run once and are
+            # broadcast over T: identical values, T times less work.
+            seq = x.unsqueeze(0)
+            if self.normalize is not None:
+                seq = self.normalize(seq)
+            state: list = [None] * len(self.body)
+            modules = list(self.body)
+            first = self.body.stateful_layers.index(True)
+            for module in modules[:first]:
+                seq = module(seq)
+            seq = seq.expand(self.encoder.time_steps, *seq.shape[1:])
+            for i, module in enumerate(modules[first:], first):
+                if self.body.stateful_layers[i]:
+                    seq, state[i] = module(seq, state[i])
+                else:
+                    seq = module(seq)
+            return seq
         seq = self.encoder(x)
         if self.normalize is not None:
             seq = self.normalize(seq)
@@ -128,7 +148,8 @@ def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_s
             size = h
     layers.append(torch.nn.Linear(size, n_classes, bias=cfg.bias))
     if cfg.readout == "spikes":
-        layers.append(SpikingNeurons(neuron, time_steps))
+        out_neuron = neuron if cfg.readout_gamma is None else dataclasses.replace(neuron, gamma=cfg.readout_gamma)
+        layers.append(SpikingNeurons(out_neuron, time_steps))
     return SequentialState(*layers)
 
 
@@ -146,3 +167,41 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) ->
     normalize = Normalize(m.normalize_mean, m.normalize_std) if m.normalize_mean is not None else None
     body = _body(m, input_shape, n_classes, time_steps)
     return SNNClassifier(encoder, body, m.readout, m.readout_scale, normalize)
+
+
+def _synapse_of(body: SequentialState, layer: torch.nn.Module) -> torch.nn.Module:
+    """The weight layer that feeds a spiking layer (its Linear, Conv2d or input weights)."""
+    if isinstance(layer, RecurrentSpikingNeurons):
+        return layer.input_weights
+    modules = list(body)
+    for m in reversed(modules[:modules.index(layer)]):
+        if isinstance(m, TimeFolded):
+            return m.module
+        if isinstance(m, torch.nn.Linear):
+            return m
+    raise ValueError("spiking layer without a preceding weight layer")
+
+
+@torch.no_grad()
+def data_driven_init(model: SNNClassifier, x: torch.Tensor, target_std: float) -> list[float]:
+    """Scale each weight layer so its spiking layer's input current has std ``target_std * threshold``.
+
+    Layer by layer, in forward order, on a batch of training data (LSUV-style).
+    PyTorch's default initialisation lets spiking activity die out within a
+    few layers (a deep net starts silent and never trains); this keeps every
+    layer firing at the start. Returns the scale factors applied.
+    """
+    scales = []
+    for layer in model.spiking_layers():
+        synapse = _synapse_of(model.body, layer)
+        with record_activity(model) as recs:
+            model(x)
+        rec = recs[model.spiking_layers().index(layer)]
+        std = float(rec.input_current.std())
+        threshold = float(layer.p.v_th)
+        factor = target_std * threshold / std if std > 0 else 1.0
+        synapse.weight.mul_(factor)
+        if synapse.bias is not None:
+            synapse.bias.mul_(factor)
+        scales.append(factor)
+    return scales

@@ -24,6 +24,7 @@ from ..attacks import fgsm
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import DatasetSplit, load_dataset
 from ..models import SNNClassifier, build_model
+from ..models.builders import data_driven_init
 from ..neurons.modules import record_activity
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .regularizers import bound_penalty, gain_penalty, mppd_penalty, select_layers, snn_rat_step
@@ -68,6 +69,16 @@ def predict(model: SNNClassifier, x: np.ndarray | torch.Tensor, batch_size: int 
 def accuracy(logits: torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
     """Fraction of argmax predictions equal to ``y`` (ties: lowest index)."""
     return float((logits.argmax(1) == torch.as_tensor(y)).float().mean())
+
+
+def random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
+    """Translate each image ``(B, C, H, W)`` by up to ``max_shift`` pixels, zero fill."""
+    if max_shift == 0 or x.dim() != 4:
+        return x
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=g)
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def _perturb(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
@@ -183,6 +194,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
         data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
     torch.manual_seed(cfg.seed)  # parameter initialisation
     model = build_model(cfg, data.input_shape, data.n_classes)
+    if state is None and cfg.model.init_current_std is not None:
+        data_driven_init(model, torch.as_tensor(data.x_train[:256]), cfg.model.init_current_std)
     x_train = torch.as_tensor(data.x_train)
     y_train = torch.as_tensor(data.y_train)
     steps_per_epoch = math.ceil(len(x_train) / cfg.training.batch_size)
@@ -224,7 +237,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
             t0 = time.perf_counter()
             for b in range(steps_per_epoch):
                 idx = perm[b * cfg.training.batch_size:(b + 1) * cfg.training.batch_size]
-                xb, yb = x_train[idx], y_train[idx]
+                xb, yb = random_shift(x_train[idx], cfg.training.augment_shift, g), y_train[idx]
                 loss, terms = training_loss(model, cfg, xb, yb, g)
                 if not torch.isfinite(loss):
                     raise RunError(f"{cfg.name}: loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; "

@@ -105,33 +105,37 @@ def gain_bound(layer: RecurrentSpikingNeurons, iterations: int = 3) -> torch.Ten
 
 
 def bound_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.nn.Module],
-                  window: int, delta: float = 1e-3) -> torch.Tensor:
-    """Noise-sensitivity penalty for recurrent spiking layers (our formula).
+                  window: int, delta: float = 1e-2) -> torch.Tensor:
+    """Recurrent noise-amplification penalty for recurrent spiking layers (our formula).
 
-    For every recurrent layer, with ``eps`` the membrane perturbation of the
+    For every recurrent layer let ``eps`` be the membrane perturbation of the
     simplified dynamics driven by the total current difference (feed-forward
-    plus recurrent) and ``dI_in`` the feed-forward input-current difference,
-    split the T steps into windows of ``window`` steps and penalise the squared
-    sensitivity ratio
+    plus recurrent), and ``eps_in`` the one driven by the feed-forward input
+    current difference ``dI_in`` alone (what the layer would see without
+    recurrence). Over windows of ``window`` steps,
 
-        R = mean over samples and windows of
-            ( ||eps||_{2,window} / (||dI_in||_{2,window} + delta) )^2
+        ratio = (||eps||_{2,window} + delta) / (||eps_in||_{2,window} + delta)
+        R     = mean over samples and windows of relu(log ratio)^2
 
-    i.e. how far the membrane moves per unit of input perturbation within a
-    window, which is what the ICCAD'23 bound controls. Averaged over layers.
+    i.e. the membrane-potential change per unit of input-current perturbation
+    within a window, normalised by the leaky integration every neuron does
+    anyway, so only amplification by the recurrent loop is penalised (the
+    feed-forward path is MS-MPPD's job). The log keeps the gradient bounded
+    when the input perturbation in a window is tiny. Averaged over recurrent
+    layers.
     """
     terms = []
     for i, layer in enumerate(layers):
         if not isinstance(layer, RecurrentSpikingNeurons):
             continue
-        d_total = clean[i].current.detach() - perturbed[i].current
-        d_in = clean[i].input_current.detach() - perturbed[i].input_current
-        eps = perturbation_dynamics(d_total, *_leaks(layer))
+        leaks = _leaks(layer)
+        eps = perturbation_dynamics(clean[i].current.detach() - perturbed[i].current, *leaks)
+        eps_in = perturbation_dynamics(clean[i].input_current.detach() - perturbed[i].input_current, *leaks)
         ratios = []
         for start in range(0, eps.shape[0], window):
-            num = eps[start:start + window].pow(2).sum((0, 2)).add(1e-12).sqrt()
-            den = d_in[start:start + window].pow(2).sum((0, 2)).sqrt() + delta
-            ratios.append((num / den).pow(2))
+            num = eps[start:start + window].pow(2).sum((0, 2)).add(1e-12).sqrt() + delta
+            den = eps_in[start:start + window].pow(2).sum((0, 2)).add(1e-12).sqrt() + delta
+            ratios.append(torch.relu(torch.log(num / den)).pow(2))
         terms.append(torch.stack(ratios).mean())
     if not terms:
         raise ValueError("the bound penalty needs at least one recurrent spiking layer")
