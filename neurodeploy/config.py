@@ -78,7 +78,12 @@ class ModelConfig:
     # triangle an output neuron whose potential stays below 0 gets no gradient
     # and its class dies.
     readout_gamma: Optional[float] = None
-    bias: bool = True
+    # no bias by default: on the chip a bias integrates from step 0 while the
+    # input reaches deeper layers one step per layer later (pipeline fill)
+    bias: bool = False
+    # inputs are quantized to 2**input_bits - 1 levels (straight-through) so the
+    # float model sees exactly what graded spikes carry on the chip; null: off
+    input_bits: Optional[int] = 8
     # data-driven init: scale each weight layer so the current into its spiking
     # layer has this std (in thresholds) on training data; null keeps torch's init
     init_current_std: Optional[float] = 0.5
@@ -244,6 +249,8 @@ def validate(cfg: RunConfig, src: str = "<config>") -> RunConfig:
     _check_range(n.gamma, 0.0, float("inf"), "model.neuron.gamma", src, lo_open=True)
     if m.init_current_std is not None:
         _check_range(m.init_current_std, 0.0, float("inf"), "model.init_current_std", src, lo_open=True)
+    if m.input_bits is not None and not 1 <= m.input_bits <= 24:
+        raise ConfigError(f"{src}: model.input_bits: {m.input_bits} is outside [1, 24]")
     if m.readout_gamma is not None:
         _check_range(m.readout_gamma, 0.0, float("inf"), "model.readout_gamma", src, lo_open=True)
     if any(h < 1 for h in m.hidden):

@@ -74,6 +74,21 @@ def test_mppd_gradient_flows_only_through_perturbed_pass():
         assert torch.allclose(g, p.grad)
 
 
+def test_descending_mppd_lowers_it():
+    model = _mlp()
+    x = torch.rand(4, 8, 6)
+    x_pert = x + 0.3 * torch.randn(4, 8, 6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    values = []
+    for _ in range(5):
+        v = _v(model, x, x_pert)
+        values.append(v.item())
+        opt.zero_grad()
+        v.backward()
+        opt.step()
+    assert all(b < a for a, b in zip(values, values[1:]))
+
+
 def test_mppd_zero_without_perturbation():
     model = _mlp()
     x = torch.rand(4, 3, 6)

@@ -51,6 +51,18 @@ class Normalize(torch.nn.Module):
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
+class _RoundSTE(torch.autograd.Function):
+    """Round in the forward pass, identity gradient (attacks still see the input)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
 class SNNClassifier(torch.nn.Module):
     """Encoder, spiking body and readout; ``forward(x)`` returns logits ``(B, classes)``.
 
@@ -61,16 +73,25 @@ class SNNClassifier(torch.nn.Module):
     """
 
     def __init__(self, encoder: torch.nn.Module, body: SequentialState, readout: str,
-                 readout_scale: float, normalize: Optional[Normalize] = None) -> None:
+                 readout_scale: float, normalize: Optional[Normalize] = None,
+                 input_levels: Optional[int] = None) -> None:
         super().__init__()
+        self.input_levels = input_levels
         self.encoder = encoder
         self.normalize = normalize
         self.body = body
         self.readout = readout
         self.readout_scale = readout_scale
 
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs on the chip's grid: ``round(x * levels) / levels`` for x in [0, 1]."""
+        if self.input_levels is None:
+            return x
+        return _RoundSTE.apply(x.clamp(0.0, 1.0) * self.input_levels) / self.input_levels
+
     def output_sequence(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major output of the last layer, ``(T, B, classes)``."""
+        x = self.quantize_input(x)
         if isinstance(self.encoder, DirectEncoder):
             # The input is the same at every step, so the stateless layers before
             # the first neurons (flatten, first dense/conv) run once and are
@@ -166,7 +187,8 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) ->
     m = cfg.model
     normalize = Normalize(m.normalize_mean, m.normalize_std) if m.normalize_mean is not None else None
     body = _body(m, input_shape, n_classes, time_steps)
-    return SNNClassifier(encoder, body, m.readout, m.readout_scale, normalize)
+    levels = None if m.input_bits is None else 2**m.input_bits - 1
+    return SNNClassifier(encoder, body, m.readout, m.readout_scale, normalize, levels)
 
 
 def _synapse_of(body: SequentialState, layer: torch.nn.Module) -> torch.nn.Module:

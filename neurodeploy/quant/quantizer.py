@@ -1,0 +1,326 @@
+"""Post-training quantization of a trained float SNN to the fixed-point IR.
+
+Each spiking layer (its synapses plus its neurons) is scaled on its own: the
+layers talk in binary spikes, so a layer's membrane scale ``S`` (integer
+voltage units per float unit) only has to agree with its own weights, bias
+and threshold. For a layer with effective float weights ``W`` (DLIF gain
+folded in), threshold ``theta`` and bias ``b``:
+
+* ``w_int = round(S * W / 2**(weight_exp + 6))``: Lava adds ``(W s) << 6``
+  shifted by ``weight_exp`` to the current; mixed-sign 8-bit Dense keeps only
+  even mantissas in [-256, 254], so rounding is to even integers;
+* ``vth = round(S * theta / 2**6)`` (Lava compares ``v > vth << 6``);
+* ``bias_mant << bias_exp = round(S * b)``;
+* ``dv = round(4096 * (1 - leak))``; ``du = 4095`` for current-free neurons
+  (then ``u`` is exactly this step's input) and ``round(4096*(1-current_leak)) - 1``
+  for CUBA (Lava adds a hidden +1 to du).
+
+``weight_exp`` is the largest exponent whose full-range scale keeps the
+threshold at most ``vth_target`` (headroom in the 24-bit state for inputs
+above threshold); where even that is impossible the weights clip (reported).
+The DLIF gain ``p[t]`` varies over time but Loihi weights do not: the mean gain
+is folded in and its spread is reported (fine-tune with a frozen gain when it
+matters).
+
+Direct-encoded inputs use graded spikes carrying ``round(255 * x)``; the
+float model sees the same 8-bit input (``SNNClassifier`` quantizes it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons
+from ..models.builders import SNNClassifier, TimeFolded
+from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
+from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
+from .profile import HardwareProfile
+
+
+class QuantizationError(ValueError):
+    """The model cannot be mapped to the profile; the message says why, with numbers."""
+
+
+@dataclass
+class LayerReport:
+    """How one layer was quantized and what it cost."""
+
+    index: int
+    kind: str
+    shape: list[int]
+    scale: float
+    weight_exp: int
+    vth: int
+    bias_exp: int
+    du: int
+    dv: int
+    weight_clip_fraction: float
+    weight_rel_error: float
+    weight_levels_used: int
+    threshold_rel_error: float
+    leak_float: float
+    leak_fixed: float
+    gain_mean: Optional[float] = None
+    gain_spread: Optional[float] = None
+    recurrent_weight_exp: Optional[int] = None
+    recurrent_rel_error: Optional[float] = None
+    bias_clip_fraction: float = 0.0
+    max_input_per_step: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QuantizationResult:
+    network: Network
+    layers: list[LayerReport]
+    resources: dict
+
+
+def _float_layers(model: SNNClassifier) -> list[dict]:
+    """The deployable layer sequence of a float model: synapse, neurons, input shape."""
+    if model.readout != "spikes":
+        raise QuantizationError(
+            "model.readout is 'linear': a non-spiking readout has no Loihi equivalent; "
+            "train with readout 'spikes' (the prediction is then the argmax of output spike counts)")
+    layers = []
+    pending: dict = {}
+    for module in model.body:
+        if isinstance(module, torch.nn.Flatten):
+            pending["flatten"] = True
+        elif isinstance(module, torch.nn.Linear):
+            pending = {"kind": "dense", "weight": module.weight, "bias": module.bias}
+        elif isinstance(module, TimeFolded):
+            conv = module.module
+            if not isinstance(conv, torch.nn.Conv2d):
+                raise QuantizationError(f"unsupported time-folded layer {type(conv).__name__}")
+            if conv.padding_mode != "zeros":
+                raise QuantizationError(f"conv padding_mode {conv.padding_mode!r}: Loihi supports zero padding only")
+            pending = {"kind": "conv", "weight": conv.weight, "bias": conv.bias, "conv": conv}
+        elif isinstance(module, SpikingNeurons):
+            if "weight" not in pending:
+                raise QuantizationError("a spiking layer without synapses in front of it cannot be deployed")
+            layers.append({**pending, "neurons": module})
+            pending = {}
+        elif isinstance(module, RecurrentSpikingNeurons):
+            layers.append({"kind": "dense_rec", "weight": module.input_weights.weight,
+                           "bias": module.input_weights.bias, "weight_rec": module.recurrent_weights.weight,
+                           "neurons": module})
+        else:
+            raise QuantizationError(f"layer {type(module).__name__} cannot be deployed to Loihi "
+                                    f"(supported: Linear, Conv2d, Flatten, spiking neurons)")
+    if pending.get("weight") is not None:
+        raise QuantizationError("the model ends in synapses without neurons; the output layer must spike")
+    return layers
+
+
+def _neuron_params(neurons) -> tuple[float, Optional[float], float]:
+    p = neurons.p
+    leak = float(1.0 - p.tau_mem_inv)
+    current_leak = float(1.0 - p.tau_syn_inv) if hasattr(p, "tau_syn_inv") else None
+    return leak, current_leak, float(p.v_th)
+
+
+def _even_round(x: np.ndarray, mixed: bool) -> np.ndarray:
+    """Round to the mantissas Lava keeps: even integers for mixed-sign 8-bit."""
+    return 2 * np.rint(x / 2) if mixed else np.rint(x)
+
+
+def _quantize_weights(w: np.ndarray, scale: float, exp: int, profile: HardwareProfile) -> tuple[np.ndarray, float, float]:
+    """Integer mantissas, clip fraction and relative RMS error for weights ``w`` at ``scale``."""
+    mixed = profile.weights.sign_mode == "mixed"
+    wmax = profile.weight_max
+    lo = -wmax - 2 if mixed else (0 if profile.weights.sign_mode == "excitatory" else -wmax)
+    hi = wmax if profile.weights.sign_mode != "inhibitory" else 0
+    target = w * scale / 2.0 ** (exp + profile.neuron.activation_shift)
+    q = np.clip(_even_round(target, mixed), lo, hi)
+    clip = float(np.mean((target > hi + 1) | (target < lo - 1))) if target.size else 0.0
+    back = q * 2.0 ** (exp + profile.neuron.activation_shift) / scale
+    norm = float(np.linalg.norm(w))
+    err = float(np.linalg.norm(back - w) / norm) if norm > 0 else 0.0
+    return q.astype(np.int64), clip, err
+
+
+def _choose_exp_and_scale(wmax_abs: float, theta: float, profile: HardwareProfile, vth_target: int) -> tuple[int, float, list[str]]:
+    """Pick the weight exponent and membrane scale of a layer (see module docstring)."""
+    shift = profile.neuron.activation_shift
+    notes = []
+    if wmax_abs == 0:
+        # all-zero weights: any exponent is exact; put the threshold at the target
+        return profile.weights.exp_min, vth_target * 2.0**shift / theta, ["all weights are zero"]
+    chosen = None
+    for exp in range(profile.weights.exp_max, profile.weights.exp_min - 1, -1):
+        scale = profile.weight_max * 2.0 ** (exp + shift) / wmax_abs
+        if theta * scale / 2.0**shift <= vth_target:
+            chosen = (exp, scale)
+            break
+    if chosen is None:
+        # weights tiny next to the threshold: cap the threshold, weights use part of the range
+        exp = profile.weights.exp_min
+        scale = vth_target * 2.0**shift / theta
+        notes.append("weights are small next to the threshold even at the smallest weight exponent; "
+                     "they use only part of the mantissa range")
+        chosen = (exp, scale)
+    exp, scale = chosen
+    vth = theta * scale / 2.0**shift
+    min_vth = 2.0 ** max(profile.weights.bits - 2, 1)
+    if vth < min_vth:
+        # weights huge next to the threshold: keep threshold resolution, clip the largest weights
+        scale = min_vth * 2.0**shift / theta
+        notes.append(f"weights are huge next to the threshold; the threshold is kept at {int(min_vth)} "
+                     f"and the largest weights clip")
+    return exp, scale, notes
+
+
+def _recurrent_exp(w: np.ndarray, scale: float, profile: HardwareProfile) -> int:
+    wmax_abs = float(np.abs(w).max()) if w.size else 0.0
+    if wmax_abs == 0:
+        return profile.weights.exp_min
+    shift = profile.neuron.activation_shift
+    exp = math.ceil(math.log2(wmax_abs * scale / (profile.weight_max * 2.0**shift)))
+    return int(min(max(exp, profile.weights.exp_min), profile.weights.exp_max))
+
+
+def _bias(b: np.ndarray, scale: float, profile: HardwareProfile) -> tuple[np.ndarray, int, float]:
+    """Bias mantissa and exponent; exponent 6 first (lava-dl netx's fixed convention)."""
+    total = b * scale
+    mmax = profile.bias_mant_max
+    exps = [e for e in (6, *range(profile.bias_exp_max + 1)) if e <= profile.bias_exp_max]
+    best = None
+    for e in sorted(set(exps), key=lambda e: (e != 6, e)):
+        mant = np.rint(total / 2.0**e)
+        if np.all(np.abs(mant) <= mmax):
+            best = (mant, e)
+            break
+    clip = 0.0
+    if best is None:
+        e = profile.bias_exp_max
+        mant = np.rint(total / 2.0**e)
+        clip = float(np.mean(np.abs(mant) > mmax))
+        best = (np.clip(mant, -mmax, mmax), e)
+    mant, e = best
+    return mant.astype(np.int64), int(e), clip
+
+
+def input_encoding_for(model: SNNClassifier, profile: HardwareProfile) -> InputEncoding:
+    """The fixed-point input path of a model's encoder."""
+    if isinstance(model.encoder, PoissonEncoder):
+        return InputEncoding(kind="spikes", bits=1, scale=1.0)
+    bits = profile.input.graded_bits
+    return InputEncoding(kind="graded", bits=bits, scale=float(2**bits - 1))
+
+
+def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
+                   time_steps: int, vth_target: Optional[int] = None, name: str = "") -> QuantizationResult:
+    """Map a trained float model to a fixed-point :class:`Network` for ``profile``."""
+    if model.normalize is not None:
+        raise QuantizationError("models with input normalisation cannot be deployed yet: fold it into the first "
+                                "layer or train without model.normalize_mean/std")
+    if not isinstance(model.encoder, (DirectEncoder, PoissonEncoder, TemporalEncoder)):
+        raise QuantizationError(f"encoder {type(model.encoder).__name__} has no fixed-point input path")
+    encoding = input_encoding_for(model, profile)
+    if encoding.kind == "graded" and model.input_levels != encoding.scale:
+        raise QuantizationError(
+            f"the model was trained on inputs quantized to {model.input_levels} levels (model.input_bits) but "
+            f"profile {profile.name!r} sends {profile.input.graded_bits}-bit graded spikes "
+            f"({int(encoding.scale)} levels); set model.input_bits to {profile.input.graded_bits}")
+    state_headroom = profile.neuron.state_bits - 1 - profile.neuron.activation_shift - 2
+    vth_target = int(vth_target or min(profile.vth_max, 2**state_headroom))
+    float_layers = _float_layers(model)
+    shape: tuple[int, ...] = tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder) else tuple(input_shape)
+    ir_layers: list[Layer] = []
+    reports: list[LayerReport] = []
+    for i, fl in enumerate(float_layers):
+        neurons = fl["neurons"]
+        leak, current_leak, theta = _neuron_params(neurons)
+        gain = neurons.gain.detach().double().numpy() if neurons.gain is not None else None
+        g = float(gain.mean()) if gain is not None else 1.0
+        w = fl["weight"].detach().double().numpy() * g
+        if i == 0 and encoding.kind == "graded":
+            w = w / encoding.scale  # the first layer receives round(x * scale)
+        b = fl["bias"].detach().double().numpy() * g if fl["bias"] is not None else np.zeros(w.shape[0])
+        wmax_abs = float(np.abs(w).max()) if w.size else 0.0
+        exp, scale, notes = _choose_exp_and_scale(wmax_abs, theta, profile, vth_target)
+        w_int, clip, err = _quantize_weights(w, scale, exp, profile)
+        vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
+        vth_back = vth * 2.0**profile.neuron.activation_shift / scale
+        bias_mant, bias_exp, bias_clip = _bias(b, scale, profile)
+        dv = int(min(max(round(4096 * (1 - leak)), 0), profile.decay_max))
+        du = profile.decay_max if current_leak is None else int(min(max(round(4096 * (1 - current_leak)) - 1, 0),
+                                                                     profile.decay_max))
+        nrn = Neurons(du=du, dv=dv, vth=vth, bias_mant=bias_mant.reshape(-1), bias_exp=bias_exp)
+        report = LayerReport(
+            index=i, kind=fl["kind"], shape=[], scale=scale, weight_exp=exp, vth=vth, bias_exp=bias_exp,
+            du=du, dv=dv, weight_clip_fraction=clip, weight_rel_error=err,
+            weight_levels_used=int(np.unique(w_int).size), threshold_rel_error=abs(vth_back - theta) / theta,
+            leak_float=leak, leak_fixed=1 - dv / 4096, bias_clip_fraction=bias_clip, notes=notes,
+        )
+        if gain is not None:
+            report.gain_mean = g
+            report.gain_spread = float(np.abs(gain - g).max() / abs(g)) if g != 0 else float("inf")
+        if fl["kind"] == "conv":
+            conv = fl["conv"]
+            if len(shape) != 3:
+                raise QuantizationError(f"layer {i}: conv needs (C, H, W) input, got shape {shape}")
+            layer: Layer = ConvLayer(
+                weight=w_int, neurons=nrn, in_shape=tuple(shape), stride=tuple(conv.stride),
+                padding=tuple(conv.padding), dilation=tuple(conv.dilation), groups=conv.groups,
+                weight_exp=exp, num_weight_bits=profile.weights.bits, sign_mode=profile.weights.sign_mode,
+                name=f"layer{i}")
+        else:
+            layer = DenseLayer(weight=w_int.reshape(w.shape[0], -1), neurons=nrn, weight_exp=exp,
+                               num_weight_bits=profile.weights.bits, sign_mode=profile.weights.sign_mode,
+                               name=f"layer{i}")
+            if fl["kind"] == "dense_rec":
+                w_rec = fl["weight_rec"].detach().double().numpy() * g
+                rexp = _recurrent_exp(w_rec, scale, profile)
+                w_rec_int, rclip, rerr = _quantize_weights(w_rec, scale, rexp, profile)
+                layer.weight_rec, layer.weight_rec_exp = w_rec_int, rexp
+                report.recurrent_weight_exp, report.recurrent_rel_error = rexp, rerr
+        in_max = (2**encoding.bits - 1) if (i == 0 and encoding.kind == "graded") else 1
+        report.max_input_per_step = int(np.abs(w_int).reshape(w_int.shape[0], -1).sum(1).max() * in_max
+                                        * 2.0 ** (exp + profile.neuron.activation_shift)) if w_int.size else 0
+        if report.max_input_per_step > profile.state_max:
+            report.notes.append(f"worst-case input per step {report.max_input_per_step} exceeds the "
+                                f"{profile.neuron.state_bits}-bit state: u can wrap if nearly all inputs fire together")
+        report.shape = list(layer.out_shape)
+        ir_layers.append(layer)
+        reports.append(report)
+        shape = layer.out_shape
+    network = Network(input_shape=tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder)
+                      else tuple(input_shape), layers=ir_layers, time_steps=time_steps,
+                      input_encoding=encoding, profile=profile.name, metadata={"source": name})
+    network.validate(name or "quantized network")
+    resources = check_resources(network, profile)
+    return QuantizationResult(network, reports, resources)
+
+
+def check_resources(network: Network, profile: HardwareProfile) -> dict:
+    """Cores, synapses and fan-in the network needs; raise if it does not fit the profile."""
+    r = profile.resources
+    layers = []
+    total_cores = 0
+    problems = []
+    for i, layer in enumerate(network.layers):
+        n = int(np.prod(layer.out_shape))
+        if isinstance(layer, ConvLayer):
+            fan_in = int(layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3])
+            synapses = int(layer.weight.size)  # shared kernel weights stored once per core group
+        else:
+            fan_in = layer.in_size + (n if layer.weight_rec is not None else 0)
+            synapses = int(layer.weight.size + (layer.weight_rec.size if layer.weight_rec is not None else 0))
+        cores = max(math.ceil(n / r.neurons_per_core), math.ceil(synapses / r.synapses_per_core))
+        total_cores += cores
+        layers.append({"layer": i, "neurons": n, "synapses": synapses, "fan_in": fan_in, "cores": cores})
+        if fan_in > r.max_fan_in:
+            problems.append(f"layer {i}: fan-in {fan_in} > max_fan_in {r.max_fan_in}")
+    if total_cores > r.cores_per_chip:
+        per_layer = ", ".join(f"layer {x['layer']}: {x['cores']}" for x in layers)
+        problems.append(f"needs {total_cores} cores > {r.cores_per_chip} cores per chip ({per_layer})")
+    if problems:
+        raise QuantizationError(f"the network does not fit profile {profile.name!r}: " + "; ".join(problems))
+    return {"layers": layers, "cores": total_cores, "cores_available": r.cores_per_chip}
