@@ -65,9 +65,24 @@ class HardwareProfile:
     source: str = ""
 
     @property
+    def weight_step(self) -> int:
+        """Granularity of weight mantissas: Lava drops ``8 - bits + is_mixed`` low bits."""
+        return 2 ** (8 - self.weights.bits + (self.weights.sign_mode == "mixed"))
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        """Smallest and largest weight mantissa Lava's Dense keeps (mixed 8-bit: -256..254)."""
+        step = self.weight_step
+        hi = 0 if self.weights.sign_mode == "inhibitory" else 256 - step
+        lo = 0 if self.weights.sign_mode == "excitatory" else (-256 if self.weights.sign_mode == "mixed"
+                                                               else (-255 // step) * step)
+        return lo, hi
+
+    @property
     def weight_max(self) -> int:
-        """Largest weight mantissa (mixed 8-bit: 254, only even values survive)."""
-        return 2 ** (self.weights.bits - 1) - 2 if self.weights.sign_mode == "mixed" else 2 ** self.weights.bits - 1
+        """Largest weight magnitude usable on both signs (for scaling)."""
+        lo, hi = self.weight_range
+        return max(hi, -lo - (self.weight_step if self.weights.sign_mode == "mixed" else 0))
 
     @property
     def vth_max(self) -> int:

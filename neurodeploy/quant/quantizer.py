@@ -125,36 +125,48 @@ def _neuron_params(neurons) -> tuple[float, Optional[float], float]:
     return leak, current_leak, float(p.v_th)
 
 
-def _even_round(x: np.ndarray, mixed: bool) -> np.ndarray:
-    """Round to the mantissas Lava keeps: even integers for mixed-sign 8-bit."""
-    return 2 * np.rint(x / 2) if mixed else np.rint(x)
-
-
 def _quantize_weights(w: np.ndarray, scale: float, exp: int, profile: HardwareProfile) -> tuple[np.ndarray, float, float]:
-    """Integer mantissas, clip fraction and relative RMS error for weights ``w`` at ``scale``."""
-    mixed = profile.weights.sign_mode == "mixed"
-    wmax = profile.weight_max
-    lo = -wmax - 2 if mixed else (0 if profile.weights.sign_mode == "excitatory" else -wmax)
-    hi = wmax if profile.weights.sign_mode != "inhibitory" else 0
+    """Integer mantissas, clip fraction and relative RMS error for weights ``w`` at ``scale``.
+
+    Mantissas are rounded to the multiples Lava keeps (mixed 8-bit: even
+    numbers) and clipped to the sign mode's range.
+    """
+    lo, hi = profile.weight_range
+    step = profile.weight_step
     target = w * scale / 2.0 ** (exp + profile.neuron.activation_shift)
-    q = np.clip(_even_round(target, mixed), lo, hi)
-    clip = float(np.mean((target > hi + 1) | (target < lo - 1))) if target.size else 0.0
+    q = np.clip(step * np.rint(target / step), lo, hi)
+    clip = float(np.mean((target > hi + step / 2) | (target < lo - step / 2))) if target.size else 0.0
     back = q * 2.0 ** (exp + profile.neuron.activation_shift) / scale
     norm = float(np.linalg.norm(w))
     err = float(np.linalg.norm(back - w) / norm) if norm > 0 else 0.0
     return q.astype(np.int64), clip, err
 
 
-def _choose_exp_and_scale(wmax_abs: float, theta: float, profile: HardwareProfile, vth_target: int) -> tuple[int, float, list[str]]:
+def _full_range(w: np.ndarray, profile: HardwareProfile) -> float:
+    """Largest factor that maps ``w`` into the mantissa range (both signs respected)."""
+    lo, hi = profile.weight_range
+    factors = []
+    if w.size and w.max() > 0:
+        factors.append(hi / float(w.max()) if hi > 0 else 0.0)
+    if w.size and w.min() < 0:
+        factors.append(-lo / float(-w.min()) if lo < 0 else 0.0)
+    factors = [f for f in factors if f > 0]
+    return min(factors) if factors else 0.0
+
+
+def _choose_exp_and_scale(w: np.ndarray, theta: float, profile: HardwareProfile,
+                          vth_target: int) -> tuple[int, float, list[str]]:
     """Pick the weight exponent and membrane scale of a layer (see module docstring)."""
     shift = profile.neuron.activation_shift
     notes = []
-    if wmax_abs == 0:
-        # all-zero weights: any exponent is exact; put the threshold at the target
-        return profile.weights.exp_min, vth_target * 2.0**shift / theta, ["all weights are zero"]
+    fill = _full_range(w, profile)
+    if fill == 0:
+        # all-zero weights (or none representable in this sign mode): put the threshold at the target
+        note = "all weights are zero" if not np.any(w) else "no weight has the sign this profile allows"
+        return profile.weights.exp_min, vth_target * 2.0**shift / theta, [note]
     chosen = None
     for exp in range(profile.weights.exp_max, profile.weights.exp_min - 1, -1):
-        scale = profile.weight_max * 2.0 ** (exp + shift) / wmax_abs
+        scale = fill * 2.0 ** (exp + shift)
         if theta * scale / 2.0**shift <= vth_target:
             chosen = (exp, scale)
             break
@@ -177,11 +189,11 @@ def _choose_exp_and_scale(wmax_abs: float, theta: float, profile: HardwareProfil
 
 
 def _recurrent_exp(w: np.ndarray, scale: float, profile: HardwareProfile) -> int:
-    wmax_abs = float(np.abs(w).max()) if w.size else 0.0
-    if wmax_abs == 0:
+    """Smallest weight exponent at which recurrent weights at ``scale`` do not clip."""
+    fill = _full_range(w, profile)
+    if fill == 0:
         return profile.weights.exp_min
-    shift = profile.neuron.activation_shift
-    exp = math.ceil(math.log2(wmax_abs * scale / (profile.weight_max * 2.0**shift)))
+    exp = math.ceil(math.log2(scale / (fill * 2.0**profile.neuron.activation_shift)))
     return int(min(max(exp, profile.weights.exp_min), profile.weights.exp_max))
 
 
@@ -243,8 +255,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         if i == 0 and encoding.kind == "graded":
             w = w / encoding.scale  # the first layer receives round(x * scale)
         b = fl["bias"].detach().double().numpy() * g if fl["bias"] is not None else np.zeros(w.shape[0])
-        wmax_abs = float(np.abs(w).max()) if w.size else 0.0
-        exp, scale, notes = _choose_exp_and_scale(wmax_abs, theta, profile, vth_target)
+        exp, scale, notes = _choose_exp_and_scale(w, theta, profile, vth_target)
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
         vth_back = vth * 2.0**profile.neuron.activation_shift / scale
