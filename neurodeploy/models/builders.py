@@ -84,8 +84,13 @@ class SNNClassifier(torch.nn.Module):
         self.readout_scale = readout_scale
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs on the chip's grid: ``round(x * levels) / levels`` for x in [0, 1]."""
-        if self.input_levels is None:
+        """Inputs on the chip's grid in eval mode: ``round(clamp(x) * levels) / levels``.
+
+        Only evaluation inputs go to the chip. Training perturbations (method.md's
+        unclamped Gaussian noise) stay as they are: clamping them makes the noise
+        on black background pixels one-sided, and MS-MPPD then diverged in tests.
+        """
+        if self.input_levels is None or self.training:
             return x
         return _RoundSTE.apply(x.clamp(0.0, 1.0) * self.input_levels) / self.input_levels
 
