@@ -14,14 +14,22 @@ from typing import Optional, Sequence
 
 import yaml
 
-# Errors that are the user's to fix: printed as one line, exit status 2.
 from .config import ConfigError
-from .data import DataError
-from .evaluate.robustness import NoiseSpecError
-from .train.checkpoint import CheckpointError
-from .train.loop import RunError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, RunError, NoiseSpecError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: printed as one line, exit status 2."""
+    from .backends.base import BackendError
+    from .data import DataError
+    from .evaluate.robustness import NoiseSpecError
+    from .io import NetxFormatError
+    from .ir import IRError
+    from .quant import ProfileError, QuantizationError
+    from .train.checkpoint import CheckpointError
+    from .train.loop import RunError
+
+    return (ConfigError, DataError, CheckpointError, RunError, NoiseSpecError, ProfileError, QuantizationError,
+            IRError, BackendError, NetxFormatError)
 
 
 def _parse_set(items: Sequence[str]) -> dict:
@@ -70,8 +78,122 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize_run(run: Path, profile: str, finetune: int = 0, progress: bool = True):
+    from .quant import load_profile, quantize_model
+    from .quant.report import print_report, write_report
+    from .train import load_run
+
+    cfg, model, ckpt = load_run(run)
+    if finetune:
+        from .quant.finetune import finetune_quantized
+
+        model = finetune_quantized(run, profile, finetune, progress=progress)
+    hw = load_profile(profile)
+    shape = tuple(ckpt["input_shape"])
+    result = quantize_model(model, shape, hw, time_steps=cfg.data.time_steps or shape[0], name=cfg.name)
+    out = run / hw.name
+    write_report(result, out)
+    if progress:
+        print_report(result)
+    return cfg, model, ckpt, result, out
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .io import write_netx
+
+    _, _, _, result, out = _quantize_run(Path(args.run), args.profile, args.finetune, not args.quiet)
+    path = Path(args.out) if args.out else out / "network.net"
+    write_netx(result.network, path)
+    print(f"quantized network written to {path}; report in {out}/quantization.{{json,md}}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .io import export_nir, export_onnx, read_netx, write_netx
+    from .train import load_run
+
+    run = Path(args.run)
+    if args.format == "hdf5":
+        from .quant import load_profile
+
+        existing = run / load_profile(args.profile).name / "network.net"
+        if existing.is_file():
+            network = read_netx(existing)
+        else:
+            print(f"no quantized network in {existing.parent}; quantizing for {args.profile} first")
+            network = _quantize_run(run, args.profile, progress=not args.quiet)[3].network
+        path = Path(args.out) if args.out else run / "network.net"
+        write_netx(network, path)
+    else:
+        cfg, model, ckpt = load_run(run)
+        shape = tuple(ckpt["input_shape"])
+        if args.format == "nir":
+            path = Path(args.out) if args.out else run / "model.nir"
+            export_nir(model, path, input_shape=shape, time_steps=cfg.data.time_steps or shape[0])
+        else:
+            path = Path(args.out) if args.out else run / "model_step.onnx"
+            export_onnx(model, path)
+    print(f"{args.format} written to {path}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .backends import BackendError, run_network
+    from .io import read_netx
+
+    network = read_netx(args.network)
+    labels = None
+    if args.input is not None:
+        try:
+            inputs = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"{args.input}: not a readable .npy array ({exc})") from None
+    elif args.data is not None:
+        from .data import load_dataset
+
+        data = load_dataset(args.data, seed=args.seed, data_dir=args.data_dir)
+        x = data.x_test[:args.samples]
+        labels = data.y_test[:args.samples]
+        enc = network.input_encoding.encode(x)
+        inputs = enc if data.kind == "sequence" else np.repeat(enc[:, None], network.time_steps, axis=1)
+        inputs = inputs.reshape(len(x), inputs.shape[1], *network.input_shape)
+    else:
+        raise BackendError("give --input SPIKES.npy or --data NAME")
+    result = run_network(network, inputs, backend=args.backend, progress=not args.quiet)
+    out = {"output_spikes": result.output_spikes, "spike_counts": result.spike_counts,
+           "predictions": result.predictions(), "latency": np.int64(result.latency),
+           "time_steps": np.int64(result.time_steps)}
+    if labels is not None:
+        out["labels"] = labels
+        print(f"accuracy {float(np.mean(result.predictions() == labels)):.4f} on {len(labels)} samples")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(args.out) + ".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(args.out)
+    print(f"{args.backend}: {len(inputs)} samples -> {args.out}")
+    return 0
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from .evaluate.pipeline import run_pipeline
+
+    report = run_pipeline(Path(args.config), run_dir=Path(args.out) if args.out else None, profile=args.profile,
+                          lava_samples=args.lava_samples, test_samples=args.samples, epochs=args.epochs,
+                          seed=args.seed, progress=not args.quiet)
+    f, q = report["float"], report["fixed_point"]
+    print(f"float accuracy {100 * f['accuracy']:.2f}%, fixed point {100 * q['accuracy']:.2f}% "
+          f"(drop {100 * report['accuracy_drop']:.2f} points)")
+    if "lava" in report:
+        lv = report["lava"]
+        print(f"Lava on {lv['samples']} samples: {100 * lv['accuracy']:.2f}%, identical to the emulator on "
+              f"{100 * lv['emulator_identical_output_spikes']:.1f}% of samples")
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import DATASETS, load_dataset
+    from .data import DATASETS, DataError, load_dataset
 
     for name in DATASETS:
         try:
@@ -112,6 +234,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("quantize", help="quantize a trained run to fixed point for a hardware profile")
+    p.add_argument("run", help="run folder (runs/X)")
+    p.add_argument("--profile", default="loihi2", help="profile name in hw_profiles/ or a profile file")
+    p.add_argument("--out", help="netx HDF5 file to write (default RUN/<profile>/network.net)")
+    p.add_argument("--finetune", type=int, default=0, metavar="N",
+                   help="quantization-aware fine-tuning epochs (straight-through rounding) before quantizing")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("export", help="export a run as netx HDF5 (fixed point), NIR or ONNX (float)")
+    p.add_argument("run", help="run folder (runs/X)")
+    p.add_argument("--format", required=True, choices=("hdf5", "nir", "onnx"))
+    p.add_argument("--out", help="output file")
+    p.add_argument("--profile", default="loihi2", help="profile for hdf5 when the run is not quantized yet")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("simulate", help="run a netx HDF5 network on Lava or the emulator")
+    p.add_argument("network", help="netx HDF5 network (.net/.h5)")
+    p.add_argument("--backend", choices=("lava", "emulator"), default="emulator")
+    p.add_argument("--input", help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
+    p.add_argument("--data", help="encode this data set's test split instead of --input")
+    p.add_argument("--samples", type=int, help="first N test samples with --data")
+    p.add_argument("--seed", type=int, default=0, help="data split seed with --data")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("pipeline", help="the end-to-end job: train, quantize, export, compare float vs fixed point")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--profile", default="loihi2")
+    p.add_argument("--lava-samples", type=int, default=200, help="test samples to run on Lava (0: skip Lava)")
+    p.add_argument("--samples", type=int, help="limit the test split (default: all)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_pipeline)
+
     p = sub.add_parser("datasets", help="list the data sets and whether they are available")
     p.add_argument("--data-dir", type=Path)
     p.set_defaults(func=_cmd_datasets)
@@ -121,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``neurodeploy`` console script."""
     args = build_parser().parse_args(argv)
+    user_errors = _user_errors()
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
+    except user_errors as exc:
         print(f"neurodeploy {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,230 @@
+"""What every backend shares: the result type, validation, Lava's weight rules.
+
+Timing convention (Lava 0.10, verified against the running Lava backend):
+a sample of ``T`` input steps is simulated for ``T + latency`` steps
+(``latency = len(network.layers)``). Input values are presented at steps
+``0..T-1`` and zeros afterwards. Every synaptic layer (Dense, Conv) adds one
+step of delay: layer ``l`` (0-based) sees at step ``s`` what its input layer
+emitted at step ``s - 1``, so the output layer's response to input step ``t``
+appears at step ``t + latency``. A layer's recurrent weights deliver its own
+spikes of step ``s`` at step ``s + 1``. Neuron biases act from step 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..ir import ConvLayer, DenseLayer, IRError, Network
+
+__all__ = [
+    "BackendError",
+    "RunResult",
+    "check_network",
+    "check_inputs",
+    "effective_weights",
+    "BACKENDS",
+]
+
+BACKENDS = ("emulator", "lava")
+
+# Ranges a network must respect so that Lava 0.10's fixed-point CPU models run
+# it without silent overflow of their storage types (and so that the emulator,
+# which reproduces those models, agrees with them). Hardware widths that the
+# CPU models do not enforce (bias_mant 13 bit, bias_exp 3 bit) are the
+# quantizer's business; see shared/docs/loihi-fixed-point.md.
+VTH_MAX = 2**17 - 1                    # LIF vth: 17 bit; vth << 6 must stay in 24 bit
+BIAS_MANT_RANGE = (-(2**15), 2**15 - 1)  # stored as int16 by PyLifModelBitAcc
+BIAS_EXP_RANGE = (-16, 16)             # bias_mant << bias_exp must fit int32
+WEIGHT_EXP_RANGE = (-16, 16)           # sum << weight_exp in int32/int64 numpy shifts
+WEIGHT_RANGE = (-(2**31 - 1), 2**31 - 1)  # weights are converted to int32 by Lava
+NUM_WEIGHT_BITS_RANGE = (1, 8)
+GRADED_BITS_RANGE = (1, 24)            # Loihi graded spikes carry at most 24 bits
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run this network or these inputs; the message says why."""
+
+
+@dataclass
+class RunResult:
+    """What a backend returns for a batch of samples.
+
+    ``output_spikes`` holds every simulated step (``time_steps + latency``);
+    :meth:`aligned_output` is the window that corresponds to the float model's
+    ``T`` steps. Neuron indices follow the IR (conv layers flattened (C, H, W)).
+    """
+
+    output_spikes: np.ndarray            # (samples, total_steps, n_out) uint8
+    spike_counts: np.ndarray             # (samples, n_layers) int64, all steps
+    final_u: Optional[list]              # per layer (samples, n_neurons) int64, or None
+    final_v: Optional[list]
+    latency: int
+    time_steps: int
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.output_spikes.shape[1])
+
+    def aligned_output(self) -> np.ndarray:
+        """Output spikes of steps ``latency .. latency + T - 1``: (samples, T, n_out)."""
+        return self.output_spikes[:, self.latency:self.latency + self.time_steps]
+
+    def predictions(self) -> np.ndarray:
+        """Class per sample: argmax of the aligned output spike counts (ties -> lowest index)."""
+        counts = self.aligned_output().sum(axis=1, dtype=np.int64)
+        return np.argmax(counts, axis=-1)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_range(where: str, name: str, value, lo: int, hi: int) -> None:
+    if not _is_int(value):
+        raise BackendError(f"{where}: {name} is {value!r} ({type(value).__name__}), expected an integer")
+    if not lo <= int(value) <= hi:
+        raise BackendError(f"{where}: {name} is {value}, expected {lo}..{hi}")
+
+
+def check_network(network: Network, source: str = "network") -> Network:
+    """Validate ``network`` for execution: IR consistency (:class:`IRError`) plus
+    the value ranges Lava's fixed-point models need (:class:`BackendError`).
+
+    Runs before any backend does work, so a malformed network never starts Lava.
+    """
+    if not isinstance(network, Network):
+        raise BackendError(f"{source}: expected a neurodeploy.ir.Network, got {type(network).__name__}")
+    network.validate(source)
+    for i, layer in enumerate(network.layers):
+        where = f"{source}: layer {i}" + (f" ({layer.name})" if layer.name else "")
+        nrn = layer.neurons
+        bias = np.asarray(nrn.bias_mant)
+        if not np.issubdtype(bias.dtype, np.integer):
+            raise BackendError(f"{where}: bias_mant has dtype {bias.dtype}, expected integers")
+        if bias.size and (bias.min() < BIAS_MANT_RANGE[0] or bias.max() > BIAS_MANT_RANGE[1]):
+            raise BackendError(f"{where}: bias_mant spans {bias.min()}..{bias.max()}, "
+                               f"expected {BIAS_MANT_RANGE[0]}..{BIAS_MANT_RANGE[1]} (int16)")
+        _check_range(where, "neuron du", nrn.du, 0, 4095)
+        _check_range(where, "neuron dv", nrn.dv, 0, 4095)
+        _check_range(where, "neuron vth", nrn.vth, 0, VTH_MAX)
+        _check_range(where, "neuron bias_exp", nrn.bias_exp, *BIAS_EXP_RANGE)
+        _check_range(where, "weight_exp", layer.weight_exp, *WEIGHT_EXP_RANGE)
+        _check_range(where, "num_weight_bits", layer.num_weight_bits, *NUM_WEIGHT_BITS_RANGE)
+        names = ["weight"]
+        if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
+            names.append("weight_rec")
+            _check_range(where, "weight_rec_exp", layer.weight_rec_exp, *WEIGHT_EXP_RANGE)
+        for name in names:
+            w = np.asarray(getattr(layer, name))
+            if w.size and (w.min() < WEIGHT_RANGE[0] or w.max() > WEIGHT_RANGE[1]):
+                raise BackendError(f"{where}: {name} spans {w.min()}..{w.max()}, "
+                                   f"expected {WEIGHT_RANGE[0]}..{WEIGHT_RANGE[1]} (int32)")
+        if isinstance(layer, ConvLayer):
+            for name in ("stride", "padding", "dilation"):
+                val = tuple(getattr(layer, name))
+                lo = 0 if name == "padding" else 1
+                if len(val) != 2 or not all(_is_int(v) and v >= lo for v in val):
+                    raise BackendError(f"{where}: conv {name} is {val}, expected two integers >= {lo}")
+            if not _is_int(layer.groups) or layer.groups < 1 or layer.weight.shape[0] % layer.groups:
+                raise BackendError(f"{where}: conv groups {layer.groups} must be >= 1 and divide "
+                                   f"the {layer.weight.shape[0]} output channels")
+    enc = network.input_encoding
+    if enc.kind == "graded":
+        _check_range(f"{source}: input encoding", "bits", enc.bits, *GRADED_BITS_RANGE)
+    return network
+
+
+def input_max(network: Network) -> int:
+    """Largest input value the first layer can receive."""
+    enc = network.input_encoding
+    return 1 if enc.kind == "spikes" else (1 << int(enc.bits)) - 1
+
+
+def check_inputs(network: Network, inputs) -> np.ndarray:
+    """Inputs as int64 ``(samples, T, *input_shape)``; :class:`BackendError` naming
+    expected vs got for a wrong shape, non-integer values or values out of range."""
+    arr = np.asarray(inputs)
+    in_shape = tuple(int(s) for s in network.input_shape)
+    T = int(network.time_steps)
+    expected = f"(samples, {T}, {', '.join(map(str, in_shape))})"
+    if arr.ndim != 2 + len(in_shape) or arr.shape[1] != T or tuple(arr.shape[2:]) != in_shape:
+        raise BackendError(f"inputs have shape {arr.shape}, expected {expected} "
+                           f"(samples, time_steps, *network.input_shape)")
+    if arr.shape[0] < 1:
+        raise BackendError(f"inputs have shape {arr.shape}: no samples")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.int64)
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.int64, copy=False)
+    elif np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise BackendError(f"inputs must be integer values (encoded spikes or graded values); "
+                               f"got {arr[idx]!r} at index {idx} (dtype {arr.dtype})")
+        arr = arr.astype(np.int64)
+    else:
+        raise BackendError(f"inputs have dtype {arr.dtype}, expected integers")
+    hi = input_max(network)
+    lo_v, hi_v = int(arr.min()), int(arr.max())
+    if lo_v < 0 or hi_v > hi:
+        enc = network.input_encoding
+        what = "0/1 spikes" if enc.kind == "spikes" else f"graded values of {enc.bits} bits"
+        raise BackendError(f"inputs span {lo_v}..{hi_v}, expected 0..{hi} ({what}, "
+                           f"input_encoding {enc.kind!r})")
+    return arr
+
+
+SIGN_MODE_CODES = {"mixed": 1, "excitatory": 2, "inhibitory": 3}  # lava SignMode values
+
+
+def effective_weights(weight: np.ndarray, sign_mode: str, num_weight_bits: int) -> np.ndarray:
+    """The weights Lava's fixed-point Dense actually uses (int64).
+
+    Reproduces ``lava.utils.weightutils``: ``clip_weights(num_bits=8)`` then
+    ``truncate_weights``. Mixed: clip to [-256, 255]; excitatory [0, 255];
+    inhibitory [-255, 0]. Then ``8 - num_weight_bits + is_mixed`` low bits are
+    dropped: floor for mixed/excitatory, but toward zero for inhibitory (Lava
+    negates, floors the magnitude, negates back: -3 -> -2 with one bit dropped).
+    """
+    w = np.asarray(weight).astype(np.int64)
+    mixed = sign_mode == "mixed"
+    inhibitory = sign_mode == "inhibitory"
+    if inhibitory:
+        w = -w
+    w = np.clip(w, -256 if mixed else 0, 255)
+    k = 8 - int(num_weight_bits) + int(mixed)
+    w = (w >> k) << k
+    if inhibitory:
+        w = -w
+    return w
+
+
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """int64 values as int32 two's complement would hold them (numpy's C casts wrap)."""
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def shift(x: np.ndarray, exp: int) -> np.ndarray:
+    """Lava's ``left_shift(x, e) if e > 0 else right_shift(x, -e)`` (arithmetic)."""
+    return x << exp if exp > 0 else x >> (-exp)
+
+
+def run_network(network: Network, inputs, backend: str = "emulator", **kwargs) -> RunResult:
+    """Run ``inputs`` (samples, T, *input_shape) through ``network`` on ``backend``.
+
+    ``backend``: ``"emulator"`` (numpy, bit-exact with Lava's fixed_pt models,
+    batched) or ``"lava"`` (real Lava 0.10 processes, ``Loihi2SimCfg(select_tag=
+    "fixed_pt")``). Keyword arguments go to the backend (``record_state``,
+    ``progress``; emulator: ``batch_size``).
+    """
+    if backend == "emulator":
+        from .emulator import run_emulator
+        return run_emulator(network, inputs, **kwargs)
+    if backend == "lava":
+        from .lava import run_lava
+        return run_lava(network, inputs, **kwargs)
+    raise BackendError(f"unknown backend {backend!r}, expected one of {BACKENDS}")

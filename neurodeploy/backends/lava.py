@@ -1,0 +1,375 @@
+"""Run an IR network on real Lava 0.10 processes (``Loihi2SimCfg(select_tag="fixed_pt")``).
+
+Process graph for one call (compiled once, all samples run through it):
+
+* ``lava.proc.io.source.RingBuffer`` (fixed_pt, int32) holding every sample's
+  ``T + latency`` input steps back to back; it plays column ``(t - 1) % len``
+  at global step t, so running exactly ``T + latency`` steps per sample keeps
+  samples aligned without ever touching the source again.
+* per layer: ``lava.proc.dense.Dense`` (``weight_exp``, ``num_weight_bits``,
+  ``sign_mode`` from the IR, ``num_message_bits = input_encoding.bits`` for
+  graded input into the first layer), or for conv layers ``lava.proc.conv.Conv``
+  (Lava layout (W, H, C); see below) or, where Lava's Conv model cannot
+  compute the IR's arithmetic, ``lava.proc.sparse.Sparse`` holding the unrolled
+  convolution; a recurrent ``Dense`` from the population to itself; and the
+  neurons as ``lava.proc.lif.LIFReset`` (``PyLifResetModelBitAcc``: the same
+  arithmetic as ``LIF``'s ``PyLifModelBitAcc``, plus a reset of u and v at the
+  first step of every sample, inside the process, at no messaging cost).
+* one ``lava.proc.io.extractor.Extractor`` per population streams its spikes of
+  every step back (output spikes and per-layer spike counts).
+
+Between samples the synapses fed by neurons (every synapse but the first
+layer's feed-forward one, whose input is zero in the last step) would send one
+step of stale activation into the next sample; their ``a_buff`` is zeroed with
+``Var.set`` (small vectors) or by a ``lava.proc.io.reset.Reset`` process
+writing it at the last step of each sample (large ones).
+
+Lava's ``PyConvModelFixed`` ignores ``weight_exp``, ``num_weight_bits`` and the
+sign mode and wraps its sums to 24 bits. Conv layers therefore get their
+weights clipped and truncated with Lava's own ``weightutils`` (what Dense does
+internally) and a non-negative ``weight_exp`` folded into the weights; that is
+exact when no sum can reach 2**23. Otherwise (negative ``weight_exp``, possible
+24-bit overflow, parameters beyond Conv's int8 fields) the layer runs as a
+``Sparse`` synapse, whose model has Dense's arithmetic.
+
+The runtime is always stopped (try/finally, also on KeyboardInterrupt); child
+processes this call started that survive a failed stop are terminated.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..ir import ConvLayer, DenseLayer, Network
+from .base import (
+    BackendError,
+    RunResult,
+    check_inputs,
+    check_network,
+    effective_weights,
+    input_max,
+)
+
+__all__ = ["run_lava", "plan_network", "LavaPlan"]
+
+# a_buff vectors up to this size are zeroed with Var.set between samples
+# (~40 us per element); larger ones get a Reset process (a constant per-step cost).
+VAR_SET_MAX = 64
+STOP_TIMEOUT_S = 30.0
+_CONV_SUM_LIMIT = 1 << 23        # Lava's Conv wraps a_buf to 24 bits
+_INT8_MAX = 127                  # Conv stores kernel/stride/padding/dilation/groups as int8
+
+
+def _chw_to_whc_order(chw) -> np.ndarray:
+    """order[k] = IR (C, H, W) flat index of Lava (W, H, C) flat position k."""
+    c, h, w = (int(s) for s in chw)
+    return np.arange(c * h * w).reshape(c, h, w).transpose(2, 1, 0).ravel()
+
+
+def _unrolled_conv(layer: ConvLayer) -> "scipy.sparse.csr_matrix":  # noqa: F821
+    """The convolution as a (n_out, n_in) sparse matrix in IR (C, H, W) order, raw weights."""
+    from scipy.sparse import coo_matrix
+
+    w = np.asarray(layer.weight).astype(np.int64)
+    o, cg, kh, kw = w.shape
+    c, h, wi = layer.in_shape
+    _, oh, ow = layer.out_shape
+    (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+    og = o // layer.groups
+    O, CI, I, J, Y, X = np.meshgrid(np.arange(o), np.arange(cg), np.arange(kh), np.arange(kw),
+                                    np.arange(oh), np.arange(ow), indexing="ij")
+    iy = Y * sh - ph + I * dh
+    ix = X * sw - pw + J * dw
+    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wi)
+    in_c = (O // og) * cg + CI
+    rows = (O * oh * ow + Y * ow + X)[ok]
+    cols = (in_c * h * wi + iy * wi + ix)[ok]
+    vals = w[O, CI, I, J][ok]
+    return coo_matrix((vals, (rows, cols)), shape=(o * oh * ow, c * h * wi)).tocsr()
+
+
+@dataclass
+class LayerPlan:
+    """How one IR layer maps onto Lava processes (pure numpy; no Lava yet)."""
+
+    kind: str                     # "dense" | "conv" | "sparse"
+    shape: tuple                  # LIF shape in Lava
+    order: np.ndarray             # order[k] = IR index of Lava flat position k
+    in_shape: tuple               # Lava shape of this layer's input port source
+    num_message_bits: int
+    params: dict = field(default_factory=dict)   # synapse process kwargs
+    rec_params: Optional[dict] = None
+    neuron: dict = field(default_factory=dict)
+    reset_ff: bool = False        # feed-forward a_buff needs zeroing between samples
+
+
+@dataclass
+class LavaPlan:
+    src_shape: tuple
+    src_order: np.ndarray
+    layers: list
+    total_steps_extra: int        # latency
+
+
+def _conv_path(layer: ConvLayer, max_in: int) -> str:
+    w_eff = effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits)
+    if layer.weight_exp < 0:
+        return "sparse"
+    bound = int(np.abs(w_eff).reshape(w_eff.shape[0], -1).sum(axis=1).max(initial=0)) * max_in
+    if (bound << int(layer.weight_exp)) >= _CONV_SUM_LIMIT:
+        return "sparse"
+    ints = [*layer.weight.shape[2:], *layer.stride, *layer.padding, *layer.dilation, layer.groups]
+    if max(int(v) for v in ints) > _INT8_MAX:
+        return "sparse"
+    return "conv"
+
+
+def plan_network(network: Network) -> LavaPlan:
+    """Validate ``network`` and work out every Lava process's parameters.
+
+    Raises before any Lava process exists, so malformed networks never start Lava.
+    """
+    from lava.utils.weightutils import SignMode, clip_weights, truncate_weights
+
+    check_network(network)
+    layers = network.layers
+    max_in = input_max(network)
+    graded = network.input_encoding.kind == "graded"
+    paths = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, ConvLayer):
+            paths.append(_conv_path(layer, max_in if i == 0 else 1))
+        else:
+            paths.append("dense")
+
+    def lava_shape(i: int):
+        """Lava shape/order of layer i's output (i = -1: the input source)."""
+        ir_shape = tuple(network.input_shape) if i < 0 else tuple(layers[i].out_shape)
+        needs3d = (i >= 0 and paths[i] == "conv") or (i + 1 < len(layers) and paths[i + 1] == "conv")
+        n = int(np.prod(ir_shape))
+        if not needs3d:
+            return (n,), np.arange(n)
+        chw = ir_shape if len(ir_shape) == 3 else tuple(layers[i + 1].in_shape)
+        return (int(chw[2]), int(chw[1]), int(chw[0])), _chw_to_whc_order(chw)
+
+    src_shape, src_order = lava_shape(-1)
+    prev_shape, prev_order = src_shape, src_order
+    plans = []
+    for i, layer in enumerate(layers):
+        shape, order = lava_shape(i)
+        mode = SignMode[layer.sign_mode.upper()]
+        nmb = int(network.input_encoding.bits) if (i == 0 and graded) else 0
+        nrn = layer.neurons
+        bias = np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape)
+        neuron = dict(shape=shape, du=int(nrn.du), dv=int(nrn.dv), vth=int(nrn.vth),
+                      bias_mant=bias, bias_exp=int(nrn.bias_exp))
+        kind = paths[i]
+        rec = None
+        if kind == "dense":
+            w = np.asarray(layer.weight).astype(np.int64)[order][:, prev_order]
+            params = dict(weights=w.astype(np.int32), weight_exp=int(layer.weight_exp),
+                          num_weight_bits=int(layer.num_weight_bits), sign_mode=mode,
+                          num_message_bits=nmb)
+            if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
+                wr = np.asarray(layer.weight_rec).astype(np.int64)[order][:, order]
+                rec = dict(weights=wr.astype(np.int32), weight_exp=int(layer.weight_rec_exp),
+                           num_weight_bits=int(layer.num_weight_bits), sign_mode=mode,
+                           num_message_bits=0)
+        elif kind == "sparse":
+            m = _unrolled_conv(layer)[order][:, prev_order].tocsr().astype(np.int32)
+            params = dict(weights=m, weight_exp=int(layer.weight_exp),
+                          num_weight_bits=int(layer.num_weight_bits), sign_mode=mode,
+                          num_message_bits=nmb)
+        else:  # Lava Conv: pre-apply Dense's weight rules, fold weight_exp >= 0
+            w = np.asarray(layer.weight).astype(np.int32)
+            w = truncate_weights(clip_weights(w, mode, num_bits=8), mode, int(layer.num_weight_bits))
+            w = w.astype(np.int64) << int(layer.weight_exp)
+            w = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
+            (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+            params = dict(weight=w, input_shape=tuple(prev_shape), padding=(int(pw), int(ph)),
+                          stride=(int(sw), int(sh)), dilation=(int(dw), int(dh)),
+                          groups=int(layer.groups), num_message_bits=nmb)
+            c, h, wd = layer.out_shape
+            if (wd, h, c) != shape:
+                raise BackendError(f"layer {i}: internal shape mismatch {shape} vs {(wd, h, c)}")
+        plans.append(LayerPlan(kind=kind, shape=shape, order=order, in_shape=prev_shape,
+                               num_message_bits=nmb, params=params, rec_params=rec,
+                               neuron=neuron, reset_ff=i > 0))
+        prev_shape, prev_order = shape, order
+    return LavaPlan(src_shape=src_shape, src_order=src_order, layers=plans,
+                    total_steps_extra=len(layers))
+
+
+def _port(port, shape):
+    """``port`` reshaped to ``shape`` when the sizes agree and the shapes differ."""
+    return port if tuple(port.shape) == tuple(shape) else port.reshape(tuple(shape))
+
+
+class _Graph:
+    """The Lava processes of one run (built from a plan and the input data)."""
+
+    def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int):
+        from lava.proc.conv.process import Conv
+        from lava.proc.dense.process import Dense
+        from lava.proc.io.reset import Reset
+        from lava.proc.io.source import RingBuffer
+        from lava.proc.lif.process import LIFReset
+        from lava.proc.sparse.process import Sparse
+
+        self.source = RingBuffer(data=data)
+        self.lifs, self.var_resets = [], []
+        self.reset_procs = []
+        prev_port = self.source.s_out
+        for lp in plan.layers:
+            if lp.kind == "dense":
+                syn = Dense(**lp.params)
+            elif lp.kind == "sparse":
+                syn = Sparse(**lp.params)
+            else:
+                syn = Conv(**lp.params)
+            lif = LIFReset(**lp.neuron, reset_interval=steps, reset_offset=1 % steps)
+            _port(prev_port, syn.s_in.shape).connect(syn.s_in)
+            _port(syn.a_out, lif.a_in.shape).connect(lif.a_in)
+            buffers = []
+            if lp.reset_ff:
+                buffers.append(syn.a_buf if lp.kind == "conv" else syn.a_buff)
+            if lp.rec_params is not None:
+                rec = Dense(**lp.rec_params)
+                _port(lif.s_out, rec.s_in.shape).connect(rec.s_in)
+                _port(rec.a_out, lif.a_in.shape).connect(lif.a_in)
+                buffers.append(rec.a_buff)
+            for var in buffers:
+                if var.size <= VAR_SET_MAX:
+                    self.var_resets.append(var)
+                else:   # zero it in the post-management phase of each sample's last step
+                    rst = Reset(reset_value=0, interval=steps, offset=steps - 1)
+                    rst.connect_var(var)
+                    self.reset_procs.append(rst)
+            # the population's spikes also go straight to this (the main) process
+            lif.s_out.flag_external_pipe(buffer_size=steps)
+            self.lifs.append(lif)
+            prev_port = lif.s_out
+
+
+def _stop_runtime(proc, timeout: float) -> bool:
+    """Stop ``proc``'s runtime in a helper thread; False if it did not finish in time."""
+    runtime = getattr(proc, "runtime", None)
+    if runtime is None:
+        return True
+    errors = []
+
+    def stop():
+        try:
+            runtime.stop()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's cleanup
+            errors.append(exc)
+
+    t = threading.Thread(target=stop, name="lava-stop", daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive() and not errors
+
+
+def _kill_new_children(before: set, grace: float = 2.0) -> None:
+    """Terminate multiprocessing children started since ``before`` (this call's Lava processes)."""
+    for p in multiprocessing.active_children():
+        if p in before:
+            continue
+        try:
+            p.terminate()
+            p.join(grace)
+            if p.is_alive():
+                p.kill()
+                p.join(grace)
+        except Exception:  # noqa: BLE001 - best effort; nothing else can be done
+            pass
+
+
+def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
+             stop_timeout: float = STOP_TIMEOUT_S) -> RunResult:
+    """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
+
+    Compiles the process graph once and runs every sample for ``T + latency``
+    steps; neuron states (in-process, LIFReset) and synapse buffers are zeroed
+    between samples, so a sample's result does not depend on the ones before.
+    ``record_state`` reads every population's u and v after each sample (slow:
+    Lava moves Var values one element at a time).
+    """
+    plan = plan_network(network)                     # raises before Lava starts
+    x = check_inputs(network, inputs)
+    n, T = x.shape[:2]
+    L = len(network.layers)
+    P = T + L
+    # the whole input stream: sample k occupies global steps k*P+1 .. k*P+P
+    flat = np.zeros((n, P, x[0, 0].size), dtype=np.int32)
+    flat[:, :T] = x.reshape(n, T, -1)
+    flat = flat[:, :, plan.src_order].reshape(n * P, *plan.src_shape)
+    data = np.ascontiguousarray(np.moveaxis(flat, 0, -1))
+
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    out = np.zeros((n, P, network.output_size), dtype=np.uint8)
+    counts = np.zeros((n, L), dtype=np.int64)
+    sizes = [int(np.prod(lp.shape)) for lp in plan.layers]
+    us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+    vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+
+    before = set(multiprocessing.active_children())
+    graph = None
+    bar = None
+    try:
+        graph = _Graph(plan, data, P)
+        cfg = Loihi2SimCfg(select_tag="fixed_pt")
+        graph.source.create_runtime(run_cfg=cfg)
+        if progress:
+            from rich.progress import Progress
+            bar = Progress(transient=True)
+            bar.start()
+            task = bar.add_task("lava", total=n)
+        for k in range(n):
+            graph.source.run(condition=RunSteps(num_steps=P, blocking=True))
+            _read_sample(graph, plan, k, out, counts, us, vs, P)
+            for var in graph.var_resets:
+                var.set(np.zeros(var.shape))
+            if bar is not None:
+                bar.update(task, advance=1)
+    except BackendError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise BackendError(f"Lava run failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.stop()
+        stopped = graph is None or _stop_runtime(graph.source, stop_timeout)
+        if not stopped or set(multiprocessing.active_children()) - before:
+            _kill_new_children(before)
+    return RunResult(out, counts, us, vs, latency=L, time_steps=T)
+
+
+def _to_ir(lava_flat: np.ndarray, order: np.ndarray) -> np.ndarray:
+    ir = np.empty_like(lava_flat)
+    ir[..., order] = lava_flat
+    return ir
+
+
+def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int) -> None:
+    """Collect sample k's spikes (every step, every population) and, if asked, u and v."""
+    last = len(plan.layers) - 1
+    for li, (lp, lif) in enumerate(zip(plan.layers, graph.lifs)):
+        pipe = lif.s_out.external_pipe_csp_recv_port
+        spikes = np.stack([pipe.recv().reshape(-1) for _ in range(steps)])
+        counts[k, li] = int(spikes.sum(dtype=np.int64))
+        if li == last:
+            out[k] = _to_ir(spikes.astype(np.uint8), lp.order)
+        if us is not None:
+            lif = graph.lifs[li]
+            us[li][k] = _to_ir(np.rint(lif.u.get()).astype(np.int64).reshape(-1), lp.order)
+            vs[li][k] = _to_ir(np.rint(lif.v.get()).astype(np.int64).reshape(-1), lp.order)
