@@ -219,7 +219,7 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
             t0 = time.perf_counter()
             rows = float_sweep(model, x, y, specs, repeats, seed, on_step=lambda: bar.advance(task))
             results["runs"].append({
-                "name": cfg.name, "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
+                "name": cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})", "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
                 "backend": "float", "rows": rows, "summary": summarize(rows),
                 "seconds": time.perf_counter() - t0,
             })
