@@ -22,14 +22,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .backends.base import BackendError
     from .data import DataError
     from .evaluate.robustness import NoiseSpecError
-    from .io import NetxFormatError
+    from .io import NetxExportError, NetxFormatError
     from .ir import IRError
     from .quant import ProfileError, QuantizationError
     from .train.checkpoint import CheckpointError
     from .train.loop import RunError
 
     return (ConfigError, DataError, CheckpointError, RunError, NoiseSpecError, ProfileError, QuantizationError,
-            IRError, BackendError, NetxFormatError)
+            IRError, BackendError, NetxFormatError, NetxExportError)
 
 
 def _parse_set(items: Sequence[str]) -> dict:
@@ -98,18 +98,31 @@ def _quantize_run(run: Path, profile: str, finetune: int = 0, progress: bool = T
     return cfg, model, ckpt, result, out
 
 
+def _write_netx(network, path: Path) -> None:
+    """Write netx HDF5; layers netx cannot hold exactly are rescaled for lava-dl (noted)."""
+    import warnings
+
+    from .io import NetxInexactWarning, write_netx
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NetxInexactWarning)
+        write_netx(network, path, exact=False)
+    for w in caught:
+        if issubclass(w.category, NetxInexactWarning):
+            print(f"note: {w.message}")
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from .io import write_netx
 
     _, _, _, result, out = _quantize_run(Path(args.run), args.profile, args.finetune, not args.quiet)
     path = Path(args.out) if args.out else out / "network.net"
-    write_netx(result.network, path)
+    _write_netx(result.network, path)
     print(f"quantized network written to {path}; report in {out}/quantization.{{json,md}}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .io import export_nir, export_onnx, read_netx, write_netx
+    from .io import export_nir, export_onnx, read_netx
     from .train import load_run
 
     run = Path(args.run)
@@ -123,7 +136,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print(f"no quantized network in {existing.parent}; quantizing for {args.profile} first")
             network = _quantize_run(run, args.profile, progress=not args.quiet)[3].network
         path = Path(args.out) if args.out else run / "network.net"
-        write_netx(network, path)
+        _write_netx(network, path)
     else:
         cfg, model, ckpt = load_run(run)
         shape = tuple(ckpt["input_shape"])

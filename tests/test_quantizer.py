@@ -177,3 +177,40 @@ def test_bad_profile_names_key(mutate, needle):
 def test_unknown_profile_lists_bundled():
     with pytest.raises(ProfileError, match="loihi2"):
         load_profile("loihi9")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_spike_input_networks_are_exact_in_netx(tmp_path, arch):
+    from neurodeploy.io import read_netx, write_netx
+
+    cfg = config_from_dict({
+        "data": {"dataset": "digits", "encoder": "poisson", "time_steps": 4},
+        "model": {"arch": arch, "hidden": [6], "bias": True, "channels": [3] if arch == "conv" else [],
+                  "strides": [2] if arch == "conv" else [], "neuron": {"type": "dlif"}},
+    })
+    res = quantize_model(build_model(cfg, (1, 8, 8), 3), (1, 8, 8), LOIHI2, time_steps=4)
+    assert res.network.input_encoding.kind == "spikes"
+    assert all(layer.weight_exp == 0 for layer in res.network.layers)
+    write_netx(res.network, tmp_path / "n.net")  # strict: raises if netx cannot hold it exactly
+    back = read_netx(tmp_path / "n.net")
+    for a, b in zip(res.network.layers, back.layers):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.neurons.bias_mant, b.neurons.bias_mant)
+
+
+def test_graded_input_layer_is_the_only_inexact_one(tmp_path):
+    import warnings
+
+    from neurodeploy.io import NetxInexactWarning, read_netx, write_netx
+
+    res = quantize_model(_model(hidden=(6, 5), bias=True), (1, 8, 8), LOIHI2, time_steps=4)
+    # 8-bit graded pixels need fractional weights in the first layer; spikes after it do not
+    assert res.network.layers[0].weight_exp < 0
+    assert all(layer.weight_exp == 0 for layer in res.network.layers[1:])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_netx(res.network, tmp_path / "n.net", exact=False)
+    inexact = [w for w in caught if issubclass(w.category, NetxInexactWarning)]
+    assert len(inexact) == 1 and "layer 0" in str(inexact[0].message).lower()
+    back = read_netx(tmp_path / "n.net")  # our reader restores the exact IR
+    assert np.array_equal(back.layers[0].weight, res.network.layers[0].weight)
+    assert back.layers[0].weight_exp == res.network.layers[0].weight_exp

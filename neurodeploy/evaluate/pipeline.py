@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -118,7 +119,7 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
                  seed: Optional[int] = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> dict:
     """Run the whole job for one model config; return the report dict."""
-    from ..io import export_nir, export_onnx, write_netx
+    from ..io import NetxInexactWarning, export_nir, export_onnx, write_netx
 
     t_start = time.perf_counter()
     run_dir = run_dir or Path("runs") / Path(config).stem
@@ -135,7 +136,12 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
     write_report(quant, out)
     if progress:
         print_report(quant)
-    write_netx(network, out / "network.net")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NetxInexactWarning)
+        write_netx(network, out / "network.net", exact=False)
+    netx_notes = [str(w.message) for w in caught if issubclass(w.category, NetxInexactWarning)]
+    for note in netx_notes:
+        log(f"note: {note}")
     export_nir(model, out / "model.nir", input_shape=input_shape, time_steps=time_steps)
     export_onnx(model, out / "model_step.onnx")
     log(f"exported {out}/network.net, model.nir, model_step.onnx")
@@ -185,6 +191,7 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
             "output_counts_mean_abs_diff": float(np.mean(np.abs(flt["output_counts"] - emu_counts))),
         },
         "quantization": report_dict(quant),
+        "netx_export": {"exact": not netx_notes, "notes": netx_notes},
     }
     report["accuracy_drop"] = report["float"]["accuracy"] - report["fixed_point"]["accuracy"]
     if lava is not None:

@@ -22,11 +22,13 @@ _EXPORTS = {
     "read_netx": ".netx_hdf5",
     "NetxFormatError": ".netx_hdf5",
     "NetxExportError": ".netx_hdf5",
+    "NetxInexactWarning": ".netx_hdf5",
     "export_nir": ".nir_export",
     "NIRExportError": ".nir_export",
     "export_onnx": ".onnx_export",
     "run_onnx": ".onnx_export",
     "step_interface": ".onnx_export",
+    "encode_input": ".onnx_export",
     "ONNXExportError": ".onnx_export",
 }
 

@@ -88,6 +88,12 @@ read from the netx datasets alone, with ``bias_exp = 6`` and the simplest
 exact weight representation (``weight_exp 0``, 8 bits, when that is exact,
 otherwise netx's own scaled representation).
 
+``write_netx(..., exact=False)`` also writes networks netx cannot hold
+exactly (e.g. the quantizer's non-zero ``weight_exp``): those layers are
+rescaled for lava-dl (weights, threshold and bias times ``2**k``, rounded) with
+a :class:`NetxInexactWarning`, while the ``neurodeploy`` group keeps the exact
+IR for :func:`read_netx`.
+
 Writing is atomic: a temporary file next to the target, renamed over it.
 """
 
@@ -104,7 +110,8 @@ import numpy as np
 
 from ..ir import ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons
 
-__all__ = ["NetxFormatError", "NetxExportError", "write_netx", "read_netx", "FORMAT_VERSION", "EXTRA_GROUP"]
+__all__ = ["NetxFormatError", "NetxExportError", "NetxInexactWarning", "write_netx", "read_netx", "FORMAT_VERSION",
+           "EXTRA_GROUP"]
 
 FORMAT_VERSION = 1
 EXTRA_GROUP = "neurodeploy"
@@ -261,12 +268,12 @@ def _effective_plain(layer_index: int, field: str, w: np.ndarray, exp: int, nbit
     return eff
 
 
-def _neuron_datasets(i: int, nrn: Neurons) -> dict[str, Any]:
+def _neuron_datasets(nrn: Neurons, vth: int) -> dict[str, Any]:
     return {
         "type": np.array([b"CUBA"], dtype="S10"),
         "iDecay": np.int64(nrn.du + 1),
         "vDecay": np.int64(nrn.dv),
-        "vThMant": np.int64(nrn.vth),
+        "vThMant": np.int64(vth),
         "refDelay": np.int64(1),
         "gradedSpike": np.bool_(False),
     }
@@ -282,65 +289,117 @@ def _netx_bias(i: int, nrn: Neurons) -> np.ndarray:
             f"{NETX_BIAS_EXP}, so bias_mant with bias_exp={nrn.bias_exp} cannot be written exactly "
             f"(quantize biases with bias_exp >= {NETX_BIAS_EXP} or mantissas divisible by "
             f"2**{NETX_BIAS_EXP - int(nrn.bias_exp)})", layer=i, field="bias")
-    out = b >> NETX_BIAS_EXP
-    if np.any(np.abs(out) >= 2**24):
-        raise NetxExportError(f"layer {i}: bias: |bias| up to {int(np.abs(out).max())} does not fit the "
-                              f"float32 netx dataset exactly (< 2**24)", layer=i, field="bias")
-    return out
+    return b >> NETX_BIAS_EXP
 
 
 def _check_float32(i: int, field: str, w: np.ndarray) -> None:
     if w.size and np.abs(w).max() >= 2**24:
-        raise NetxExportError(f"layer {i}: {field}: |weight| up to {int(np.abs(w).max())} is not exact in "
+        raise NetxExportError(f"layer {i}: {field}: |value| up to {int(np.abs(w).max())} is not exact in "
                               f"netx's float32 datasets (< 2**24)", layer=i, field=field)
 
 
-def _netx_plan(network: Network) -> list[tuple[str, dict[str, Any]]]:
-    """The netx ``layer/<i>`` entries: (type, {dataset path: value}) in order; raises NetxExportError."""
+def _synapses(layer: Layer) -> list[tuple[str, np.ndarray, int]]:
+    out = [("weight", layer.weight, layer.weight_exp)]
+    if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
+        out.append(("weight_rec", layer.weight_rec, layer.weight_rec_exp))
+    return out
+
+
+def _check_netx_loads(i: int, layer: Layer, parts: list[np.ndarray]) -> None:
+    """Dense: netx's optimize_weight_bits + Lava's Dense must give back exactly ``parts``."""
+    if not isinstance(layer, DenseLayer):
+        return  # netx hands conv weights to Lava's Conv unchanged
+    try:
+        canon, _ = _netx_dense_semantics(parts)
+    except ValueError as exc:
+        raise NetxExportError(f"layer {i}: weight: {exc}; netx cannot load this layer",
+                              layer=i, field="weight") from None
+    for (field, _, _), want, (got, gexp) in zip(_synapses(layer), parts, canon):
+        if gexp != 0 or not np.array_equal(got, want):
+            idx, a, b = _first_diff(want, got if gexp == 0 else got >> -gexp)
+            raise NetxExportError(
+                f"layer {i}: {field}: netx would load effective weight {field}{list(idx)} = {a} as "
+                f"{b} (netx clips mixed-sign weights to [-256, 254] and Lava's Dense clips "
+                f"excitatory to [0, 255], inhibitory to [-255, 0]); the effective weights "
+                f"(mantissa * 2**weight_exp) must fit 8 bits for netx", layer=i, field=field)
+
+
+def _exact_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """netx weights, netx bias (per neuron) and vThMant that reproduce ``layer`` exactly, or NetxExportError."""
+    parts = [_effective_plain(i, field, w, e, layer.num_weight_bits, layer.sign_mode)
+             for field, w, e in _synapses(layer)]
+    _check_netx_loads(i, layer, parts)
+    for (field, _, _), w in zip(_synapses(layer), parts):
+        _check_float32(i, field, w)
+    bias = _netx_bias(i, layer.neurons)
+    _check_float32(i, "bias", bias)
+    return parts, bias, int(layer.neurons.vth)
+
+
+def _approx_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, int, dict]:
+    """The layer rescaled by ``2**k`` to netx's plain 8-bit weights (``exact=False``).
+
+    Weights, threshold and bias are all multiplied by ``2**k`` and rounded,
+    ``k`` the largest shift that keeps the effective weights within
+    [-254, 254] and does not raise the threshold above ``max(vth, 2**15)``
+    (the quantizer's 24-bit state headroom); ``u`` and ``v`` then run ``2**k``
+    times larger, so spiking matches up to rounding (of weights, threshold and
+    bias, and of the decays).
+    """
+    reals = []
+    for field, w, e in _synapses(layer):
+        try:
+            c, ce = _ir_synapse(w, e, layer.num_weight_bits, layer.sign_mode)
+        except ValueError as exc:
+            raise NetxExportError(f"layer {i}: {field}: {exc}", layer=i, field=field) from None
+        reals.append(c.astype(np.float64) * 2.0**ce)
+    wmax = max(float(np.abs(r).max(initial=0.0)) for r in reals)
+    if wmax == 0.0:
+        raise NetxExportError(f"layer {i}: weight: all effective weights are zero; netx's optimize_weight_bits "
+                              f"cannot load an all-zero layer", layer=i, field="weight")
+    k = int(np.floor(np.log2(254.0 / wmax)))
+    vth = int(layer.neurons.vth)
+    if vth > 0:  # scale up no further than a 2**15 threshold (2 bits of 24-bit state headroom), 17-bit vth
+        k = min(k, int(np.floor(np.log2(max(2.0**15, vth) / vth))))
+    parts = [np.rint(r * 2.0**k).astype(np.int64) for r in reals]
+    bias = np.rint(_ir_bias(layer.neurons).astype(np.float64) * 2.0**k / (1 << NETX_BIAS_EXP)).astype(np.int64)
+    _check_netx_loads(i, layer, parts)
+    for (field, _, _), w in zip(_synapses(layer), parts):
+        _check_float32(i, field, w)
+    _check_float32(i, "bias", bias)
+    errs = [float(np.abs(p * 2.0**-k - r).max() / max(float(np.abs(r).max(initial=0.0)), 1e-300))
+            for p, r in zip(parts, reals)]
+    info = {"layer": i, "shift": k, "weight_error": max(errs),
+            "threshold": (vth, int(round(vth * 2.0**k)))}
+    return parts, bias, int(round(vth * 2.0**k)), info
+
+
+def _netx_plan(network: Network, exact: bool = True) -> tuple[list[tuple[str, dict[str, Any]]], list[dict]]:
+    """The netx ``layer/<i>`` entries (type, {dataset path: value}) in order, and the approximated layers."""
     plan: list[tuple[str, dict[str, Any]]] = [("input", {"shape": np.asarray(network.input_shape, dtype=np.int64)})]
+    approximated: list[dict] = []
     prev_conv = len(network.input_shape) > 1
     for i, layer in enumerate(network.layers):
-        nrn = layer.neurons
-        entry: dict[str, Any] = {}
+        try:
+            parts, bias, vth = _exact_values(i, layer)
+        except NetxExportError:
+            if exact:
+                raise
+            parts, bias, vth, info = _approx_values(i, layer)
+            approximated.append(info)
+        entry: dict[str, Any] = {"shape": np.asarray(layer.out_shape, dtype=np.int64)}
         if isinstance(layer, DenseLayer):
             if prev_conv:
                 plan.append(("flatten", {"shape": np.asarray([layer.in_size], dtype=np.int64)}))
-            parts = [_effective_plain(i, "weight", layer.weight, layer.weight_exp, layer.num_weight_bits,
-                                      layer.sign_mode)]
-            if layer.weight_rec is not None:
-                parts.append(_effective_plain(i, "weight_rec", layer.weight_rec, layer.weight_rec_exp,
-                                              layer.num_weight_bits, layer.sign_mode))
-            try:
-                canon, _ = _netx_dense_semantics(parts)
-            except ValueError as exc:
-                raise NetxExportError(f"layer {i}: weight: {exc}; netx cannot load this layer",
-                                      layer=i, field="weight") from None
-            for field, want, (got, gexp) in zip(("weight", "weight_rec"), parts, canon):
-                if gexp != 0 or not np.array_equal(got, want):
-                    idx, a, b = _first_diff(want, got if gexp == 0 else got >> -gexp)
-                    raise NetxExportError(
-                        f"layer {i}: {field}: netx would load effective weight {field}{list(idx)} = {a} as "
-                        f"{b} (netx clips mixed-sign weights to [-256, 254] and Lava's Dense clips "
-                        f"excitatory to [0, 255], inhibitory to [-255, 0]); the effective weights "
-                        f"(mantissa * 2**weight_exp) must fit 8 bits for netx", layer=i, field=field)
-            for field, w in zip(("weight", "weight_rec"), parts):
-                _check_float32(i, field, w)
-            entry["shape"] = np.asarray(layer.out_shape, dtype=np.int64)
             entry["inFeatures"] = np.int64(layer.in_size)
             entry["outFeatures"] = np.int64(layer.out_shape[0])
             entry["weight"] = parts[0].astype(np.float32)
             if layer.weight_rec is not None:
                 entry["weight_rec"] = parts[1].astype(np.float32)
-            bias = _netx_bias(i, nrn)
             entry["bias"] = bias.astype(np.float32)
-            kind = layer.kind
             prev_conv = False
-        elif isinstance(layer, ConvLayer):
-            eff = _effective_plain(i, "weight", layer.weight, layer.weight_exp, layer.num_weight_bits,
-                                   layer.sign_mode)
-            _check_float32(i, "weight", eff)
+        else:
             c, h, w = layer.out_shape
-            entry["shape"] = np.asarray(layer.out_shape, dtype=np.int64)
             entry["inChannels"] = np.int64(layer.in_shape[0])
             entry["outChannels"] = np.int64(c)
             entry["kernelSize"] = np.asarray(layer.weight.shape[2:], dtype=np.int64)
@@ -348,30 +407,32 @@ def _netx_plan(network: Network) -> list[tuple[str, dict[str, Any]]]:
             entry["padding"] = np.asarray(layer.padding, dtype=np.int64)
             entry["dilation"] = np.asarray(layer.dilation, dtype=np.int64)
             entry["groups"] = np.int64(layer.groups)
-            entry["weight"] = eff.astype(np.float32)
-            bias = _netx_bias(i, nrn).reshape(c, h, w)
-            if np.all(bias == bias[:, :1, :1]):
-                entry["bias"] = bias[:, 0, 0].astype(np.float32)  # per channel, as slayer writes it
+            entry["weight"] = parts[0].astype(np.float32)
+            b = bias.reshape(c, h, w)
+            if np.all(b == b[:, :1, :1]):
+                entry["bias"] = b[:, 0, 0].astype(np.float32)  # per channel, as slayer writes it
             else:
-                entry["bias"] = bias.transpose(2, 1, 0).astype(np.float32)  # per neuron, Lava's (W, H, C)
-            kind = "conv"
+                entry["bias"] = b.transpose(2, 1, 0).astype(np.float32)  # per neuron, Lava's (W, H, C)
             prev_conv = True
-        else:  # pragma: no cover - validate() rejects these
-            raise NetxExportError(f"layer {i}: unsupported layer type {type(layer).__name__}", layer=i)
-        for key, value in _neuron_datasets(i, nrn).items():
+        for key, value in _neuron_datasets(layer.neurons, vth).items():
             entry[f"neuron/{key}"] = value
-        plan.append((kind, entry))
-    return plan
+        plan.append((layer.kind, entry))
+    return plan, approximated
 
 
-def _write_extras(f, network: Network) -> None:
-    g = f.create_group(EXTRA_GROUP)
+def _metadata_json(network: Network) -> str:
     try:
-        meta = json.dumps(network.metadata)
+        return json.dumps(network.metadata)
     except (TypeError, ValueError) as exc:
         raise NetxExportError(f"network metadata is not JSON-serialisable: {exc}", field="metadata") from None
+
+
+def _write_extras(f, network: Network, meta: str, approximated: list[dict]) -> None:
+    g = f.create_group(EXTRA_GROUP)
     a = g.attrs
     a["format_version"] = FORMAT_VERSION
+    a["netx_exact"] = not approximated
+    shifts = {info["layer"]: info["shift"] for info in approximated}
     a["time_steps"] = int(network.time_steps)
     a["input_shape"] = np.asarray(network.input_shape, dtype=np.int64)
     a["profile"] = network.profile
@@ -385,6 +446,8 @@ def _write_extras(f, network: Network) -> None:
         la = lg.attrs
         la["kind"] = layer.kind
         la["name"] = layer.name
+        la["netx_exact"] = i not in shifts
+        la["netx_shift"] = int(shifts.get(i, 0))
         la["weight_exp"] = int(layer.weight_exp)
         la["num_weight_bits"] = int(layer.num_weight_bits)
         la["sign_mode"] = layer.sign_mode
@@ -406,7 +469,11 @@ def _write_extras(f, network: Network) -> None:
         ng.create_dataset("bias_mant", data=np.asarray(nrn.bias_mant))
 
 
-def write_netx(network: Network, path: PathLike) -> Path:
+class NetxInexactWarning(UserWarning):
+    """``write_netx(..., exact=False)`` wrote layers that lava-dl will run only approximately."""
+
+
+def write_netx(network: Network, path: PathLike, *, exact: bool = True) -> Path:
     """Write ``network`` as a lava-dl netx HDF5 file at ``path`` (atomically); return the path.
 
     A lava-dl user loads it with ``netx.hdf5.Network(path)`` (pass
@@ -415,12 +482,22 @@ def write_netx(network: Network, path: PathLike) -> Path:
     :class:`~neurodeploy.ir.IRError` for an inconsistent network and
     :class:`NetxExportError` (naming layer and field) for one that netx cannot
     represent exactly; nothing is written then.
+
+    ``exact=False`` writes such networks anyway: each layer netx cannot hold
+    exactly is rescaled to netx's plain 8-bit weights (weights, threshold and
+    bias times ``2**k``, rounded; see ``_approx_values``) and a
+    :class:`NetxInexactWarning` says which layers and how far. The exact IR is
+    still stored in the ``neurodeploy`` group, so :func:`read_netx` returns it
+    unchanged; only lava-dl users get the approximation (the file says so:
+    attribute ``neurodeploy.netx_exact`` and per layer ``netx_exact`` /
+    ``netx_shift``).
     """
     import h5py
 
     path = Path(path)
     network.validate(str(path))
-    plan = _netx_plan(network)  # every check happens before the file is touched
+    plan, approximated = _netx_plan(network, exact)  # every check happens before the file is touched
+    meta = _metadata_json(network)
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
@@ -432,7 +509,7 @@ def write_netx(network: Network, path: PathLike) -> Path:
                 g.create_dataset("type", (1,), "S10", [kind.encode("ascii")])
                 for key, value in entry.items():
                     g.create_dataset(key, data=value)
-            _write_extras(f, network)
+            _write_extras(f, network, meta, approximated)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -443,6 +520,13 @@ def write_netx(network: Network, path: PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if approximated:
+        detail = "; ".join(f"layer {a['layer']}: scale 2**{a['shift']}, weight error up to "
+                           f"{a['weight_error']:.1%} of the largest weight of a matrix, vth {a['threshold'][0]} -> "
+                           f"{a['threshold'][1]}" for a in approximated)
+        warnings.warn(f"{path}: lava-dl netx will run {len(approximated)} layer(s) only approximately (netx holds "
+                      f"plain 8-bit integer weights and bias_exp 6): {detail}. read_netx returns the exact "
+                      f"network.", NetxInexactWarning, stacklevel=2)
     return path
 
 
@@ -790,6 +874,7 @@ class _Reader:
                 layers=[], time_steps=int(g.attrs["time_steps"]), input_encoding=encoding,
                 profile=_as_str(g.attrs["profile"]), metadata=json.loads(_as_str(g.attrs["metadata"])))
             lg = g["layers"]
+            exact_flags = [bool(lg[str(k)].attrs.get("netx_exact", True)) for k in range(len(lg))]
             if len(lg) != len(netx_layers):
                 raise self.error(f"{len(lg)} layers, but the netx part has {len(netx_layers)}",
                                  field=f"{EXTRA_GROUP}/layers")
@@ -827,11 +912,13 @@ class _Reader:
             network.validate(f"{self.path}: {src}")
         except IRError as exc:
             raise self.error(f"{exc}", field=EXTRA_GROUP) from None
-        self.check_same(network, in_shape, netx_layers, indices)
+        self.check_same(network, in_shape, netx_layers, indices, exact_flags)
         return network
 
-    def check_same(self, network: Network, in_shape, netx_layers: list[Layer], indices: list[int]) -> None:
-        """The extras must describe the computation the netx datasets describe."""
+    def check_same(self, network: Network, in_shape, netx_layers: list[Layer], indices: list[int],
+                   exact_flags: list[bool]) -> None:
+        """The extras must describe the computation the netx datasets describe (or, for layers written
+        with ``exact=False``, the approximation ``write_netx`` derives from them)."""
         def mismatch(k: int, field: str, detail: str) -> NetxFormatError:
             return self.error(f"the '{EXTRA_GROUP}' group disagrees with the netx datasets ({detail}); the file "
                               f"was changed by another tool: delete the '{EXTRA_GROUP}' group to read the netx "
@@ -847,6 +934,24 @@ class _Reader:
                 for attr in ("stride", "padding", "dilation", "groups"):
                     if tuple(np.atleast_1d(getattr(ours, attr))) != tuple(np.atleast_1d(getattr(theirs, attr))):
                         raise mismatch(k, attr, f"{getattr(ours, attr)} vs {getattr(theirs, attr)}")
+            if not exact_flags[k]:
+                try:
+                    parts, bias, vth, _ = _approx_values(k, ours)
+                except NetxExportError as exc:
+                    raise mismatch(k, exc.field or "weight", str(exc)) from None
+                for (field, w2, e2), want in zip(_synapses(theirs), parts):
+                    got = _ir_synapse(w2, e2, theirs.num_weight_bits, theirs.sign_mode)
+                    if got[1] != 0 or got[0].shape != want.shape or not np.array_equal(got[0], want):
+                        raise mismatch(k, field, "weights differ from the approximation of the exact ones")
+                if theirs.neurons.vth != vth:
+                    raise mismatch(k, "neuron/vThMant", f"vth {theirs.neurons.vth} vs {vth}")
+                if not np.array_equal(_ir_bias(theirs.neurons), bias << NETX_BIAS_EXP):
+                    raise mismatch(k, "bias", "biases differ from the approximation of the exact ones")
+                for attr, src in (("du", "neuron/iDecay"), ("dv", "neuron/vDecay")):
+                    if getattr(ours.neurons, attr) != getattr(theirs.neurons, attr):
+                        raise mismatch(k, src, f"{attr} {getattr(ours.neurons, attr)} vs "
+                                               f"{getattr(theirs.neurons, attr)}")
+                continue
             pairs = [("weight", ours.weight, ours.weight_exp, theirs.weight, theirs.weight_exp)]
             if isinstance(ours, DenseLayer) and ours.weight_rec is not None:
                 pairs.append(("weight_rec", ours.weight_rec, ours.weight_rec_exp, theirs.weight_rec,

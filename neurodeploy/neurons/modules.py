@@ -22,7 +22,6 @@ from norse.torch.module.snn import SNN
 from ..config import NeuronConfig
 from .functional import (
     LIFBoxFeedForwardState,
-    LIFBoxState,
     LIFFeedForwardState,
     box_parameters,
     cuba_parameters,

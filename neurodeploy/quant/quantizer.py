@@ -165,6 +165,12 @@ def _choose_exp_and_scale(w: np.ndarray, theta: float, profile: HardwareProfile,
         note = "all weights are zero" if not np.any(w) else "no weight has the sign this profile allows"
         return profile.weights.exp_min, vth_target * 2.0**shift / theta, [note]
     chosen = None
+    if profile.weights.exp_min <= 0 <= profile.weights.exp_max:
+        # Exponent 0 first: the effective weights are then plain 8-bit integers,
+        # which lava-dl netx files hold exactly (netx has no weight exponent).
+        scale = fill * 2.0**shift
+        if 2.0 ** max(profile.weights.bits - 2, 1) <= theta * scale / 2.0**shift <= vth_target:
+            return 0, scale, notes
     for exp in range(profile.weights.exp_max, profile.weights.exp_min - 1, -1):
         scale = fill * 2.0 ** (exp + shift)
         if theta * scale / 2.0**shift <= vth_target:
@@ -255,10 +261,22 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         if i == 0 and encoding.kind == "graded":
             w = w / encoding.scale  # the first layer receives round(x * scale)
         b = fl["bias"].detach().double().numpy() * g if fl["bias"] is not None else np.zeros(w.shape[0])
-        exp, scale, notes = _choose_exp_and_scale(w, theta, profile, vth_target)
+        joint = w
+        if fl["kind"] == "dense_rec":
+            w_rec = fl["weight_rec"].detach().double().numpy() * g
+            joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
+        exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, vth_target)
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
         vth_back = vth * 2.0**profile.neuron.activation_shift / scale
+        if fl["kind"] == "conv" and fl["bias"] is not None:
+            # one bias per channel in torch, one per neuron (C, H, W order) on the chip
+            conv = fl["conv"]
+            h, w_out = (ConvLayer(weight=np.zeros(tuple(conv.weight.shape), np.int64),
+                                  neurons=Neurons(0, 0, 0, np.zeros(0, np.int64)), in_shape=tuple(shape),
+                                  stride=tuple(conv.stride), padding=tuple(conv.padding),
+                                  dilation=tuple(conv.dilation), groups=conv.groups).out_shape[1:])
+            b = np.repeat(b, h * w_out)
         bias_mant, bias_exp, bias_clip = _bias(b, scale, profile)
         dv = int(min(max(round(4096 * (1 - leak)), 0), profile.decay_max))
         du = profile.decay_max if current_leak is None else int(min(max(round(4096 * (1 - current_leak)) - 1, 0),
@@ -287,8 +305,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
                                num_weight_bits=profile.weights.bits, sign_mode=profile.weights.sign_mode,
                                name=f"layer{i}")
             if fl["kind"] == "dense_rec":
-                w_rec = fl["weight_rec"].detach().double().numpy() * g
-                rexp = _recurrent_exp(w_rec, scale, profile)
+                rexp = exp if exp == 0 else _recurrent_exp(w_rec, scale, profile)
                 w_rec_int, rclip, rerr = _quantize_weights(w_rec, scale, rexp, profile)
                 layer.weight_rec, layer.weight_rec_exp = w_rec_int, rexp
                 report.recurrent_weight_exp, report.recurrent_rel_error = rexp, rerr
