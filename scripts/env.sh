@@ -29,7 +29,11 @@ find_python310() {
     return 1
 }
 
-key="$(sha256sum < requirements.lock | cut -c1-12)"
+# lava-dl's netx reads our HDF5 exports in the tests. lava-dl 0.6.0 pins torch 2.3,
+# so it is installed without its dependencies (netx needs none beyond the lock
+# but opencv; <4.11 keeps numpy < 2).
+extras=(lava-dl==0.6.0 opencv-python-headless==4.10.0.84)
+key="$( { cat requirements.lock; echo "${extras[@]}"; } | sha256sum | cut -c1-12)"
 venv="${NEURODEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/neurodeploy/venv-$key}"
 mkdir -p "$(dirname "$venv")"
 
@@ -56,6 +60,7 @@ if [ ! -f "$venv/.neurodeploy-complete" ]; then
     rm -rf "$venv"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.lock >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${extras[@]}" >&2
     touch "$venv/.neurodeploy-complete"
 fi
 # The package itself is installed editable from this clone (cheap), so the
