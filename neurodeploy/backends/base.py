@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..ir import ConvLayer, DenseLayer, IRError, Network
+from ..ir import ConvLayer, DenseLayer, Network
 
 __all__ = [
     "BackendError",
@@ -143,9 +143,14 @@ def input_max(network: Network) -> int:
     return 1 if enc.kind == "spikes" else (1 << int(enc.bits)) - 1
 
 
-def check_inputs(network: Network, inputs) -> np.ndarray:
-    """Inputs as int64 ``(samples, T, *input_shape)``; :class:`BackendError` naming
-    expected vs got for a wrong shape, non-integer values or values out of range."""
+def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
+    """Validated inputs ``(samples, T, *input_shape)``; :class:`BackendError` naming
+    expected vs got for a wrong shape, non-integer values or values out of range.
+
+    Returns int64 values, or with ``as_int64=False`` the array in its own dtype
+    (bool, integer, or float holding integers) so a caller can convert batch by
+    batch; the checks run in chunks, so memory stays bounded either way.
+    """
     arr = np.asarray(inputs)
     in_shape = tuple(int(s) for s in network.input_shape)
     T = int(network.time_steps)
@@ -155,30 +160,32 @@ def check_inputs(network: Network, inputs) -> np.ndarray:
                            f"(samples, time_steps, *network.input_shape)")
     if arr.shape[0] < 1:
         raise BackendError(f"inputs have shape {arr.shape}: no samples")
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.int64)
-    elif np.issubdtype(arr.dtype, np.integer):
-        arr = arr.astype(np.int64, copy=False)
-    elif np.issubdtype(arr.dtype, np.floating):
-        bad = ~np.isfinite(arr) | (arr != np.round(arr))
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise BackendError(f"inputs must be integer values (encoded spikes or graded values); "
-                               f"got {arr[idx]!r} at index {idx} (dtype {arr.dtype})")
-        arr = arr.astype(np.int64)
-    else:
+    is_float = np.issubdtype(arr.dtype, np.floating)
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or is_float):
         raise BackendError(f"inputs have dtype {arr.dtype}, expected integers")
+    per_sample = max(1, arr[0].size)
+    chunk = max(1, (1 << 22) // per_sample)
+    lo_v, hi_v = None, None
+    for start in range(0, arr.shape[0], chunk):
+        part = arr[start:start + chunk]
+        if is_float:
+            bad = ~np.isfinite(part) | (part != np.round(part))
+            if bad.any():
+                idx = tuple(int(i) for i in np.argwhere(bad)[0])
+                idx = (idx[0] + start,) + idx[1:]
+                raise BackendError(f"inputs must be integer values (encoded spikes or graded values); "
+                                   f"got {arr[idx]!r} at index {idx} (dtype {arr.dtype})")
+        p_lo, p_hi = part.min(), part.max()
+        lo_v = p_lo if lo_v is None else min(lo_v, p_lo)
+        hi_v = p_hi if hi_v is None else max(hi_v, p_hi)
     hi = input_max(network)
-    lo_v, hi_v = int(arr.min()), int(arr.max())
+    lo_v, hi_v = int(lo_v), int(hi_v)
     if lo_v < 0 or hi_v > hi:
         enc = network.input_encoding
         what = "0/1 spikes" if enc.kind == "spikes" else f"graded values of {enc.bits} bits"
         raise BackendError(f"inputs span {lo_v}..{hi_v}, expected 0..{hi} ({what}, "
                            f"input_encoding {enc.kind!r})")
-    return arr
-
-
-SIGN_MODE_CODES = {"mixed": 1, "excitatory": 2, "inhibitory": 3}  # lava SignMode values
+    return arr.astype(np.int64, copy=False) if as_int64 else arr
 
 
 def effective_weights(weight: np.ndarray, sign_mode: str, num_weight_bits: int) -> np.ndarray:
