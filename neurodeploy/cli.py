@@ -163,12 +163,18 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             inputs = np.load(args.input, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise BackendError(f"{args.input}: not a readable .npy array ({exc})") from None
+        if inputs.ndim < 2:
+            raise BackendError(f"{args.input}: shape {inputs.shape}, expected (samples, steps, "
+                               f"{', '.join(map(str, network.input_shape))})")
+        network.time_steps = int(inputs.shape[1])  # the input decides how many steps to feed
     elif args.data is not None:
         from .data import load_dataset
 
         data = load_dataset(args.data, seed=args.seed, data_dir=args.data_dir)
         x = data.x_test[:args.samples]
         labels = data.y_test[:args.samples]
+        if args.steps is not None:
+            network.time_steps = args.steps
         enc = network.input_encoding.encode(x)
         inputs = enc if data.kind == "sequence" else np.repeat(enc[:, None], network.time_steps, axis=1)
         inputs = inputs.reshape(len(x), inputs.shape[1], *network.input_shape)
@@ -270,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
     p.add_argument("--data", help="encode this data set's test split instead of --input")
     p.add_argument("--samples", type=int, help="first N test samples with --data")
+    p.add_argument("--steps", type=int, help="input steps per sample with --data (default: the network's T)")
     p.add_argument("--seed", type=int, default=0, help="data split seed with --data")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--out", required=True, help="output .npz")
