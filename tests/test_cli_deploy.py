@@ -116,3 +116,17 @@ def test_pipeline_quantize_export_simulate(tmp_path):
     for fmt, name in (("nir", "m.nir"), ("onnx", "m.onnx"), ("hdf5", "m.net")):
         assert main(["export", str(run), "--format", fmt, "--out", str(tmp_path / name), "--quiet"]) == 0
         assert (tmp_path / name).is_file()
+
+
+def test_quantize_with_finetune(tmp_path):
+    from neurodeploy.train import load_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "models/mnist5k-mlp-dlif.yaml", "--out", str(run), "--epochs", "1",
+                 "--quiet"]) == 0
+    assert main(["quantize", str(run), "--finetune", "1", "--quiet"]) == 0
+    tuned = load_checkpoint(run / "loihi2" / "finetuned.pt")
+    assert tuned["finetune_epochs"] == 1
+    gains = [v for k, v in tuned["model"].items() if k.endswith("gain")]
+    assert gains and all(float(g.std()) == 0.0 for g in gains)  # frozen at their mean
+    assert (run / "loihi2" / "network.net").is_file()
