@@ -200,7 +200,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     report = run_pipeline(Path(args.config), run_dir=Path(args.out) if args.out else None, profile=args.profile,
                           lava_samples=args.lava_samples, test_samples=args.samples, epochs=args.epochs,
-                          seed=args.seed, progress=not args.quiet)
+                          seed=args.seed, finetune=args.finetune, progress=not args.quiet)
     f, q = report["float"], report["fixed_point"]
     print(f"float accuracy {100 * f['accuracy']:.2f}%, fixed point {100 * q['accuracy']:.2f}% "
           f"(drop {100 * report['accuracy_drop']:.2f} points)")
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="loihi2")
     p.add_argument("--lava-samples", type=int, default=200, help="test samples to run on Lava (0: skip Lava)")
     p.add_argument("--samples", type=int, help="limit the test split (default: all)")
+    p.add_argument("--finetune", type=int, default=2, metavar="N",
+                   help="quantization-aware fine-tuning epochs before quantizing (0: post-training only)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true")

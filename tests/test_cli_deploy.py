@@ -93,7 +93,7 @@ def test_simulate_rejects_wrong_input_shape(tmp_path, capsys):
 def test_pipeline_quantize_export_simulate(tmp_path):
     run = tmp_path / "run"
     rc = main(["pipeline", "--config", "models/mnist5k-mlp-dlif.yaml", "--out", str(run), "--epochs", "1",
-               "--lava-samples", "4", "--samples", "200", "--quiet"])
+               "--finetune", "0", "--lava-samples", "4", "--samples", "200", "--quiet"])
     assert rc == 0
     out = run / "loihi2"
     for name in ("network.net", "model.nir", "model_step.onnx", "quantization.json", "quantization.md",
