@@ -187,10 +187,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if labels is not None:
         out["labels"] = labels
         print(f"accuracy {float(np.mean(result.predictions() == labels)):.4f} on {len(labels)} samples")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(args.out) + ".tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(args.out)
+    from .fileio import atomic_path
+
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **out)
     print(f"{args.backend}: {len(inputs)} samples -> {args.out}")
     return 0
 

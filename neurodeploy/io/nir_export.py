@@ -72,6 +72,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..fileio import atomic_path
 from ..models.builders import SNNClassifier, TimeFolded
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
 
@@ -333,13 +334,7 @@ def export_nir(model: SNNClassifier, path: Union[str, os.PathLike], *, input_sha
 
     graph = build_nir_graph(model, input_shape=input_shape, time_steps=time_steps, fold_r=fold_r)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         nir.write(str(tmp), graph)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
     return path
 

@@ -54,6 +54,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 import torch
 
+from ..fileio import atomic_path
 from ..models.builders import SNNClassifier, TimeFolded
 from ..neurons import functional as F_
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
@@ -281,14 +282,8 @@ def export_onnx(model: SNNClassifier, path: Union[str, os.PathLike], *,
                         f"Interface: metadata_props['{INTERFACE_KEY}'].")
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
     return path
 
 

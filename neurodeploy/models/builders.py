@@ -51,7 +51,7 @@ class Normalize(torch.nn.Module):
         return (x - self.mean.view(shape)) / self.std.view(shape)
 
 
-class _RoundSTE(torch.autograd.Function):
+class RoundSTE(torch.autograd.Function):
     """Round in the forward pass, identity gradient (attacks still see the input)."""
 
     @staticmethod
@@ -92,7 +92,7 @@ class SNNClassifier(torch.nn.Module):
         """
         if self.input_levels is None or self.training:
             return x
-        return _RoundSTE.apply(x.clamp(0.0, 1.0) * self.input_levels) / self.input_levels
+        return RoundSTE.apply(x.clamp(0.0, 1.0) * self.input_levels) / self.input_levels
 
     def output_sequence(self, x: torch.Tensor) -> torch.Tensor:
         """Time-major output of the last layer, ``(T, B, classes)``."""

@@ -21,21 +21,12 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 
 from ..data import load_dataset
+from ..models.builders import RoundSTE
 from ..train.checkpoint import save_checkpoint
 from ..train.loop import _optimizer, epoch_generator, random_shift, set_threads, training_loss
 from ..train.loop import load_run, predict, accuracy
 from .profile import HardwareProfile, load_profile
 from .quantizer import _choose_exp_and_scale, _float_layers, _neuron_params, _recurrent_exp, input_encoding_for
-
-
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return grad
 
 
 class FakeQuant(torch.nn.Module):
@@ -62,7 +53,7 @@ class FakeQuant(torch.nn.Module):
         unit = 2.0 ** (exp + shift) / scale
         lo, hi = p.weight_range
         step = p.weight_step
-        q = torch.clamp(_RoundSTE.apply(eff / (unit * step)) * step, lo, hi)
+        q = torch.clamp(RoundSTE.apply(eff / (unit * step)) * step, lo, hi)
         return q * unit * self.input_scale / self.gain
 
 

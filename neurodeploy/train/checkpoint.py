@@ -8,11 +8,12 @@ half-written checkpoint behind.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Union
 
 import torch
+
+from ..fileio import atomic_path
 
 FORMAT = "neurodeploy-checkpoint"
 VERSION = 1
@@ -25,10 +26,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: Union[str, Path], payload: dict[str, Any]) -> None:
     """Atomically write ``payload`` (tensors and plain containers) to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
 
 
 def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
