@@ -64,7 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate.robustness import evaluate_runs
+    from .evaluate.robustness import evaluate_runs, parse_backends
 
     evaluate_runs(
         runs=[Path(r) for r in args.runs] + [Path(r) for r in (args.compare or [])],
@@ -74,6 +74,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         samples=args.samples,
         report_dir=Path(args.report) if args.report else None,
         progress=not args.quiet,
+        backends=parse_backends(args.backends),
+        profile=args.profile,
+        lava_samples=args.lava_samples,
     )
     return 0
 
@@ -250,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="base seed of the noise")
     p.add_argument("--samples", type=int, help="evaluate only the first N test samples")
     p.add_argument("--report", help="folder for JSON, Markdown and PNG results")
+    p.add_argument("--backends", default="float",
+                   help="comma-separated: float (torch), emulator (fixed point, all samples), lava (subset)")
+    p.add_argument("--profile", default="loihi2", help="hardware profile of the fixed-point network")
+    p.add_argument("--lava-samples", type=int, default=100, help="samples per level on Lava")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

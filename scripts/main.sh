@@ -7,7 +7,8 @@
 #   3. run the float model and the fixed-point network on the test split
 #      (emulator: all 1,000 samples; Lava: the first 200) and write
 #      runs/<name>/loihi2/report.{json,md,png};
-#   4. sweep the float model's robustness (noise and attacks) into
+#   4. sweep robustness under input noise and attacks (float, the fixed-point
+#      emulator on all samples, Lava on 50 per level) into
 #      reports/<name>/robustness.{json,md,png}.
 # Usage: scripts/main.sh [models/X.yaml]
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$repo"
 config="${1:-models/mnist5k-mlp-dlif.yaml}"
 name="$(basename "$config" .yaml)"
 ./nd pipeline --config "$config" --lava-samples "${LAVA_SAMPLES:-200}"
-./nd evaluate "runs/$name" \
+./nd evaluate "runs/$name" --backends float,emulator,lava --lava-samples "${LAVA_SAMPLES_SWEEP:-50}" \
     --noise gaussian:0,0.05,0.1,0.2 \
     --noise uniform:0,0.1,0.2,0.3 \
     --noise salt-pepper:0,0.05,0.1 \

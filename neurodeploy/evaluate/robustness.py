@@ -103,68 +103,142 @@ def perturb(model: torch.nn.Module, name: str, level: float, x: torch.Tensor, y:
     return apply_input_noise(name, x, level, generator)
 
 
-def float_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec],
-                repeats: int, seed: int, batch_size: int = 250,
-                on_step: Optional[Callable[[], None]] = None) -> list[dict]:
-    """Accuracy and activity of the float model for every (noise, level, repeat)."""
+BACKEND_NAMES = ("float", "emulator", "lava")
+
+
+def parse_backends(text: str) -> tuple[str, ...]:
+    """``float,emulator,lava`` -> a tuple; unknown names are an error naming them."""
+    names = tuple(b.strip() for b in text.split(",") if b.strip())
+    bad = [b for b in names if b not in BACKEND_NAMES]
+    if bad or not names:
+        raise NoiseSpecError(f"--backends {text!r}: unknown backend(s) {', '.join(bad) or '(none given)'} "
+                             f"(known: {', '.join(BACKEND_NAMES)})")
+    return names
+
+
+def _perturbed_inputs(model: torch.nn.Module, spec: NoiseSpec, level: float, x: torch.Tensor, y: torch.Tensor,
+                      seed: int, repeat: int, batch_size: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(noise_seed(seed, spec.name, repeat))
+    return torch.cat([perturb(model, spec.name, level, x[i:i + batch_size], y[i:i + batch_size], g)
+                      for i in range(0, len(x), batch_size)])
+
+
+def _float_row(model: torch.nn.Module, xp: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int) -> dict:
+    if hasattr(model.encoder, "generator"):
+        # same Poisson spikes for every noise and level, so level 0 is the clean result
+        model.encoder.generator = torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
+    correct, spikes = 0, 0.0
+    for i in range(0, len(xp), batch_size):
+        act = model.activity(xp[i:i + batch_size])
+        correct += int((act["logits"].argmax(1) == y[i:i + batch_size]).sum())
+        spikes += float(act["spikes_per_layer"].sum())
+    return {"accuracy": correct / len(xp), "spikes_per_sample": spikes / len(xp)}
+
+
+def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec], repeats: int,
+          seed: int, backends: Sequence[str] = ("float",), network=None, lava_samples: int = 100,
+          batch_size: int = 250, on_step: Optional[Callable[[], None]] = None) -> list[dict]:
+    """Accuracy and activity on every backend for every (noise, level, repeat).
+
+    Inputs are perturbed once per (noise, level, repeat) in float (attacks are
+    crafted on the float model and transferred); the fixed-point backends run
+    the deployed ``network`` on the same perturbed samples: the emulator on all
+    of them, Lava on the first ``lava_samples``, with the emulator/Lava agreement
+    on that subset recorded (it must be 1.0).
+    """
+    from ..backends import run_network
+    from .pipeline import network_inputs
+
     model.eval()
     rows = []
-    clean_cache: Optional[dict] = None
+    cache: dict[str, dict] = {}
+    y_np = y.numpy()
     for spec in specs:
         for repeat in range(repeats):
             for level in spec.levels:
-                if level == 0 and clean_cache is not None:
-                    row = dict(clean_cache)  # level 0 is the clean result exactly
+                if level == 0 and cache:
+                    results = {b: dict(r) for b, r in cache.items()}  # level 0 is the clean result exactly
                 else:
-                    g = torch.Generator().manual_seed(noise_seed(seed, spec.name, repeat))
-                    if hasattr(model.encoder, "generator"):
-                        # same Poisson spikes for every noise and level, so level 0 is the clean result
-                        model.encoder.generator = torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
-                    correct, spikes = 0, 0.0
-                    for i in range(0, len(x), batch_size):
-                        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                        xp = perturb(model, spec.name, level, xb, yb, g)
-                        act = model.activity(xp)
-                        correct += int((act["logits"].argmax(1) == yb).sum())
-                        spikes += float(act["spikes_per_layer"].sum())
-                    row = {"accuracy": correct / len(x), "spikes_per_sample": spikes / len(x)}
+                    xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
+                    results = {}
+                    if "float" in backends:
+                        results["float"] = _float_row(model, xp, y, seed, batch_size)
+                    if network is not None and ("emulator" in backends or "lava" in backends):
+                        inputs = network_inputs(model, network, xp.numpy())
+                        emu = run_network(network, inputs, backend="emulator")
+                        emu_pred = emu.predictions()
+                        if "emulator" in backends:
+                            results["emulator"] = {"accuracy": float(np.mean(emu_pred == y_np)),
+                                                   "spikes_per_sample": float(emu.spike_counts.sum(1).mean())}
+                        if "lava" in backends and lava_samples > 0:
+                            n = min(lava_samples, len(x))
+                            lava = run_network(network, inputs[:n], backend="lava")
+                            results["lava"] = {
+                                "accuracy": float(np.mean(lava.predictions() == y_np[:n])),
+                                "spikes_per_sample": float(lava.spike_counts.sum(1).mean()),
+                                "samples": n,
+                                "emulator_identical_spikes": float(np.mean(np.all(
+                                    lava.output_spikes == emu.output_spikes[:n], axis=(1, 2)))),
+                            }
                     if level == 0:
-                        clean_cache = dict(row)
-                rows.append({"noise": spec.name, "level": level, "repeat": repeat, **row})
+                        cache = {b: dict(r) for b, r in results.items()}
+                for backend, row in results.items():
+                    rows.append({"backend": backend, "noise": spec.name, "level": level, "repeat": repeat, **row})
                 if on_step:
                     on_step()
     return rows
 
 
+def float_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec],
+                repeats: int, seed: int, batch_size: int = 250,
+                on_step: Optional[Callable[[], None]] = None) -> list[dict]:
+    """Accuracy and activity of the float model for every (noise, level, repeat)."""
+    return sweep(model, x, y, specs, repeats, seed, ("float",), batch_size=batch_size, on_step=on_step)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and spread of accuracy per (noise, level), with the drop from clean."""
+    """Mean and spread of accuracy per (backend, noise, level), with the drop from clean."""
     out = []
-    keys = sorted({(r["noise"], r["level"]) for r in rows}, key=lambda k: (k[0], k[1]))
-    clean = [r["accuracy"] for r in rows if r["level"] == 0]
-    clean_acc = float(np.mean(clean)) if clean else None
-    for noise, level in keys:
-        accs = np.array([r["accuracy"] for r in rows if r["noise"] == noise and r["level"] == level])
-        spikes = np.array([r["spikes_per_sample"] for r in rows if r["noise"] == noise and r["level"] == level])
-        out.append({
-            "noise": noise, "level": level, "accuracy_mean": float(accs.mean()),
+    keys = sorted({(r.get("backend", "float"), r["noise"], r["level"]) for r in rows},
+                  key=lambda k: (BACKEND_NAMES.index(k[0]), k[1], k[2]))
+    for backend, noise, level in keys:
+        sel = [r for r in rows if r.get("backend", "float") == backend and r["noise"] == noise
+               and r["level"] == level]
+        clean = [r["accuracy"] for r in rows if r.get("backend", "float") == backend and r["level"] == 0]
+        accs = np.array([r["accuracy"] for r in sel])
+        item = {
+            "backend": backend, "noise": noise, "level": level, "accuracy_mean": float(accs.mean()),
             "accuracy_std": float(accs.std()), "repeats": len(accs),
-            "drop_from_clean": (clean_acc - float(accs.mean())) if clean_acc is not None else None,
-            "spikes_per_sample": float(spikes.mean()),
-        })
+            "drop_from_clean": (float(np.mean(clean)) - float(accs.mean())) if clean else None,
+            "spikes_per_sample": float(np.mean([r["spikes_per_sample"] for r in sel])),
+        }
+        if backend == "lava":
+            item["samples"] = sel[0]["samples"]
+            item["emulator_identical_spikes"] = float(np.mean([r["emulator_identical_spikes"] for r in sel]))
+        out.append(item)
     return out
 
 
 def _markdown(results: dict) -> str:
-    lines = ["# Robustness report", "", f"Seed {results['seed']}, {results['repeats']} repeat(s) per level.", ""]
+    lines = ["# Robustness report", "", f"Seed {results['seed']}, {results['repeats']} repeat(s) per level; "
+             f"backends: {', '.join(results['backends'])}. Attacks are crafted on the float model and "
+             f"transferred to the fixed-point network.", ""]
     for run in results["runs"]:
         lines += [f"## {run['name']} ({run['run_dir']})", "",
-                  f"{run['samples']} test samples of {run['dataset']}; backend: float (torch).", "",
-                  "| noise | level | accuracy (mean) | std | drop from clean | spikes / sample |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  f"{run['samples']} test samples of {run['dataset']}"
+                  + (f"; fixed-point network: {run['network']}" if run.get("network") else "") + ".", "",
+                  "| backend | noise | level | accuracy (mean) | std | drop from clean | spikes / sample |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
         for s in run["summary"]:
             drop = "" if s["drop_from_clean"] is None else f"{100 * s['drop_from_clean']:.2f}"
-            lines.append(f"| {s['noise']} | {s['level']:.4g} | {100 * s['accuracy_mean']:.2f} | "
+            name = s["backend"] + (f" (first {s['samples']})" if s["backend"] == "lava" else "")
+            lines.append(f"| {name} | {s['noise']} | {s['level']:.4g} | {100 * s['accuracy_mean']:.2f} | "
                          f"{100 * s['accuracy_std']:.2f} | {drop} | {s['spikes_per_sample']:.1f} |")
+        lava = [s for s in run["summary"] if s["backend"] == "lava"]
+        if lava:
+            agree = min(s["emulator_identical_spikes"] for s in lava)
+            lines += ["", f"Emulator vs Lava: identical output spike trains on {100 * agree:.2f}% of the Lava "
+                          f"samples at every level (lowest over all levels)."]
         lines.append("")
     return "\n".join(lines)
 
@@ -177,28 +251,49 @@ def _plot(results: dict, path: Path) -> None:
 
     noises = sorted({s["noise"] for run in results["runs"] for s in run["summary"]})
     fig, axes = plt.subplots(1, len(noises), figsize=(4 * len(noises), 3.4), squeeze=False)
+    styles = {"float": "-", "emulator": "--", "lava": ":"}
     for ax, noise in zip(axes[0], noises):
         for run in results["runs"]:
-            pts = [s for s in run["summary"] if s["noise"] == noise]
-            lv = [p["level"] for p in pts]
-            mean = np.array([p["accuracy_mean"] for p in pts]) * 100
-            std = np.array([p["accuracy_std"] for p in pts]) * 100
-            ax.errorbar(lv, mean, yerr=std, marker="o", capsize=3, label=run["name"])
+            for backend in results["backends"]:
+                pts = [s for s in run["summary"] if s["noise"] == noise and s["backend"] == backend]
+                if not pts:
+                    continue
+                lv = [p["level"] for p in pts]
+                mean = np.array([p["accuracy_mean"] for p in pts]) * 100
+                std = np.array([p["accuracy_std"] for p in pts]) * 100
+                label = run["name"] + ("" if backend == "float" else f" [{backend}]")
+                ax.errorbar(lv, mean, yerr=std, marker="o", capsize=3, linestyle=styles[backend], label=label)
         ax.set_title(noise)
         ax.set_xlabel("level")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _deployed_network(run_dir: Path, cfg, model, ckpt, profile: str, log: Callable[[str], None]):
+    """The run's fixed-point network: the pipeline's export if present, else quantized now."""
+    from ..io import read_netx
+    from ..quant import load_profile, quantize_model
+
+    hw = load_profile(profile)
+    path = Path(run_dir) / hw.name / "network.net"
+    if path.is_file():
+        return read_netx(path), str(path)
+    shape = tuple(ckpt["input_shape"])
+    log(f"{run_dir}: no {path}; quantizing for {hw.name} (post-training, no fine-tuning)")
+    net = quantize_model(model, shape, hw, time_steps=cfg.data.time_steps or shape[0], name=cfg.name).network
+    return net, f"{hw.name} (quantized on the fly)"
+
+
 def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int = 1, seed: int = 0,
                   samples: Optional[int] = None, report_dir: Optional[Path] = None,
-                  progress: bool = True) -> dict:
-    """Sweep every run over every noise spec; print a table, optionally write a report."""
+                  progress: bool = True, backends: Sequence[str] = ("float",), profile: str = "loihi2",
+                  lava_samples: int = 100) -> dict:
+    """Sweep every run over every noise spec on every backend; print tables, optionally write a report."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -206,37 +301,51 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
     if repeats < 1:
         raise NoiseSpecError(f"--repeats {repeats}: must be >= 1")
     specs = [parse_noise_spec(s) for s in noise_specs] or [NoiseSpec("gaussian", (0.0,))]
-    results = {"seed": seed, "repeats": repeats, "noises": [s.__dict__ for s in specs], "runs": []}
+    console = Console()
+    results = {"seed": seed, "repeats": repeats, "backends": list(backends),
+               "noises": [s.__dict__ for s in specs], "runs": []}
     total = len(runs) * repeats * sum(len(s.levels) for s in specs)
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not progress, console=console) as bar:
         task = bar.add_task("evaluate", total=total)
         for run_dir in runs:
-            cfg, model, _ = load_run(run_dir)
+            cfg, model, ckpt = load_run(run_dir)
             set_threads(cfg.threads)
+            network, network_name = None, None
+            if any(b != "float" for b in backends):
+                network, network_name = _deployed_network(Path(run_dir), cfg, model, ckpt, profile, console.print)
             data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
             x = torch.as_tensor(data.x_test[:samples])
             y = torch.as_tensor(data.y_test[:samples])
             t0 = time.perf_counter()
-            rows = float_sweep(model, x, y, specs, repeats, seed, on_step=lambda: bar.advance(task))
+            rows = sweep(model, x, y, specs, repeats, seed, backends, network, lava_samples,
+                         on_step=lambda: bar.advance(task))
             results["runs"].append({
-                "name": cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})", "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
-                "backend": "float", "rows": rows, "summary": summarize(rows),
+                "name": cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})",
+                "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
+                "network": network_name, "rows": rows, "summary": summarize(rows),
                 "seconds": time.perf_counter() - t0,
             })
-    console = Console()
     for run in results["runs"]:
         table = Table(title=f"{run['name']}: accuracy (%) on {run['samples']} test samples")
-        for col in ("noise", "level", "mean", "std", "drop", "spikes/sample"):
-            table.add_column(col, justify="left" if col == "noise" else "right")
+        for col in ("backend", "noise", "level", "mean", "std", "drop", "spikes/sample"):
+            table.add_column(col, justify="left" if col in ("backend", "noise") else "right")
         for s in run["summary"]:
             drop = "" if s["drop_from_clean"] is None else f"{100 * s['drop_from_clean']:.2f}"
-            table.add_row(s["noise"], f"{s['level']:.4g}", f"{100 * s['accuracy_mean']:.2f}",
+            table.add_row(s["backend"], s["noise"], f"{s['level']:.4g}", f"{100 * s['accuracy_mean']:.2f}",
                           f"{100 * s['accuracy_std']:.2f}", drop, f"{s['spikes_per_sample']:.1f}")
         console.print(table)
+        bad = [s for s in run["summary"] if s["backend"] == "lava" and s["emulator_identical_spikes"] < 1.0]
+        if bad:
+            console.print("[red]WARNING: the emulator and Lava disagree; this is a bug, please report it")
     if report_dir is not None:
+        from ..fileio import atomic_path
+
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "robustness.json").write_text(json.dumps(results, indent=1))
-        (report_dir / "robustness.md").write_text(_markdown(results))
-        _plot(results, report_dir / "robustness.png")
+        with atomic_path(report_dir / "robustness.json") as tmp:
+            tmp.write_text(json.dumps(results, indent=1))
+        with atomic_path(report_dir / "robustness.md") as tmp:
+            tmp.write_text(_markdown(results))
+        with atomic_path(report_dir / "robustness.png") as tmp:
+            _plot(results, tmp)
         console.print(f"report written to {report_dir}/robustness.{{json,md,png}}")
     return results

@@ -1,0 +1,83 @@
+"""Robustness sweeps: noise specs, seeds, level 0, and the float/emulator/Lava backends."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neurodeploy.cli import main
+from neurodeploy.evaluate.robustness import NoiseSpecError, parse_backends, parse_noise_spec, sweep
+from neurodeploy.quant import load_profile, quantize_model
+from neurodeploy.train import train
+from neurodeploy.config import load_config
+from neurodeploy.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = load_config("models/mnist5k-mlp-dlif.yaml", {"training.epochs": 1, "model.hidden": [32], "threads": 1})
+    data = load_dataset("mnist5k", seed=0).subset(512, 60)
+    result = train(cfg, out, progress=False, data=data, log=lambda s: None)
+    return out, result.model, data
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("gaussian", "expected NAME:LEVEL"),
+    ("wobble:0.1", "unknown noise 'wobble'"),
+    ("gaussian:-0.1", "negative"),
+    ("salt-pepper:1.5", "above 1"),
+    ("gaussian:abc", "'abc' is not a number"),
+    ("gaussian:", "no levels"),
+    ("pgd:1/0", "is not a number"),
+])
+def test_bad_noise_specs_name_the_spec(spec, needle):
+    with pytest.raises(NoiseSpecError) as err:
+        parse_noise_spec(spec)
+    assert needle in str(err.value) and repr(spec) in str(err.value)
+
+
+def test_noise_spec_parsing():
+    spec = parse_noise_spec("pgd:0,8/255, 0.1")
+    assert spec.name == "pgd" and spec.levels == (0.0, 8 / 255, 0.1)
+    assert parse_backends("float, lava") == ("float", "lava")
+    with pytest.raises(NoiseSpecError, match="gpu"):
+        parse_backends("float,gpu")
+
+
+def test_sweep_level0_seeds_and_backends(trained):
+    _, model, data = trained
+    x, y = torch.as_tensor(data.x_test[:40]), torch.as_tensor(data.y_test[:40])
+    net = quantize_model(model, (1, 28, 28), load_profile("loihi2"), time_steps=8).network
+    specs = [parse_noise_spec("gaussian:0,0.3"), parse_noise_spec("fgsm:0,8/255")]
+    rows = sweep(model, x, y, specs, 1, 0, ("float", "emulator", "lava"), net, lava_samples=3)
+    by = {(r["backend"], r["noise"], r["level"]): r for r in rows}
+    # level 0 is the clean result, identical for every noise, on every backend
+    for backend in ("float", "emulator", "lava"):
+        assert by[(backend, "gaussian", 0.0)]["accuracy"] == by[(backend, "fgsm", 0.0)]["accuracy"]
+    clean = sweep(model, x, y, [parse_noise_spec("uniform:0")], 1, 5, ("float", "emulator"), net)
+    assert clean[0]["accuracy"] == by[("float", "gaussian", 0.0)]["accuracy"]
+    assert clean[1]["accuracy"] == by[("emulator", "gaussian", 0.0)]["accuracy"]
+    # Lava agrees with the emulator spike for spike at every level
+    assert all(r["emulator_identical_spikes"] == 1.0 for r in rows if r["backend"] == "lava")
+    # same seed: same numbers; different seed: different perturbation
+    again = sweep(model, x, y, [specs[0]], 1, 0, ("float", "emulator"), net)
+    assert [r["spikes_per_sample"] for r in again] == [r["spikes_per_sample"] for r in rows
+                                                       if r["noise"] == "gaussian" and r["backend"] != "lava"]
+    other = sweep(model, x, y, [parse_noise_spec("gaussian:0.3")], 1, 1, ("float",), net)
+    assert other[0]["spikes_per_sample"] != by[("float", "gaussian", 0.3)]["spikes_per_sample"]
+
+
+def test_cli_evaluate_writes_report(trained, tmp_path, capsys):
+    run, _, _ = trained
+    rc = main(["evaluate", str(run), "--noise", "gaussian:0,0.2", "--backends", "float,emulator,lava",
+               "--lava-samples", "2", "--samples", "30", "--report", str(tmp_path / "rep"), "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "rep" / "robustness.json").read_text())
+    backends = {s["backend"] for s in report["runs"][0]["summary"]}
+    assert backends == {"float", "emulator", "lava"}
+    assert (tmp_path / "rep" / "robustness.png").stat().st_size > 0
+    assert "emulator" in (tmp_path / "rep" / "robustness.md").read_text()
+    assert main(["evaluate", str(run), "--noise", "gaussian:-1"]) == 2
+    assert "gaussian:-1" in capsys.readouterr().err
