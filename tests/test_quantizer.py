@@ -214,3 +214,16 @@ def test_graded_input_layer_is_the_only_inexact_one(tmp_path):
     back = read_netx(tmp_path / "n.net")  # our reader restores the exact IR
     assert np.array_equal(back.layers[0].weight, res.network.layers[0].weight)
     assert back.layers[0].weight_exp == res.network.layers[0].weight_exp
+
+
+def test_shipped_conv_model_quantizes():
+    from neurodeploy.config import load_config
+    from neurodeploy.data import load_dataset
+
+    cfg = load_config("models/mnist5k-conv-dlif.yaml")
+    data = load_dataset("mnist5k")
+    model = build_model(cfg, data.input_shape, data.n_classes)
+    res = quantize_model(model, data.input_shape, LOIHI2, time_steps=8)
+    _check_ranges(res.network)
+    assert [type(layer).__name__ for layer in res.network.layers] == ["ConvLayer"] * 3 + ["DenseLayer"] * 2
+    assert res.network.layers[0].neurons.bias_mant.shape == (8 * 28 * 28,)

@@ -1,4 +1,11 @@
-"""Input-noise corruptions (Gaussian, uniform, salt-and-pepper), all seeded."""
+"""Noise models: seeded input corruptions, the noise vocabulary and network (hardware) noise.
+
+* :mod:`.input_noise`: Gaussian, uniform, salt-and-pepper on samples;
+* :mod:`.specs`: every noise name, its kind (input / network / step), level
+  meaning and range, the ``NAME:LEVELS`` parser and profile defaults;
+* :mod:`.hardware`: network noises as pure seeded transforms of the IR and of
+  the float model, with one shared draw protocol.
+"""
 
 from .input_noise import (
     INPUT_NOISES,
@@ -7,6 +14,19 @@ from .input_noise import (
     salt_pepper_noise,
     uniform_noise,
 )
+from .specs import (
+    NETWORK_NOISE_NAMES,
+    NOISES,
+    STEP_NOISE_NAMES,
+    NoiseProfileError,
+    NoiseSpec,
+    NoiseSpecError,
+    NoiseType,
+    noise_from_profile,
+    parse_noise_spec,
+    resolve_noise_specs,
+)
+from .hardware import HardwareNoiseError, draw_network_noise, perturb_float_model, perturb_network
 
 __all__ = [
     "gaussian_noise",
@@ -14,4 +34,18 @@ __all__ = [
     "salt_pepper_noise",
     "INPUT_NOISES",
     "apply_input_noise",
+    "NOISES",
+    "NETWORK_NOISE_NAMES",
+    "STEP_NOISE_NAMES",
+    "NoiseType",
+    "NoiseSpec",
+    "NoiseSpecError",
+    "NoiseProfileError",
+    "parse_noise_spec",
+    "noise_from_profile",
+    "resolve_noise_specs",
+    "HardwareNoiseError",
+    "draw_network_noise",
+    "perturb_network",
+    "perturb_float_model",
 ]

@@ -269,7 +269,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
         vth_back = vth * 2.0**profile.neuron.activation_shift / scale
-        if fl["kind"] == "conv" and fl["bias"] is not None:
+        if fl["kind"] == "conv":
             # one bias per channel in torch, one per neuron (C, H, W order) on the chip
             conv = fl["conv"]
             h, w_out = (ConvLayer(weight=np.zeros(tuple(conv.weight.shape), np.int64),

@@ -1,0 +1,538 @@
+"""Network (hardware) noise: seeded transforms of the deployed network and of the float model.
+
+One semantics, implemented once on the IR (:func:`perturb_network`), so the
+emulator and Lava run the *identical* perturbed :class:`~neurodeploy.ir.Network`
+(both backends reproduce Lava's ``fixed_pt`` arithmetic bit for bit), and
+mirrored on the float model (:func:`perturb_float_model`) with the *same random
+draws*.
+
+Shared draw protocol
+--------------------
+``rng = numpy.random.default_rng(seed)``; layers are visited in IR order
+(= the deployable layer order of the float model, one spiking population per
+layer) and every layer draws, whatever the level (common random numbers: the
+perturbation grows smoothly with the level and level 0 is the clean network):
+
+===================== ====================================================================
+noise                 draws per layer, in this order
+===================== ====================================================================
+weight-mismatch       ``z = rng.standard_normal(weight.shape)``, then, for a recurrent
+                      layer, ``z_rec = rng.standard_normal(weight_rec.shape)``
+bit-flip              ``u = rng.random(weight.shape + (num_weight_bits,))`` (bit b of
+                      the mantissa flips where ``u[..., b] < level``), then ``u_rec``
+dead-neuron,          ``perm = rng.permutation(n_neurons)``; the chosen neurons are
+stuck-neuron          ``sorted(perm[:round(level * n_neurons)])`` (nested over levels)
+threshold-mismatch    ``z = rng.standard_normal()`` (one factor per population)
+===================== ====================================================================
+
+:func:`draw_network_noise` returns exactly these draws; both sides use it.
+
+Semantics
+---------
+* ``weight-mismatch`` (level = relative std ``s``): device mismatch of the
+  synaptic weights, fixed per chip instance (the seed). IR: the effective
+  mantissas (what Lava's Dense uses after its clip/truncation) become
+  ``w * (1 + s*z)``, rounded to the nearest representable mantissa (multiples
+  of ``2**(8 - num_weight_bits + mixed)``; mixed 8-bit: even numbers) and
+  clipped to the sign mode's range (mixed ``[-256, 255 & ~(step-1)]``,
+  excitatory ``[0, ...]``, inhibitory ``[..., 0]``). Float: the weights are
+  multiplied by the same factors ``1 + s*z`` (no re-quantization).
+* ``bit-flip`` (level = bit error rate): each weight is stored as an
+  ``num_weight_bits``-wide mantissa ``m = |w| >> k`` (excitatory/inhibitory,
+  unsigned) or ``w >> k`` (mixed, two's complement), ``k = 8 - bits + mixed``;
+  each bit flips independently with probability ``level``; the weight becomes
+  ``m' << k`` (with the sign mode's sign), always a value Lava keeps unchanged.
+  Float: a weight whose mantissa changed takes the float value of the flipped
+  mantissa, ``w' * 2**(weight_exp + 6) / scale`` (divided by the folded DLIF
+  gain, times the input scale for the first, graded layer; needs the
+  :class:`~neurodeploy.quant.quantizer.QuantizationResult`); the others keep
+  their float values.
+* ``dead-neuron`` (level = fraction per layer): the chosen neurons never spike.
+  IR: dense (and recurrent) layers get the neuron's incoming weight rows
+  (feed-forward and recurrent) zeroed and its bias set to 0, so ``u`` and ``v``
+  stay exactly 0 and ``v > vth << 6`` never holds (``vth >= 0``). Conv
+  neurons share their kernel, so their weights cannot be zeroed per neuron:
+  they get the most negative bias mantissa, accepted only where that is
+  *provably* enough: with ``-N <= u <= P`` bounds of the current (every
+  positive / negative weight's input at its maximum at every step, times
+  ``4096 / (du + 1)``; see ``_drive_bound`` for the 24-bit wrap case),
+  ``bias <= -P`` keeps ``v <= 0`` at every step (decays round toward zero).
+  Otherwise :class:`HardwareNoiseError` names the layer (a spike-mask hook,
+  part 2, will cover it). Float: a forward hook forces the chosen neurons'
+  spikes to 0 (feed-forward layers; identical to a neuron whose input is
+  zero); recurrent layers get the same row zeroing and zero bias as the IR.
+* ``stuck-neuron`` (level = fraction per layer): the chosen neurons spike at
+  every step, the first included. Lava's order is ``v = decay(v) + u + bias``,
+  spike where ``v > vth << 6``, then ``v = 0``: after a spike (and at the first
+  step) ``v = u + bias``. IR: incoming rows zeroed as above (``u = 0``) and the
+  smallest bias mantissa with ``bias > (vth << 6) + N`` (``N = 0`` for dense,
+  the bound above for conv), so ``v > vth << 6`` at every step;
+  :class:`HardwareNoiseError` when the int16 mantissa cannot reach it or
+  ``bias + P`` could leave int32. Float: the hook forces spikes to 1;
+  recurrent layers get zeroed rows and a bias of ``2 * threshold / min(gain)``
+  (needs a positive DLIF gain).
+* ``threshold-mismatch`` (level = relative std ``s``): the threshold of each
+  *population* becomes ``vth * (1 + s*z)``, rounded and clipped to
+  ``[1, 2**17 - 1]`` (a threshold of 0 stays 0). Per population, not per neuron: the IR and Lava's LIF
+  hold one ``vth`` per population (a ``Var`` of shape ``(1,)``); per-neuron
+  thresholds need an IR and backend extension (part 2). Float: the layer's
+  threshold is scaled by the same factor, ``theta * vth' / vth`` (so the float
+  threshold moves exactly as the rounded fixed-point one).
+
+Every function returns a new object and never mutates its input; level 0
+returns an identical copy. Noises compose (apply one after the other); the
+perturbed network lists what was applied in ``metadata["noise"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..backends.base import BIAS_MANT_RANGE, VTH_MAX, effective_weights, input_max, shift
+from ..ir import ConvLayer, DenseLayer, Network
+from .specs import NETWORK_NOISE_NAMES, NOISES, STEP_NOISE_NAMES, NoiseSpecError, check_level
+
+__all__ = [
+    "HardwareNoiseError",
+    "LayerDraws",
+    "draw_network_noise",
+    "weight_grid",
+    "perturb_network",
+    "perturb_float_model",
+    "chosen_neurons",
+    "step_noise_draws",
+    "float_step_rows",
+    "step_noise_integers",
+]
+
+_U_LIM = 2**23          # |u| <= 2**23 (24-bit wrap), v clips to +-2**23
+_INT32_MAX = 2**31 - 1
+
+
+class HardwareNoiseError(ValueError):
+    """A network noise cannot be applied to this network; the message names layer and reason."""
+
+
+# --------------------------------------------------------------------------- shared draws
+@dataclass
+class LayerDraws:
+    """The random draws of one layer for one network noise (see the module docstring)."""
+
+    weight: Optional[np.ndarray] = None       # N(0,1) factors or U[0,1) per bit
+    weight_rec: Optional[np.ndarray] = None
+    neurons: Optional[np.ndarray] = None      # permutation of the neuron indices
+    factor: Optional[float] = None            # N(0,1), one per population
+
+
+def _layer_shapes(network: Network) -> list[dict]:
+    out = []
+    for layer in network.layers:
+        rec = getattr(layer, "weight_rec", None)
+        out.append({"weight": tuple(np.shape(layer.weight)),
+                    "weight_rec": None if rec is None else tuple(np.shape(rec)),
+                    "n": int(np.prod(layer.out_shape)), "bits": int(layer.num_weight_bits)})
+    return out
+
+
+def draw_network_noise(network: Network, name: str, seed: int) -> list[LayerDraws]:
+    """Per-layer random draws of network noise ``name`` for ``seed`` (independent of the level).
+
+    Shapes come from ``network`` (the IR), so the float side, which calls this
+    with the quantized network of the same model, sees identical draws.
+    """
+    if name not in NETWORK_NOISE_NAMES:
+        raise NoiseSpecError(f"noise {name!r} is not a network noise "
+                             f"(network noises: {', '.join(NETWORK_NOISE_NAMES)})")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for shp in _layer_shapes(network):
+        d = LayerDraws()
+        if name == "weight-mismatch":
+            d.weight = rng.standard_normal(shp["weight"])
+            if shp["weight_rec"] is not None:
+                d.weight_rec = rng.standard_normal(shp["weight_rec"])
+        elif name == "bit-flip":
+            d.weight = rng.random(shp["weight"] + (shp["bits"],))
+            if shp["weight_rec"] is not None:
+                d.weight_rec = rng.random(shp["weight_rec"] + (shp["bits"],))
+        elif name in ("dead-neuron", "stuck-neuron"):
+            d.neurons = rng.permutation(shp["n"])
+        elif name == "threshold-mismatch":
+            d.factor = float(rng.standard_normal())
+        draws.append(d)
+    return draws
+
+
+def chosen_neurons(draws: LayerDraws, level: float) -> np.ndarray:
+    """Sorted indices of the ``round(level * n)`` neurons a dead/stuck noise picks in a layer."""
+    n = draws.neurons.size
+    k = int(np.floor(level * n + 0.5))
+    return np.sort(draws.neurons[:k])
+
+
+# --------------------------------------------------------------------------- fixed point
+def weight_grid(sign_mode: str, num_weight_bits: int) -> tuple[int, int, int]:
+    """``(lo, hi, step)``: the weight values Lava's Dense keeps unchanged for this sign mode and width."""
+    mixed = sign_mode == "mixed"
+    k = 8 - int(num_weight_bits) + int(mixed)
+    top = (255 >> k) << k
+    if mixed:
+        return -256, top, 1 << k
+    if sign_mode == "excitatory":
+        return 0, top, 1 << k
+    return -top, 0, 1 << k
+
+
+def _mismatch_weights(w: np.ndarray, z: np.ndarray, level: float, sign_mode: str, bits: int) -> np.ndarray:
+    lo, hi, step = weight_grid(sign_mode, bits)
+    eff = effective_weights(w, sign_mode, bits).astype(np.float64)
+    q = np.clip(step * np.rint(eff * (1.0 + level * z) / step), lo, hi)
+    return q.astype(np.int64)
+
+
+def _flip_weights(w: np.ndarray, u: np.ndarray, level: float, sign_mode: str, bits: int) -> np.ndarray:
+    """Flip each of the ``bits`` mantissa bits where ``u < level``; unchanged weights keep their stored value."""
+    mixed = sign_mode == "mixed"
+    k = 8 - int(bits) + int(mixed)
+    eff = effective_weights(w, sign_mode, bits)
+    mask = ((u < level).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(axis=-1)
+    full = (1 << bits) - 1
+    if mixed:
+        m = (eff >> k) & full                       # two's complement, bits wide
+        m ^= mask
+        m = np.where(m >= (1 << (bits - 1)), m - (1 << bits), m)  # sign-extend
+        new = m << k
+    else:
+        mag = (np.abs(eff) >> k) ^ mask             # unsigned magnitude, bits wide
+        new = (mag << k) * (-1 if sign_mode == "inhibitory" else 1)
+    w = np.asarray(w).astype(np.int64)
+    return np.where(mask != 0, new, w).astype(np.int64)
+
+
+def _drive_bound(network: Network, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron of layer ``index``: bounds ``(N, P)`` with ``-N <= u <= P`` at every step.
+
+    ``P`` (``N``) is the largest positive (negative) synaptic input per step,
+    ``a << 6`` with every positive (negative) weight's input at its maximum,
+    times ``4096 / (du + 1)`` (the decay rounds toward zero, so ``|decay(u)|
+    <= (1 - (du+1)/4096) |u|``). When that can exceed ``2**23`` the 24-bit
+    wrap of ``u`` may fire; Lava's wrap is one subtraction of ``2**24``, so
+    then ``|u| <= 2**23 + max per-step input`` on both sides.
+    """
+    layer = network.layers[index]
+    in_max = input_max(network) if index == 0 else 1
+    parts = [(effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits), int(layer.weight_exp), in_max)]
+    if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
+        parts.append((effective_weights(layer.weight_rec, layer.sign_mode, layer.num_weight_bits),
+                      int(layer.weight_rec_exp), 1))
+    n = int(np.prod(layer.out_shape))
+    pos = [0] * n
+    neg = [0] * n
+    for w, exp, top in parts:
+        flat = w.reshape(w.shape[0], -1)
+        p_sum = np.where(flat > 0, flat, 0).sum(axis=1) * top
+        n_sum = np.where(flat < 0, -flat, 0).sum(axis=1) * top
+        if isinstance(layer, ConvLayer):  # one kernel per output channel, every tap active at worst
+            rep = n // flat.shape[0]
+            p_sum, n_sum = np.repeat(p_sum, rep), np.repeat(n_sum, rep)
+        for j in range(n):
+            pos[j] += _shift_up(int(p_sum[j]), exp, False)
+            neg[j] += _shift_up(int(n_sum[j]), exp, True)
+    du = int(layer.neurons.du)
+    p_out, n_out = [], []
+    for p, q in zip(pos, neg):
+        a_p, a_n = p << 6, q << 6
+        b_p, b_n = -(-a_p * 4096 // (du + 1)), -(-a_n * 4096 // (du + 1))
+        if max(b_p, b_n) > _U_LIM:  # the wrap may fire: bounded by 2**23 + one step's input
+            # (by induction, as long as one step's input is at most 2**24; beyond, no useful bound)
+            b_p = b_n = _U_LIM + max(a_p, a_n) if max(a_p, a_n) <= 2 * _U_LIM else 2**31
+        p_out.append(b_p)
+        n_out.append(b_n)
+    return np.array(n_out, dtype=np.int64), np.array(p_out, dtype=np.int64)
+
+
+def _shift_up(x: int, exp: int, negative: bool) -> int:
+    """Bound of ``|shift(s, exp)|`` for ``0 <= s <= x`` (or ``-x <= s <= 0`` when ``negative``).
+
+    Right shifts floor: a negative sum can reach ``-(x >> k) - 1``.
+    """
+    if exp >= 0:
+        return x << exp
+    return (x >> -exp) + (1 if negative and x else 0)
+
+
+def _bias_value(mant: int, exp: int) -> int:
+    return int(shift(np.int64(mant), int(exp)))
+
+
+def _min_mant_above(target: int, exp: int) -> int:
+    """Smallest mantissa m with ``shift(m, exp) > target``."""
+    if exp >= 0:
+        return (target >> exp) + 1
+    return (target + 1) << (-exp)
+
+
+def _dead_or_stuck(network: Network, net: Network, name: str, draws: list[LayerDraws], level: float) -> None:
+    for i, (layer, d) in enumerate(zip(net.layers, draws)):
+        idx = chosen_neurons(d, level)
+        if idx.size == 0:
+            continue
+        where = f"{name} in layer {i}" + (f" ({layer.name})" if layer.name else "")
+        nrn = layer.neurons
+        bias = np.asarray(nrn.bias_mant).astype(np.int64).copy()
+        e = int(nrn.bias_exp)
+        if isinstance(layer, DenseLayer):
+            w = np.asarray(layer.weight).astype(np.int64).copy()
+            w[idx] = 0
+            layer.weight = w
+            if layer.weight_rec is not None:
+                wr = np.asarray(layer.weight_rec).astype(np.int64).copy()
+                wr[idx] = 0
+                layer.weight_rec = wr
+            neg_b = pos_b = np.zeros(idx.size, dtype=np.int64)
+        else:
+            neg_b, pos_b = (b[idx] for b in _drive_bound(network, i))
+        lo, hi = BIAS_MANT_RANGE
+        if name == "dead-neuron":
+            if isinstance(layer, DenseLayer):
+                bias[idx] = 0                        # u = v = 0 forever
+            else:
+                worst = int(pos_b.max())
+                floor = -_U_LIM - int(neg_b.max()) + _bias_value(lo, e)  # most negative decay(v) + u + bias
+                if _bias_value(lo, e) > -worst or floor < -_INT32_MAX:
+                    raise HardwareNoiseError(
+                        f"{where}: conv neurons share their kernel, so a dead neuron needs a bias <= -{worst} "
+                        f"(bound of u), but bias_exp {e} allows at least {_bias_value(lo, e)}; "
+                        f"dead conv neurons need the spike-mask hook (part 2)")
+                bias[idx] = lo
+        else:
+            vth = int(nrn.vth) << 6
+            for j, nb, pb in zip(idx, neg_b, pos_b):
+                m = _min_mant_above(vth + int(nb), e)
+                if m > hi or _bias_value(m, e) + int(pb) > _INT32_MAX:
+                    raise HardwareNoiseError(
+                        f"{where}: a stuck neuron needs a bias > vth << 6 + bound of -u = {vth + int(nb)}, "
+                        f"which the int16 bias mantissa cannot reach with bias_exp {e}")
+                bias[j] = m
+        nrn.bias_mant = bias
+
+
+def _mismatched_vth(vth: int, level: float, z: float) -> int:
+    """``vth * (1 + level*z)`` rounded, clipped to ``[1, 2**17 - 1]`` (a threshold of 0 stays 0)."""
+    if vth == 0:
+        return 0
+    return int(np.clip(np.rint(vth * (1.0 + level * z)), 1, VTH_MAX))
+
+
+def _check_name_level(name: str, level: float) -> float:
+    if name not in NOISES:
+        raise NoiseSpecError(f"unknown noise {name!r} (known: {', '.join(NOISES)})")
+    if NOISES[name].kind != "network":
+        raise NoiseSpecError(f"noise {name!r} is a {NOISES[name].kind} noise, not a network noise "
+                             f"(network noises: {', '.join(NETWORK_NOISE_NAMES)})")
+    return check_level(name, level)
+
+
+def perturb_network(network: Network, name: str, level: float, seed: int) -> Network:
+    """A copy of ``network`` under network noise ``name`` at ``level`` for chip instance ``seed``.
+
+    Pure: ``network`` is never modified; level 0 gives an equal copy; the same
+    seed gives the same network; see the module docstring for each noise's
+    semantics. The result passes :func:`neurodeploy.backends.check_network`.
+    """
+    level = _check_name_level(name, level)
+    net = copy.deepcopy(network)
+    if level == 0:
+        return net
+    draws = draw_network_noise(network, name, seed)
+    if name in ("weight-mismatch", "bit-flip"):
+        fn = _mismatch_weights if name == "weight-mismatch" else _flip_weights
+        for layer, d in zip(net.layers, draws):
+            layer.weight = fn(layer.weight, d.weight, level, layer.sign_mode, layer.num_weight_bits)
+            if d.weight_rec is not None:
+                layer.weight_rec = fn(layer.weight_rec, d.weight_rec, level, layer.sign_mode, layer.num_weight_bits)
+    elif name in ("dead-neuron", "stuck-neuron"):
+        _dead_or_stuck(network, net, name, draws, level)
+    elif name == "threshold-mismatch":
+        for layer, d in zip(net.layers, draws):
+            layer.neurons.vth = _mismatched_vth(int(layer.neurons.vth), level, d.factor)
+    applied = list(net.metadata.get("noise", []))
+    net.metadata = {**net.metadata, "noise": applied + [{"name": name, "level": level, "seed": int(seed)}]}
+    return net
+
+
+# --------------------------------------------------------------------------- float (torch)
+class _ForceSpikes:
+    """Forward hook: set the output spikes of flat neuron indices ``idx`` to ``value`` at every step."""
+
+    def __init__(self, idx: np.ndarray, value: float) -> None:
+        self.idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        self.value = float(value)
+
+    def _force(self, spikes: torch.Tensor) -> torch.Tensor:
+        flat = spikes.reshape(*spikes.shape[:2], -1).clone()
+        flat[:, :, self.idx.to(flat.device)] = self.value
+        return flat.reshape(spikes.shape)
+
+    def __call__(self, module, inputs, output):
+        spikes, state = output
+        forced = self._force(spikes)
+        rec = getattr(module, "recording", None)
+        if rec is not None and rec.spikes is not None:
+            rec.spikes = forced
+        return forced, state
+
+
+def _network_of(quantized: Any) -> Network:
+    return quantized if isinstance(quantized, Network) else quantized.network
+
+
+def _float_scale(quantized: Any, i: int, exp: int) -> float:
+    """Float value of one unit of an integer weight mantissa of layer ``i`` at weight exponent ``exp``."""
+    if isinstance(quantized, Network):
+        raise HardwareNoiseError("bit-flip on the float model needs the QuantizationResult (layer scales), "
+                                 "not only the Network")
+    rep = quantized.layers[i]
+    net = quantized.network
+    gain = rep.gain_mean if rep.gain_mean is not None else 1.0
+    unit = 2.0 ** (exp + 6) / rep.scale / gain
+    if i == 0 and net.input_encoding.kind == "graded":
+        unit *= net.input_encoding.scale
+    return unit
+
+
+def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: int, quantized: Any):
+    """A perturbed deep copy of float ``model`` (an ``SNNClassifier``) under network noise ``name``.
+
+    ``quantized`` is the :class:`~neurodeploy.quant.quantizer.QuantizationResult`
+    of this model (or its ``Network``, for every noise but ``bit-flip``): the
+    draws are :func:`draw_network_noise` of that network, so the float model
+    gets the same factors, flipped weights and neuron indices as
+    :func:`perturb_network` gives the fixed-point one (module docstring).
+    ``model`` is never modified; level 0 returns an unperturbed copy.
+    """
+    from ..neurons.modules import RecurrentSpikingNeurons
+    from ..quant.quantizer import _float_layers
+
+    level = _check_name_level(name, level)
+    out = copy.deepcopy(model)
+    if level == 0:
+        return out
+    network = _network_of(quantized)
+    layers = _float_layers(out)
+    if len(layers) != len(network.layers):
+        raise HardwareNoiseError(f"the model has {len(layers)} deployable layers but the quantized network "
+                                 f"has {len(network.layers)}; pass the quantization of this model")
+    draws = draw_network_noise(network, name, seed)
+    with torch.no_grad():
+        for i, (fl, d, layer) in enumerate(zip(layers, draws, network.layers)):
+            w = fl["weight"]
+            if tuple(w.shape) != tuple(np.shape(layer.weight)):
+                raise HardwareNoiseError(f"layer {i}: float weight shape {tuple(w.shape)} differs from the "
+                                         f"quantized {tuple(np.shape(layer.weight))}")
+            if name == "weight-mismatch":
+                w.mul_(torch.as_tensor(1.0 + level * d.weight, dtype=w.dtype))
+                if d.weight_rec is not None:
+                    wr = fl["weight_rec"]
+                    wr.mul_(torch.as_tensor(1.0 + level * d.weight_rec, dtype=wr.dtype))
+            elif name == "bit-flip":
+                pairs = [("weight", "weight", d.weight, int(layer.weight_exp))]
+                if d.weight_rec is not None:
+                    pairs.append(("weight_rec", "weight_rec", d.weight_rec, int(layer.weight_rec_exp)))
+                for fkey, ikey, u, exp in pairs:
+                    orig = np.asarray(getattr(layer, ikey)).astype(np.int64)
+                    flipped = _flip_weights(orig, u, level, layer.sign_mode, layer.num_weight_bits)
+                    changed = torch.as_tensor(flipped != orig)
+                    value = torch.as_tensor(flipped * _float_scale(quantized, i, exp), dtype=fl[fkey].dtype)
+                    fl[fkey].copy_(torch.where(changed, value, fl[fkey]))
+            elif name in ("dead-neuron", "stuck-neuron"):
+                idx = chosen_neurons(d, level)
+                if idx.size == 0:
+                    continue
+                neurons = fl["neurons"]
+                if isinstance(neurons, RecurrentSpikingNeurons):
+                    _recurrent_dead_or_stuck(neurons, idx, name, i)
+                else:
+                    neurons.register_forward_hook(_ForceSpikes(idx, 1.0 if name == "stuck-neuron" else 0.0))
+            elif name == "threshold-mismatch":
+                neurons = fl["neurons"]
+                vth = int(layer.neurons.vth)
+                ratio = _mismatched_vth(vth, level, d.factor) / vth if vth > 0 else 1.0
+                neurons.p = neurons.p._replace(v_th=neurons.p.v_th * ratio)
+    return out
+
+
+def _recurrent_dead_or_stuck(neurons, idx: np.ndarray, name: str, i: int) -> None:
+    """Recurrent layers: zero the neurons' input and recurrent rows; bias 0 (dead) or above threshold (stuck)."""
+    t = torch.as_tensor(idx)
+    neurons.input_weights.weight[t] = 0
+    neurons.recurrent_weights.weight[t] = 0
+    lin = neurons.input_weights
+    if lin.bias is None:
+        lin.bias = torch.nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype))
+    if name == "dead-neuron":
+        lin.bias[t] = 0
+        return
+    gain = neurons.gain
+    g = float(gain.min()) if gain is not None else 1.0
+    if g <= 0:
+        raise HardwareNoiseError(f"stuck-neuron in layer {i}: the DLIF gain p[t] reaches {g:.3g} <= 0, "
+                                 f"so no bias makes the neuron spike at every step")
+    lin.bias[t] = 2.0 * float(neurons.p.v_th) / g
+
+
+# --------------------------------------------------------------------------- step noise draws (for part 2)
+def _name_tag(name: str) -> int:
+    import zlib
+
+    return zlib.crc32(name.encode())
+
+
+def step_noise_draws(name: str, seed: int, layer: int, samples, total_steps: int, n: int) -> np.ndarray:
+    """Draws of step noise ``name`` for neuron population ``layer``: ``(len(samples), total_steps, n)``.
+
+    A proposed draw protocol for the step noises (``spike-drop``: U[0,1);
+    ``current-noise``/``membrane-noise``: N(0,1)), which the backend hooks of
+    part 2 can share: sample ``i`` of the data set draws from its own
+    generator ``default_rng([seed, crc32(name), layer, i])``, one row of ``n``
+    per simulated step, in step order. So the draws do not depend on batching
+    (the emulator's batches, Lava's one sample at a time: drawing row by row
+    gives the same numbers), and level 0 / other levels reuse the same numbers
+    (spike-drop drops where ``u < level``: nested over levels). Row ``s`` is
+    simulated step ``s`` of the backends (``T + latency`` per sample); the
+    float model's step ``t`` of layer ``l`` is row ``t + l + 1``
+    (:func:`float_step_rows`), where the backends show layer ``l``'s response
+    to input step ``t``.
+    """
+    if name not in STEP_NOISE_NAMES:
+        raise NoiseSpecError(f"noise {name!r} is not a step noise (step noises: {', '.join(STEP_NOISE_NAMES)})")
+    samples = np.asarray(samples, dtype=np.int64).reshape(-1)
+    out = np.empty((samples.size, int(total_steps), int(n)))
+    tag = _name_tag(name)
+    for k, s in enumerate(samples):
+        g = np.random.default_rng([int(seed), tag, int(layer), int(s)])
+        out[k] = g.random((total_steps, n)) if name == "spike-drop" else g.standard_normal((total_steps, n))
+    return out
+
+
+def float_step_rows(layer: int, time_steps: int) -> slice:
+    """Rows of :func:`step_noise_draws` that the float model's ``time_steps`` steps of ``layer`` use."""
+    return slice(layer + 1, layer + 1 + time_steps)
+
+
+def step_noise_integers(name: str, level: float, vth: int, draws: np.ndarray) -> np.ndarray:
+    """Fixed-point form of step-noise draws: spike-drop keep mask (bool), or integer noise for u / v.
+
+    ``current-noise`` / ``membrane-noise``: ``rint(level * (vth << 6) * z)``
+    (int64), the level being the std as a fraction of the threshold; the float
+    model adds ``level * threshold * z``.
+    """
+    level = check_level(name, level)
+    if name == "spike-drop":
+        return draws >= level
+    return np.rint(level * (int(vth) << 6) * draws).astype(np.int64)
