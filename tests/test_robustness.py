@@ -49,7 +49,7 @@ def test_noise_spec_parsing():
 def test_sweep_level0_seeds_and_backends(trained):
     _, model, data = trained
     x, y = torch.as_tensor(data.x_test[:40]), torch.as_tensor(data.y_test[:40])
-    net = quantize_model(model, (1, 28, 28), load_profile("loihi2"), time_steps=8).network
+    net = quantize_model(model, (1, 28, 28), load_profile("loihi2"), time_steps=8)
     specs = [parse_noise_spec("gaussian:0,0.3"), parse_noise_spec("fgsm:0,8/255")]
     rows = sweep(model, x, y, specs, 1, 0, ("float", "emulator", "lava"), net, lava_samples=3)
     by = {(r["backend"], r["noise"], r["level"]): r for r in rows}
@@ -67,6 +67,23 @@ def test_sweep_level0_seeds_and_backends(trained):
                                                        if r["noise"] == "gaussian" and r["backend"] != "lava"]
     other = sweep(model, x, y, [parse_noise_spec("gaussian:0.3")], 1, 1, ("float",), net)
     assert other[0]["spikes_per_sample"] != by[("float", "gaussian", 0.3)]["spikes_per_sample"]
+
+
+def test_hardware_noise_sweep_matches_across_backends(trained):
+    _, model, data = trained
+    x, y = torch.as_tensor(data.x_test[:30]), torch.as_tensor(data.y_test[:30])
+    quant = quantize_model(model, (1, 28, 28), load_profile("loihi2"), time_steps=8)
+    specs = [parse_noise_spec(s) for s in ("weight-mismatch:0,0.3", "dead-neuron:0,0.5", "bit-flip:0.05",
+                                           "stuck-neuron:0.2", "threshold-mismatch:0.3")]
+    rows = sweep(model, x, y, specs, 1, 0, ("float", "emulator", "lava"), quant, lava_samples=2)
+    assert all(r["emulator_identical_spikes"] == 1.0 for r in rows if r["backend"] == "lava")
+    by = {(r["backend"], r["noise"], r["level"]): r for r in rows}
+    for backend in ("float", "emulator"):
+        # half the neurons dead: much less activity on both sides
+        assert by[(backend, "dead-neuron", 0.5)]["spikes_per_sample"] < by[(backend, "dead-neuron", 0.0)][
+            "spikes_per_sample"]
+    with pytest.raises(NoiseSpecError, match="spike-drop"):
+        sweep(model, x, y, [parse_noise_spec("spike-drop:0.1")], 1, 0, ("emulator",), quant)
 
 
 def test_cli_evaluate_writes_report(trained, tmp_path, capsys):

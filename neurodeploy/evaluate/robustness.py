@@ -11,10 +11,9 @@ clean result exactly.
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -23,65 +22,15 @@ import torch
 
 from ..attacks import PGD_PRESETS, fgsm, pgd
 from ..data import load_dataset
+from ..noise.hardware import perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
+from ..noise.specs import NOISES, NoiseSpec, NoiseSpecError, resolve_noise_specs
+from ..noise.specs import parse_noise_spec  # noqa: F401  (re-exported)
 from ..train.loop import load_run, set_threads
 
 
-class NoiseSpecError(ValueError):
-    """A ``--noise NAME:LEVELS`` spec is malformed; the message names it."""
-
-
-# noise name -> (what the level means, upper bound of the level)
-FLOAT_NOISES: dict[str, tuple[str, float]] = {
-    "gaussian": ("std of N(0, std^2) added to pixels, clamped to [0,1]", math.inf),
-    "uniform": ("half-width of U(-w, w) added to pixels, clamped to [0,1]", math.inf),
-    "salt-pepper": ("probability that a pixel becomes 0 or 1", 1.0),
-    "fgsm": ("L-inf budget eps of one signed-gradient step", 1.0),
-    "pgd": ("L-inf budget eps of PGD-7 (alpha = eps * 2.55/8)", 1.0),
-}
-
-
-@dataclass(frozen=True)
-class NoiseSpec:
-    """One noise and the levels to sweep it over."""
-
-    name: str
-    levels: tuple[float, ...]
-
-
-def _parse_level(text: str, spec: str) -> float:
-    text = text.strip()
-    try:
-        if "/" in text:
-            num, den = text.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise NoiseSpecError(f"--noise {spec!r}: level {text!r} is not a number (use e.g. 0.1 or 8/255)") from None
-    if not math.isfinite(value):
-        raise NoiseSpecError(f"--noise {spec!r}: level {text!r} is not finite")
-    return value
-
-
-def parse_noise_spec(spec: str, known: dict[str, tuple[str, float]] = FLOAT_NOISES) -> NoiseSpec:
-    """Parse ``NAME:L1,L2,...`` (levels may be fractions like ``8/255``)."""
-    if ":" not in spec:
-        raise NoiseSpecError(f"--noise {spec!r}: expected NAME:LEVEL[,LEVEL...], e.g. gaussian:0,0.1")
-    name, levels_text = spec.split(":", 1)
-    name = name.strip()
-    if name not in known:
-        raise NoiseSpecError(f"--noise {spec!r}: unknown noise {name!r} (known: {', '.join(known)})")
-    if not levels_text.strip():
-        raise NoiseSpecError(f"--noise {spec!r}: no levels given")
-    levels = tuple(_parse_level(t, spec) for t in levels_text.split(","))
-    upper = known[name][1]
-    for level in levels:
-        if level < 0:
-            raise NoiseSpecError(f"--noise {spec!r}: level {level} is negative; levels must be >= 0")
-        if level > upper:
-            raise NoiseSpecError(f"--noise {spec!r}: level {level} is above {upper} ({known[name][0]})")
-    return NoiseSpec(name, levels)
+# One noise vocabulary for the whole toolchain (neurodeploy.noise.specs).
+FLOAT_NOISES = {n: t for n, t in NOISES.items() if t.kind == "input"}
 
 
 def noise_seed(seed: int, name: str, repeat: int) -> int:
@@ -136,16 +85,24 @@ def _float_row(model: torch.nn.Module, xp: torch.Tensor, y: torch.Tensor, seed: 
 
 
 def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec], repeats: int,
-          seed: int, backends: Sequence[str] = ("float",), network=None, lava_samples: int = 100,
+          seed: int, backends: Sequence[str] = ("float",), quantized=None, lava_samples: int = 100,
           batch_size: int = 250, on_step: Optional[Callable[[], None]] = None) -> list[dict]:
     """Accuracy and activity on every backend for every (noise, level, repeat).
 
-    Inputs are perturbed once per (noise, level, repeat) in float (attacks are
-    crafted on the float model and transferred); the fixed-point backends run
-    the deployed ``network`` on the same perturbed samples: the emulator on all
-    of them, Lava on the first ``lava_samples``, with the emulator/Lava agreement
-    on that subset recorded (it must be 1.0).
+    Input noises perturb the samples once per (noise, level, repeat) in float
+    (attacks are crafted on the float model and transferred); the fixed-point
+    backends run the deployed network (``quantized``, a QuantizationResult) on
+    the same perturbed samples: the emulator on all of them, Lava on the first
+    ``lava_samples``, with the emulator/Lava agreement on that subset recorded
+    (it must be 1.0). Hardware (network) noises perturb the chip instead: the
+    same seeded draws give the perturbed fixed-point network and the matching
+    perturbed float model (neurodeploy.noise.hardware).
     """
+    network = quantized.network if quantized is not None else None
+    for spec in specs:
+        if spec.kind == "step":
+            raise NoiseSpecError(f"--noise {spec.name}: per-step noise injection (spike-drop, current-noise, "
+                                 f"membrane-noise) is not available in sweeps yet")
     from ..backends import run_network
     from .pipeline import network_inputs
 
@@ -159,20 +116,31 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                 if level == 0 and cache:
                     results = {b: dict(r) for b, r in cache.items()}  # level 0 is the clean result exactly
                 else:
-                    xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
+                    flt_model, net = model, network
+                    if spec.kind == "network":
+                        # one simulated chip instance per (noise, repeat); same draws in torch and fixed point
+                        chip = noise_seed(seed, spec.name, repeat)
+                        if quantized is None:
+                            raise NoiseSpecError(f"--noise {spec.name}: a hardware noise needs the quantized "
+                                                 f"network of the run")
+                        net = perturb_network(quantized.network, spec.name, level, chip)
+                        flt_model = perturb_float_model(model, spec.name, level, chip, quantized)
+                        xp = x
+                    else:
+                        xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
                     results = {}
                     if "float" in backends:
-                        results["float"] = _float_row(model, xp, y, seed, batch_size)
-                    if network is not None and ("emulator" in backends or "lava" in backends):
-                        inputs = network_inputs(model, network, xp.numpy())
-                        emu = run_network(network, inputs, backend="emulator")
+                        results["float"] = _float_row(flt_model, xp, y, seed, batch_size)
+                    if net is not None and ("emulator" in backends or "lava" in backends):
+                        inputs = network_inputs(model, net, xp.numpy())
+                        emu = run_network(net, inputs, backend="emulator")
                         emu_pred = emu.predictions()
                         if "emulator" in backends:
                             results["emulator"] = {"accuracy": float(np.mean(emu_pred == y_np)),
                                                    "spikes_per_sample": float(emu.spike_counts.sum(1).mean())}
                         if "lava" in backends and lava_samples > 0:
                             n = min(lava_samples, len(x))
-                            lava = run_network(network, inputs[:n], backend="lava")
+                            lava = run_network(net, inputs[:n], backend="lava")
                             results["lava"] = {
                                 "accuracy": float(np.mean(lava.predictions() == y_np[:n])),
                                 "spikes_per_sample": float(lava.spike_counts.sum(1).mean()),
@@ -275,18 +243,25 @@ def _plot(results: dict, path: Path) -> None:
 
 
 def _deployed_network(run_dir: Path, cfg, model, ckpt, profile: str, log: Callable[[str], None]):
-    """The run's fixed-point network: the pipeline's export if present, else quantized now."""
-    from ..io import read_netx
+    """The run's quantization for ``profile``: of the fine-tuned model when the pipeline made one.
+
+    Quantization is deterministic, so this is the network the pipeline exported.
+    """
     from ..quant import load_profile, quantize_model
+    from ..train.checkpoint import load_checkpoint
 
     hw = load_profile(profile)
-    path = Path(run_dir) / hw.name / "network.net"
-    if path.is_file():
-        return read_netx(path), str(path)
+    deploy = model
+    tuned = Path(run_dir) / hw.name / "finetuned.pt"
+    what = f"{hw.name}, post-training quantization"
+    if tuned.is_file():
+        deploy = copy.deepcopy(model)
+        deploy.load_state_dict(load_checkpoint(tuned)["model"])
+        deploy.eval()
+        what = f"{hw.name}, quantized after fine-tuning ({tuned})"
     shape = tuple(ckpt["input_shape"])
-    log(f"{run_dir}: no {path}; quantizing for {hw.name} (post-training, no fine-tuning)")
-    net = quantize_model(model, shape, hw, time_steps=cfg.data.time_steps or shape[0], name=cfg.name).network
-    return net, f"{hw.name} (quantized on the fly)"
+    quantized = quantize_model(deploy, shape, hw, time_steps=cfg.data.time_steps or shape[0], name=cfg.name)
+    return quantized, what
 
 
 def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int = 1, seed: int = 0,
@@ -300,7 +275,7 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
 
     if repeats < 1:
         raise NoiseSpecError(f"--repeats {repeats}: must be >= 1")
-    specs = [parse_noise_spec(s) for s in noise_specs] or [NoiseSpec("gaussian", (0.0,))]
+    specs = resolve_noise_specs(noise_specs, profile) or [NoiseSpec("gaussian", (0.0,))]
     console = Console()
     results = {"seed": seed, "repeats": repeats, "backends": list(backends),
                "noises": [s.__dict__ for s in specs], "runs": []}
@@ -310,14 +285,15 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
         for run_dir in runs:
             cfg, model, ckpt = load_run(run_dir)
             set_threads(cfg.threads)
-            network, network_name = None, None
-            if any(b != "float" for b in backends):
-                network, network_name = _deployed_network(Path(run_dir), cfg, model, ckpt, profile, console.print)
+            quantized, network_name = None, None
+            if any(b != "float" for b in backends) or any(sp.kind == "network" for sp in specs):
+                quantized, network_name = _deployed_network(Path(run_dir), cfg, model, ckpt, profile,
+                                                            console.print)
             data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
             x = torch.as_tensor(data.x_test[:samples])
             y = torch.as_tensor(data.y_test[:samples])
             t0 = time.perf_counter()
-            rows = sweep(model, x, y, specs, repeats, seed, backends, network, lava_samples,
+            rows = sweep(model, x, y, specs, repeats, seed, backends, quantized, lava_samples,
                          on_step=lambda: bar.advance(task))
             results["runs"].append({
                 "name": cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})",
