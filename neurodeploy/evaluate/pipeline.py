@@ -48,7 +48,8 @@ def network_inputs(model: SNNClassifier, network: Network, x: np.ndarray,
             spikes = model.encoder(torch.as_tensor(x)).numpy()  # (T, B, ...)
         return np.moveaxis(spikes, 0, 1).astype(np.int64)
     enc = network.input_encoding.encode(x)
-    return np.repeat(enc[:, None], network.time_steps, axis=1)
+    # a read-only view repeating the sample over T (the emulator computes repeated steps once)
+    return np.broadcast_to(enc[:, None], (enc.shape[0], network.time_steps, *enc.shape[1:]))
 
 
 def fan_out(network: Network) -> list[float]:

@@ -246,7 +246,9 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
             f"the model was trained on inputs quantized to {model.input_levels} levels (model.input_bits) but "
             f"profile {profile.name!r} sends {profile.input.graded_bits}-bit graded spikes "
             f"({int(encoding.scale)} levels); set model.input_bits to {profile.input.graded_bits}")
-    state_headroom = profile.neuron.state_bits - 1 - profile.neuron.activation_shift - 2
+    # vth << 6 at most 1/16 of the 24-bit state: a strongly driven first layer
+    # (graded 8-bit pixels) reached 4x its threshold in one step and wrapped u
+    state_headroom = profile.neuron.state_bits - 1 - profile.neuron.activation_shift - 4
     vth_target = int(vth_target or min(profile.vth_max, 2**state_headroom))
     float_layers = _float_layers(model)
     shape: tuple[int, ...] = tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder) else tuple(input_shape)
