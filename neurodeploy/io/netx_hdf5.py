@@ -856,8 +856,6 @@ class _Reader:
         return in_shape, layers, indices
 
     def extras(self, in_shape: tuple[int, ...], netx_layers: list[Layer], indices: list[int]) -> Optional[Network]:
-        import h5py
-
         if EXTRA_GROUP not in self.f:
             return None
         g = self.f[EXTRA_GROUP]
