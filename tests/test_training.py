@@ -134,3 +134,12 @@ def test_cli_train_end_to_end(tmp_path, capsys):
     assert rc == 0 and (out / "checkpoint.pt").is_file()
     assert main(["train", "--config", "models/mnist5k-mlp-lif.yaml", "--out", str(out), "--epochs", "0"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_missing_data_leaves_no_run_folder(tmp_path, capsys):
+    out = tmp_path / "fm"
+    rc = main(["train", "--config", "models/mnist5k-mlp-lif.yaml", "--out", str(out), "--set",
+               "data.dataset=fashion-mnist", "--data-dir", str(tmp_path / "nowhere")])
+    assert rc == 2
+    assert "FashionMNIST/raw" in capsys.readouterr().err
+    assert not out.exists()

@@ -187,13 +187,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
         start_epoch = int(state["epoch"])
     elif ckpt_path.exists() and not force:
         raise RunError(f"{out}: already holds a trained run; use --resume to continue it or --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
 
     set_threads(cfg.threads)
     if data is None:
         data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
     torch.manual_seed(cfg.seed)  # parameter initialisation
     model = build_model(cfg, data.input_shape, data.n_classes)
+    out.mkdir(parents=True, exist_ok=True)  # only once data and model are known to work
     if state is None and cfg.model.init_current_std is not None:
         data_driven_init(model, torch.as_tensor(data.x_train[:256]), cfg.model.init_current_std)
     x_train = torch.as_tensor(data.x_train)
