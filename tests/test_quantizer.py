@@ -227,3 +227,16 @@ def test_shipped_conv_model_quantizes():
     _check_ranges(res.network)
     assert [type(layer).__name__ for layer in res.network.layers] == ["ConvLayer"] * 3 + ["DenseLayer"] * 2
     assert res.network.layers[0].neurons.bias_mant.shape == (8 * 28 * 28,)
+
+
+def test_recurrent_layer_with_graded_input_keeps_input_weight_resolution():
+    cfg = config_from_dict({
+        "data": {"dataset": "vowels", "encoder": "temporal", "time_steps": None},
+        "model": {"arch": "srnn", "hidden": [16], "neuron": {"type": "dlif"}},
+    })
+    torch.manual_seed(0)
+    model = build_model(cfg, (25, 12), 9)
+    res = quantize_model(model, (25, 12), LOIHI2, time_steps=25)
+    rep = res.layers[0]
+    assert rep.weight_rel_error < 0.02 and rep.recurrent_rel_error < 0.02
+    assert rep.weight_levels_used > 50

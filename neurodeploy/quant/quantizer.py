@@ -264,9 +264,13 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
             w = w / encoding.scale  # the first layer receives round(x * scale)
         b = fl["bias"].detach().double().numpy() * g if fl["bias"] is not None else np.zeros(w.shape[0])
         joint = w
+        graded_in = i == 0 and encoding.kind == "graded"
         if fl["kind"] == "dense_rec":
             w_rec = fl["weight_rec"].detach().double().numpy() * g
-            joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
+            if not graded_in:
+                # spike inputs: one scale for both matrices keeps exponent 0 for both (netx's dense_rec);
+                # graded inputs carry a 1/255 factor, so sharing would crush the input weights
+                joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
         exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, vth_target)
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
@@ -307,7 +311,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
                                num_weight_bits=profile.weights.bits, sign_mode=profile.weights.sign_mode,
                                name=f"layer{i}")
             if fl["kind"] == "dense_rec":
-                rexp = exp if exp == 0 else _recurrent_exp(w_rec, scale, profile)
+                rexp = exp if (exp == 0 and not graded_in) else _recurrent_exp(w_rec, scale, profile)
                 w_rec_int, rclip, rerr = _quantize_weights(w_rec, scale, rexp, profile)
                 layer.weight_rec, layer.weight_rec_exp = w_rec_int, rexp
                 report.recurrent_weight_exp, report.recurrent_rel_error = rexp, rerr
