@@ -81,8 +81,9 @@ def test_hardware_noise_sweep_matches_across_backends(trained):
         # half the neurons dead: much less activity on both sides
         assert by[(backend, "dead-neuron", 0.5)]["spikes_per_sample"] < by[(backend, "dead-neuron", 0.0)][
             "spikes_per_sample"]
+    # step noises run too (tests/test_step_noise.py covers them); without the quantized network: an error
     with pytest.raises(NoiseSpecError, match="spike-drop"):
-        sweep(model, x, y, [parse_noise_spec("spike-drop:0.1")], 1, 0, ("emulator",), quant)
+        sweep(model, x, y, [parse_noise_spec("spike-drop:0.1")], 1, 0, ("float",), None)
 
 
 def test_cli_evaluate_writes_report(trained, tmp_path, capsys):

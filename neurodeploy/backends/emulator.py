@@ -49,6 +49,11 @@ proves it changes nothing; otherwise the general int64 code runs):
   are zero cannot spike and only decay v.
 * Otherwise (large drives, ``FAST_A_LIMIT = 0`` in the tests) the general
   int64 step reproduces every int32 wrap; tests check both paths against Lava.
+* Step noise (``step_noise=``, :class:`~neurodeploy.noise.hardware.StepNoise`):
+  a layer with current or membrane noise, or a recurrent layer with spike-drop,
+  runs the general int64 step with the noise added; spike-drop of a
+  feed-forward layer only masks the spikes the next layer receives, so every
+  other layer keeps its fast path.
 
 On the default mnist5k network (784-256-10, T = 8, int64 inputs as the
 pipeline makes them) this runs ~30,000-35,000 samples/s on the 2-core
@@ -232,10 +237,11 @@ class _Neurons:
         self.bias_bound = int(np.abs(self.bias).max(initial=0))
         self.bias_f = self.bias.astype(np.float64)
 
-    def step(self, u: np.ndarray, v: np.ndarray, a: np.ndarray) -> np.ndarray:
+    def step(self, u: np.ndarray, v: np.ndarray, a: np.ndarray, v_noise: Optional[np.ndarray] = None) -> np.ndarray:
         """One Lava fixed_pt LIF step in place on int64 ``u``, ``v``; returns the spikes.
 
-        General path: reproduces every int32 wrap of Lava's arithmetic."""
+        General path: reproduces every int32 wrap of Lava's arithmetic.
+        ``v_noise`` (membrane noise) is added to the int32 sum for ``v``."""
         x = u * self.du_mult
         dec = (x + ((x >> 63) & 4095)) >> 12          # sign(x) * (|x| >> 12)
         t = wrap32(dec + wrap32(a << 6))
@@ -244,7 +250,7 @@ class _Neurons:
         u[...] = t
         y = v * self.dv_mult
         decv = (y + ((y >> 63) & 4095)) >> 12
-        nv = wrap32(decv + t + self.bias)
+        nv = wrap32(decv + t + self.bias if v_noise is None else decv + t + self.bias + v_noise)
         np.clip(nv, -_V_LIM, _V_LIM, out=nv)
         s = nv > self.vth
         nv[s] = 0
@@ -356,12 +362,15 @@ class Emulator:
             self.layers.append((ff, rec, _Neurons.build(layer.neurons)))
 
     # -- one batch --------------------------------------------------------------
-    def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None):
+    def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None, noise: Optional[list] = None):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs).
 
         ``x`` must be validated by the caller except for its value range, which
         is checked here on the distinct steps (``_source``: the whole input, for
-        :func:`check_inputs`' error message)."""
+        :func:`check_inputs`' error message). ``noise``: per layer the step
+        noise of this batch from :func:`neurodeploy.noise.hardware.fixed_step_noise`
+        (``(B, T + L, n)`` or None) and its name, as ``(name, arrays)``."""
+        name, arrays = noise if noise is not None else (None, [None] * len(self.layers))
         b, T = x.shape[:2]
         L = len(self.layers)
         P = T + L                                     # simulated steps per sample
@@ -398,8 +407,17 @@ class Emulator:
                         drives[s + 1] = views[s - s0]
             amax = 0.0 if D is None else max(float(D.max()), -float(D.min())) / 64.0
             a_bound = amax + (rec.bound if rec is not None else 0)
-            if FAST_A_LIMIT > 0 and ((nrn.du_mult == 0 and rec is None)
-                                     or (a_bound < FAST_A_LIMIT and nrn.bias_bound < FAST_BIAS_LIMIT)):
+            nz = arrays[li]
+            if nz is not None:                        # (P, b, n), time-major like the spikes
+                nz = np.ascontiguousarray(np.moveaxis(nz, 1, 0))
+            drop = nz if name == "spike-drop" else None
+            if nz is not None and (drop is None or rec is not None):
+                # current/membrane noise, or dropped recurrent spikes: the general int64 step
+                S, silent, u, v = self._lif_general(
+                    nrn, rec, drives, b, P, a_noise=nz if name == "current-noise" else None,
+                    v_noise=nz if name == "membrane-noise" else None, rec_keep=drop)
+            elif FAST_A_LIMIT > 0 and ((nrn.du_mult == 0 and rec is None)
+                                       or (a_bound < FAST_A_LIMIT and nrn.bias_bound < FAST_BIAS_LIMIT)):
                 S, silent, u, v = self._lif_fast(nrn, rec, drives, b, P, a_bound)
             else:
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P)
@@ -409,7 +427,10 @@ class Emulator:
             if record_state:
                 us.append(u.astype(np.int64))
                 vs.append(v.astype(np.int64))
-        out = S.transpose(1, 0, 2).astype(np.uint8)
+            if li == L - 1:
+                out = S.transpose(1, 0, 2).astype(np.uint8)   # the readout: the neurons' own spikes
+            if drop is not None:                      # spike-drop: the next layer gets the kept spikes
+                S = S * drop
         return out, counts, us, vs
 
     @staticmethod
@@ -492,8 +513,14 @@ class Emulator:
         return S, silent, u, v
 
     @staticmethod
-    def _lif_general(nrn: _Neurons, rec: Optional[_Synapse], drives: list, b: int, P: int):
-        """LIF over P steps in int64 with every int32 wrap of Lava's arithmetic."""
+    def _lif_general(nrn: _Neurons, rec: Optional[_Synapse], drives: list, b: int, P: int,
+                     a_noise: Optional[np.ndarray] = None, v_noise: Optional[np.ndarray] = None,
+                     rec_keep: Optional[np.ndarray] = None):
+        """LIF over P steps in int64 with every int32 wrap of Lava's arithmetic.
+
+        Step noise (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
+        synaptic inputs, ``v_noise`` the int32 sum for v, ``rec_keep`` masks
+        the spikes the recurrent synapse receives (spike-drop)."""
         n = nrn.size
         S = np.zeros((P, b, n), dtype=np.float32)
         u = np.zeros((b, n), dtype=np.int64)
@@ -502,8 +529,11 @@ class Emulator:
             d = drives[s]
             a = np.zeros((b, n), dtype=np.int64) if d is None else (d * (1.0 / 64.0)).astype(np.int64)
             if rec is not None and s > 0:
-                a = wrap32(a + rec.apply(S[s - 1]))   # the InPort adds both in int32
-            S[s] = nrn.step(u, v, a)
+                prev = S[s - 1] if rec_keep is None else S[s - 1] * rec_keep[s - 1]
+                a = wrap32(a + rec.apply(prev))       # the InPort adds both in int32
+            if a_noise is not None:
+                a = wrap32(a + a_noise[s])            # one more input of the InPort's int32 sum
+            S[s] = nrn.step(u, v, a, None if v_noise is None else v_noise[s])
         return S, [False] * P, u, v
 
     # -- many samples -------------------------------------------------------------
@@ -521,7 +551,8 @@ class Emulator:
         return arr
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
-            progress: bool = False, threads: Optional[int] = 1) -> RunResult:
+            progress: bool = False, threads: Optional[int] = 1, step_noise=None,
+            sample_ids=None) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
 
         ``threads`` batches run at once (numpy releases the GIL in its loops;
@@ -530,10 +561,21 @@ class Emulator:
         That pays off only with many batches on idle cores: on the 2-core
         development machine the 1,000-sample mnist5k split (4 batches) ran no
         faster with 2 (BLAS already uses both cores for the matmuls). Results
-        do not depend on either setting (integer arithmetic throughout)."""
+        do not depend on either setting (integer arithmetic throughout).
+
+        ``step_noise``: a :class:`~neurodeploy.noise.hardware.StepNoise`
+        (spike-drop, current-noise, membrane-noise), drawn per sample from
+        ``sample_ids`` (data-set indices of the inputs; default ``0..n-1``), so
+        batching does not change the numbers; a noisy layer runs the general
+        int64 step (spike-drop of a feed-forward layer only masks what the next
+        layer receives). Semantics: :func:`~neurodeploy.noise.hardware.fixed_step_noise`."""
         net = self.network
         x = self._validated(inputs)
         n, T = x.shape[:2]
+        ids = _sample_ids(sample_ids, n)
+        noisy = step_noise is not None and step_noise.active
+        if noisy:
+            from ..noise.hardware import fixed_step_noise
         L = len(self.layers)
         outs = np.zeros((n, T + L, net.output_size), dtype=np.uint8)
         counts = np.zeros((n, L), dtype=np.int64)
@@ -548,6 +590,11 @@ class Emulator:
             bar = Progress(transient=True)
             bar.start()
             task = bar.add_task("emulator", total=n)
+
+        def batch_noise(start):
+            if not noisy:
+                return None
+            return step_noise.name, fixed_step_noise(net, step_noise, ids[start:start + batch_size])
 
         def store(start, result):
             stop = min(n, start + batch_size)
@@ -564,7 +611,8 @@ class Emulator:
         try:
             if threads <= 1:
                 for start in starts:
-                    store(start, self.run_batch(x[start:start + batch_size], record_state, _source=x))
+                    store(start, self.run_batch(x[start:start + batch_size], record_state, _source=x,
+                                                noise=batch_noise(start)))
             else:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
@@ -574,7 +622,7 @@ class Emulator:
                     try:
                         for start in starts:
                             pending.append((start, pool.submit(self.run_batch, x[start:start + batch_size],
-                                                               record_state, x)))
+                                                               record_state, x, batch_noise(start))))
                             if len(pending) >= 2 * threads:
                                 store(*_result(pending.popleft()))
                         while pending:
@@ -586,6 +634,16 @@ class Emulator:
             if bar is not None:
                 bar.stop()
         return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T)
+
+
+def _sample_ids(sample_ids, n: int) -> np.ndarray:
+    """Data-set indices of ``n`` samples (step-noise draws are per sample); default ``0..n-1``."""
+    if sample_ids is None:
+        return np.arange(n, dtype=np.int64)
+    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    if ids.size != n:
+        raise BackendError(f"sample_ids has {ids.size} entries for {n} samples")
+    return ids
 
 
 def _result(item):
@@ -614,7 +672,9 @@ def _blas_threads(limit: int):
 
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
-                 threads: Optional[int] = 1) -> RunResult:
-    """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc."""
+                 threads: Optional[int] = 1, step_noise=None, sample_ids=None) -> RunResult:
+    """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
+    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``)."""
     return Emulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
-                                 progress=progress, threads=threads)
+                                 progress=progress, threads=threads, step_noise=step_noise,
+                                 sample_ids=sample_ids)

@@ -20,6 +20,12 @@ Process graph for one call (compiled once, all samples run through it):
   OS process per population, which cost ~40% of the step rate): its spikes of
   every step stream back to this process (output spikes, per-layer counts).
 
+With ``step_noise`` the graph also holds the noise-injection processes of
+:mod:`neurodeploy.backends.lava_noise` (a ``RingBuffer`` into ``a_in`` for
+current noise, ``SpikeDrop`` on the spike path, ``LIFResetVNoise`` for
+membrane noise), loaded with the per-sample noise of every step; none adds
+delay.
+
 Between samples the synapses fed by neurons (every synapse but the first
 layer's feed-forward one, whose input is zero in the last step) would send one
 step of stale activation into the next sample; their ``a_buff`` is zeroed with
@@ -216,7 +222,9 @@ def _port(port, shape):
 class _Graph:
     """The Lava processes of one run (built from a plan and the input data)."""
 
-    def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int):
+    def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int, noise=None):
+        """``noise``: None or ``(name, per-layer arrays)``, each array None or
+        ``(*lava shape, samples * steps)`` (spike-drop keep mask, int32 noise)."""
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
         from lava.proc.io.reset import Reset
@@ -224,26 +232,43 @@ class _Graph:
         from lava.proc.lif.process import LIFReset
         from lava.proc.sparse.process import Sparse
 
+        from .lava_noise import LIFResetVNoise, SpikeDrop
+
+        name, arrays = noise if noise is not None else (None, [None] * len(plan.layers))
         self.source = RingBuffer(data=data)
         self.lifs, self.var_resets = [], []
         self.reset_procs = []
+        self.noise_procs = []
         prev_port = self.source.s_out
-        for lp in plan.layers:
+        for lp, nz in zip(plan.layers, arrays):
             if lp.kind == "dense":
                 syn = Dense(**lp.params)
             elif lp.kind == "sparse":
                 syn = Sparse(**lp.params)
             else:
                 syn = Conv(**lp.params)
-            lif = LIFReset(**lp.neuron, reset_interval=steps, reset_offset=1 % steps)
+            if nz is not None and name == "membrane-noise":
+                lif = LIFResetVNoise(**lp.neuron, reset_interval=steps, reset_offset=1 % steps, v_noise=nz)
+            else:
+                lif = LIFReset(**lp.neuron, reset_interval=steps, reset_offset=1 % steps)
             _port(prev_port, syn.s_in.shape).connect(syn.s_in)
             _port(syn.a_out, lif.a_in.shape).connect(lif.a_in)
+            if nz is not None and name == "current-noise":   # a noise source summed into a_in
+                src = RingBuffer(data=nz)
+                _port(src.s_out, lif.a_in.shape).connect(lif.a_in)
+                self.noise_procs.append(src)
+            out_port = lif.s_out                  # what the synapses fed by this population receive
+            if nz is not None and name == "spike-drop":
+                drop = SpikeDrop(shape=lp.shape, keep=nz)
+                _port(lif.s_out, drop.s_in.shape).connect(drop.s_in)
+                out_port = drop.s_out
+                self.noise_procs.append(drop)
             buffers = []
             if lp.reset_ff:
                 buffers.append(syn.a_buf if lp.kind == "conv" else syn.a_buff)
             if lp.rec_params is not None:
                 rec = Dense(**lp.rec_params)
-                _port(lif.s_out, rec.s_in.shape).connect(rec.s_in)
+                _port(out_port, rec.s_in.shape).connect(rec.s_in)
                 _port(rec.a_out, lif.a_in.shape).connect(lif.a_in)
                 buffers.append(rec.a_buff)
             for var in buffers:
@@ -256,7 +281,7 @@ class _Graph:
             # the population's spikes also go straight to this (the main) process
             lif.s_out.flag_external_pipe(buffer_size=steps)
             self.lifs.append(lif)
-            prev_port = lif.s_out
+            prev_port = out_port
 
 
 def _stop_runtime(proc, timeout: float) -> bool:
@@ -303,7 +328,8 @@ def _kill_new_children(before: set, grace: float = 2.0) -> None:
 
 
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
-             stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None) -> RunResult:
+             stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
+             step_noise=None, sample_ids=None) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
     Compiles the process graph once and runs every sample for ``T + latency``
@@ -313,12 +339,24 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     Lava moves Var values one element at a time). ``batch_size`` is accepted
     for call compatibility with the emulator and ignored (Lava runs one sample
     at a time).
+
+    ``step_noise`` (a :class:`~neurodeploy.noise.hardware.StepNoise`) adds
+    noise-injection processes to the graph (:mod:`neurodeploy.backends.lava_noise`)
+    loaded with the draws of ``sample_ids`` (data-set indices; default
+    ``0..n-1``), the same integers the emulator uses, so both agree bit for bit.
     """
     plan = plan_network(network)                     # raises before Lava starts
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
     L = len(network.layers)
     P = T + L
+    noise = None
+    if step_noise is not None and step_noise.active:
+        from ..noise.hardware import fixed_step_noise
+        from .emulator import _sample_ids
+
+        arrays = fixed_step_noise(network, step_noise, _sample_ids(sample_ids, n))
+        noise = (step_noise.name, [None if a is None else _noise_stream(a, lp) for a, lp in zip(arrays, plan.layers)])
     # the whole input stream: sample k occupies global steps k*P+1 .. k*P+P
     flat = np.zeros((n, P, x[0, 0].size), dtype=np.int32)
     flat[:, :T] = x.reshape(n, T, -1)
@@ -339,9 +377,15 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     bar = None
     interrupted = False
     try:
-        graph = _Graph(plan, data, P)
-        cfg = Loihi2SimCfg(select_tag="fixed_pt")
-        graph.source.create_runtime(run_cfg=cfg)    # compiles once, starts the OS processes
+        graph = _Graph(plan, data, P, noise)
+        from .lava_noise import PROC_MODELS
+        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
+        with warnings.catch_warnings():
+            # Lava's model search also tries to import this package's other modules by file path
+            # (our noise processes' directory); their models come from exception_proc_model_map
+            warnings.filterwarnings("ignore", message="Cannot import module .* when searching ProcessModels",
+                                    category=UserWarning)
+            graph.source.create_runtime(run_cfg=cfg)    # compiles once, starts the OS processes
         if progress:
             from rich.progress import Progress
             bar = Progress(transient=True)
@@ -372,6 +416,13 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                 warnings.warn(f"the Lava runtime did not stop within {timeout:.0f} s; "
                               "its processes were terminated", RuntimeWarning, stacklevel=2)
     return RunResult(out, counts, us, vs, latency=L, time_steps=T)
+
+
+def _noise_stream(arr: np.ndarray, lp: LayerPlan) -> np.ndarray:
+    """(samples, P, n) IR-order noise -> (*Lava shape, samples * P) int32, one column per global step."""
+    n, P = arr.shape[:2]
+    flat = arr.reshape(n * P, -1)[:, lp.order].astype(np.int32)
+    return np.ascontiguousarray(np.moveaxis(flat.reshape(n * P, *lp.shape), 0, -1))
 
 
 def _to_ir(lava_flat: np.ndarray, order: np.ndarray) -> np.ndarray:

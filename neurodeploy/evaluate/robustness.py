@@ -22,7 +22,7 @@ import torch
 
 from ..attacks import PGD_PRESETS, fgsm, pgd
 from ..data import load_dataset
-from ..noise.hardware import perturb_float_model, perturb_network
+from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
 from ..noise.specs import NOISES, NoiseSpec, NoiseSpecError, resolve_noise_specs
 from ..noise.specs import parse_noise_spec  # noqa: F401  (re-exported)
@@ -72,12 +72,15 @@ def _perturbed_inputs(model: torch.nn.Module, spec: NoiseSpec, level: float, x: 
                       for i in range(0, len(x), batch_size)])
 
 
-def _float_row(model: torch.nn.Module, xp: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int) -> dict:
+def _float_row(model: torch.nn.Module, xp: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int,
+               step_hooks=None) -> dict:
     if hasattr(model.encoder, "generator"):
         # same Poisson spikes for every noise and level, so level 0 is the clean result
         model.encoder.generator = torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
     correct, spikes = 0, 0.0
     for i in range(0, len(xp), batch_size):
+        if step_hooks is not None:   # per-step noise: the draws of these samples (data-set indices)
+            step_hooks.set_samples(np.arange(i, min(i + batch_size, len(xp))))
         act = model.activity(xp[i:i + batch_size])
         correct += int((act["logits"].argmax(1) == y[i:i + batch_size]).sum())
         spikes += float(act["spikes_per_layer"].sum())
@@ -96,13 +99,16 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
     ``lava_samples``, with the emulator/Lava agreement on that subset recorded
     (it must be 1.0). Hardware (network) noises perturb the chip instead: the
     same seeded draws give the perturbed fixed-point network and the matching
-    perturbed float model (neurodeploy.noise.hardware).
+    perturbed float model (neurodeploy.noise.hardware). Step noises
+    (spike-drop, current-noise, membrane-noise) are drawn anew at every step:
+    the same per-sample draws go into the float model's hooks, the emulator's
+    noisy LIF steps and Lava's noise-injection processes
+    (:class:`~neurodeploy.noise.hardware.StepNoise`, one seed per (noise, repeat)).
     """
     network = quantized.network if quantized is not None else None
     for spec in specs:
-        if spec.kind == "step":
-            raise NoiseSpecError(f"--noise {spec.name}: per-step noise injection (spike-drop, current-noise, "
-                                 f"membrane-noise) is not available in sweeps yet")
+        if spec.kind in ("network", "step") and quantized is None:
+            raise NoiseSpecError(f"--noise {spec.name}: a hardware noise needs the quantized network of the run")
     from ..backends import run_network
     from .pipeline import network_inputs
 
@@ -116,8 +122,14 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                 if level == 0 and cache:
                     results = {b: dict(r) for b, r in cache.items()}  # level 0 is the clean result exactly
                 else:
-                    flt_model, net = model, network
-                    if spec.kind == "network":
+                    flt_model, net, step, hooks = model, network, None, None
+                    if spec.kind == "step":
+                        # drawn per sample and step from one seed per (noise, repeat), in every backend
+                        step = StepNoise(spec.name, level, noise_seed(seed, spec.name, repeat))
+                        if "float" in backends:
+                            flt_model, hooks = float_step_noise_model(model, step, quantized)
+                        xp = x
+                    elif spec.kind == "network":
                         # one simulated chip instance per (noise, repeat); same draws in torch and fixed point
                         chip = noise_seed(seed, spec.name, repeat)
                         if quantized is None:
@@ -130,17 +142,17 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                         xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
                     results = {}
                     if "float" in backends:
-                        results["float"] = _float_row(flt_model, xp, y, seed, batch_size)
+                        results["float"] = _float_row(flt_model, xp, y, seed, batch_size, hooks)
                     if net is not None and ("emulator" in backends or "lava" in backends):
                         inputs = network_inputs(model, net, xp.numpy())
-                        emu = run_network(net, inputs, backend="emulator")
+                        emu = run_network(net, inputs, backend="emulator", step_noise=step)
                         emu_pred = emu.predictions()
                         if "emulator" in backends:
                             results["emulator"] = {"accuracy": float(np.mean(emu_pred == y_np)),
                                                    "spikes_per_sample": float(emu.spike_counts.sum(1).mean())}
                         if "lava" in backends and lava_samples > 0:
                             n = min(lava_samples, len(x))
-                            lava = run_network(net, inputs[:n], backend="lava")
+                            lava = run_network(net, inputs[:n], backend="lava", step_noise=step)
                             results["lava"] = {
                                 "accuracy": float(np.mean(lava.predictions() == y_np[:n])),
                                 "spikes_per_sample": float(lava.spike_counts.sum(1).mean()),
@@ -286,7 +298,7 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
             cfg, model, ckpt = load_run(run_dir)
             set_threads(cfg.threads)
             quantized, network_name = None, None
-            if any(b != "float" for b in backends) or any(sp.kind == "network" for sp in specs):
+            if any(b != "float" for b in backends) or any(sp.kind in ("network", "step") for sp in specs):
                 quantized, network_name = _deployed_network(Path(run_dir), cfg, model, ckpt, profile,
                                                             console.print)
             data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)

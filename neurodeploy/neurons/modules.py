@@ -27,6 +27,7 @@ from .functional import (
     cuba_parameters,
     cuba_step,
     dlif_step,
+    spike_fn,
 )
 
 
@@ -135,19 +136,35 @@ class RecurrentSpikingNeurons(_RecordingMixin, torch.nn.Module):
         gain = self.gain
         if gain is not None and steps > gain.shape[0]:
             raise ValueError(f"input has {steps} time steps but the DLIF gain p[t] was built for {gain.shape[0]}")
-        spikes, currents = [], []
+        # per-step noise (neurodeploy.noise.hardware.FloatStepNoise), None without
+        hook = getattr(self, "step_noise_hook", None)
+        spikes, currents, delivered = [], [], []
         for t in range(steps):
             current = ff[t] + self.recurrent_weights(z)
             scaled = current * gain[t] if gain is not None else current
-            if self.cuba:
+            if hook is not None:
+                scaled = hook.current(t, scaled)
+            v_noise = hook.membrane(t, scaled) if hook is not None else None
+            if v_noise is not None:      # CUBA membrane noise: v = leak*v + i + noise
+                p = self.p
+                i = (1.0 - p.tau_syn_inv) * neuron_state.i + scaled
+                v = (1.0 - p.tau_mem_inv) * neuron_state.v + i + v_noise
+                z = spike_fn(v - p.v_th, p.alpha)
+                neuron_state = LIFFeedForwardState(v=(1.0 - z) * v + z * p.v_reset, i=i)
+            elif self.cuba:
                 z, neuron_state = cuba_step(scaled, neuron_state, self.p)
             else:
                 z, neuron_state = dlif_step(scaled, neuron_state, self.p)
             spikes.append(z)
             currents.append(current)
+            if hook is not None:
+                z = hook.drop(t, z)      # spike-drop: lost spikes reach no synapse
+                delivered.append(z)
         out = torch.stack(spikes)
         if self.recording is not None:
             self._record(torch.stack(currents), ff, out)
+        if hook is not None and hook.mask_output:
+            out = torch.stack(delivered)
         return out, (z, neuron_state)
 
 

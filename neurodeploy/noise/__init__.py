@@ -4,7 +4,8 @@
 * :mod:`.specs`: every noise name, its kind (input / network / step), level
   meaning and range, the ``NAME:LEVELS`` parser and profile defaults;
 * :mod:`.hardware`: network noises as pure seeded transforms of the IR and of
-  the float model, with one shared draw protocol.
+  the float model, with one shared draw protocol; per-step noises
+  (:class:`StepNoise`) for the backends' ``step_noise=`` and the float model.
 """
 
 from .input_noise import (
@@ -26,7 +27,15 @@ from .specs import (
     parse_noise_spec,
     resolve_noise_specs,
 )
-from .hardware import HardwareNoiseError, draw_network_noise, perturb_float_model, perturb_network
+from .hardware import (
+    HardwareNoiseError,
+    StepNoise,
+    draw_network_noise,
+    fixed_step_noise,
+    float_step_noise_model,
+    perturb_float_model,
+    perturb_network,
+)
 
 __all__ = [
     "gaussian_noise",
@@ -48,4 +57,7 @@ __all__ = [
     "draw_network_noise",
     "perturb_network",
     "perturb_float_model",
+    "StepNoise",
+    "fixed_step_noise",
+    "float_step_noise_model",
 ]

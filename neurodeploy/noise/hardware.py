@@ -79,6 +79,51 @@ Semantics
   threshold is scaled by the same factor, ``theta * vth' / vth`` (so the float
   threshold moves exactly as the rounded fixed-point one).
 
+Step noises (drawn anew at every simulated step)
+------------------------------------------------
+``spike-drop``, ``current-noise`` and ``membrane-noise`` are a
+:class:`StepNoise` ``(name, level, seed)`` passed to a backend
+(``run_network(..., step_noise=StepNoise(...), sample_ids=...)``) or attached
+to the float model (:func:`float_step_noise_model`). Draws:
+:func:`step_noise_draws`, one generator per data-set sample
+(``default_rng([seed, crc32(name), layer, sample])``), one row of ``n`` per
+simulated step ``s = 0 .. T + latency - 1``, so batching (the emulator's
+batches, Lava's one sample at a time) never changes the numbers; integers:
+:func:`step_noise_integers`. Level 0 adds nothing anywhere (the clean result
+exactly); spike-drop is nested over levels (dropped where ``u < level``).
+
+Where the noise enters Lava's step order (PyLifResetModelBitAcc: receive
+``a_in``; ``u = wrap24(decay(u) + (a_in << 6))``; ``v = clip24(decay(v) + u +
+bias)``; spike where ``v > vth << 6``; ``v = 0`` there; send):
+
+* ``current-noise``: integers ``rint(level * vth * z)`` join the synaptic input
+  ``a_in`` of step ``s`` (the InPort's int32 sum of feed-forward, recurrent and
+  noise inputs), so ``u`` gets about ``level * (vth << 6) * z``. Lava: a stock
+  ``RingBuffer`` (fixed_pt) playing the integers into ``LIF.a_in``.
+* ``membrane-noise``: integers ``rint(level * (vth << 6) * z)`` join the int32
+  sum for ``v`` of step ``s``, ``v = clip24(decay(v) + u + bias + noise)``,
+  before the threshold comparison. Lava: ``LIFResetVNoise``, whose fixed-point
+  model is Lava's ``PyLifResetModelBitAcc`` with the step's noise added to the
+  bias term (noise on ``v`` cannot come from outside: ``u`` carries memory).
+* ``spike-drop``: a spike of population ``l`` emitted at step ``s`` is lost
+  where its U[0,1) draw is below ``level`` (keep mask ``draw >= level``): it reaches no
+  synapse (neither the next layer's nor the layer's own recurrent one); the
+  neuron still spikes and resets, and the readout, spike counts and recorded
+  spikes are the neurons' own. The readout layer's spikes are never dropped
+  (only its recurrent copy, if any). Lava: ``SpikeDrop`` between ``LIF.s_out``
+  and the synapses it feeds.
+
+Timing: every noise process receives and sends within the same step (as the
+LIF does), so none adds delay: the emulator and Lava keep the timing of
+:mod:`neurodeploy.backends.base`, noise row ``s`` acting at simulated step
+``s``. The float model's step ``t`` of layer ``l`` is simulated step
+``t + l + 1`` (:func:`float_step_rows`); the float model adds ``level *
+threshold * z`` to the (gain-scaled) input current of the step (box (D)LIF:
+the same as adding it to ``v``; CUBA: current noise enters ``i``, membrane
+noise ``v``) and multiplies the spikes leaving a layer by the same keep masks
+(:class:`FloatStepNoise`). The float and fixed-point networks agree only as
+far as quantization lets them; the *draws* are identical.
+
 Every function returns a new object and never mutates its input; level 0
 returns an identical copy. Noises compose (apply one after the other); the
 perturbed network lists what was applied in ``metadata["noise"]``.
@@ -108,6 +153,11 @@ __all__ = [
     "step_noise_draws",
     "float_step_rows",
     "step_noise_integers",
+    "StepNoise",
+    "step_noise_layers",
+    "fixed_step_noise",
+    "FloatStepNoise",
+    "float_step_noise_model",
 ]
 
 _U_LIM = 2**23          # |u| <= 2**23 (24-bit wrap), v clips to +-2**23
@@ -486,7 +536,7 @@ def _recurrent_dead_or_stuck(neurons, idx: np.ndarray, name: str, i: int) -> Non
     lin.bias[t] = 2.0 * float(neurons.p.v_th) / g
 
 
-# --------------------------------------------------------------------------- step noise draws (for part 2)
+# --------------------------------------------------------------------------- step noise draws
 def _name_tag(name: str) -> int:
     import zlib
 
@@ -496,9 +546,9 @@ def _name_tag(name: str) -> int:
 def step_noise_draws(name: str, seed: int, layer: int, samples, total_steps: int, n: int) -> np.ndarray:
     """Draws of step noise ``name`` for neuron population ``layer``: ``(len(samples), total_steps, n)``.
 
-    A proposed draw protocol for the step noises (``spike-drop``: U[0,1);
-    ``current-noise``/``membrane-noise``: N(0,1)), which the backend hooks of
-    part 2 can share: sample ``i`` of the data set draws from its own
+    The draw protocol for the step noises (``spike-drop``: U[0,1);
+    ``current-noise``/``membrane-noise``: N(0,1)), which the backend hooks and
+    the float model share: sample ``i`` of the data set draws from its own
     generator ``default_rng([seed, crc32(name), layer, i])``, one row of ``n``
     per simulated step, in step order. So the draws do not depend on batching
     (the emulator's batches, Lava's one sample at a time: drawing row by row
@@ -526,13 +576,213 @@ def float_step_rows(layer: int, time_steps: int) -> slice:
 
 
 def step_noise_integers(name: str, level: float, vth: int, draws: np.ndarray) -> np.ndarray:
-    """Fixed-point form of step-noise draws: spike-drop keep mask (bool), or integer noise for u / v.
+    """Fixed-point form of step-noise draws: spike-drop keep mask (bool), or integer noise.
 
-    ``current-noise`` / ``membrane-noise``: ``rint(level * (vth << 6) * z)``
-    (int64), the level being the std as a fraction of the threshold; the float
-    model adds ``level * threshold * z``.
+    ``membrane-noise``: ``rint(level * (vth << 6) * z)`` (int64, in units of
+    ``v``), the level being the std as a fraction of the threshold.
+    ``current-noise``: ``rint(level * vth * z)`` in units of the synaptic input
+    ``a_in`` (the LIF adds ``a_in << 6`` to ``u``, so ``u`` receives about
+    ``level * (vth << 6) * z``, in multiples of 64). Both are clipped to the
+    int32 range (Lava's storage). The float model adds ``level * threshold * z``.
     """
     level = check_level(name, level)
     if name == "spike-drop":
         return draws >= level
-    return np.rint(level * (int(vth) << 6) * draws).astype(np.int64)
+    scale = (int(vth) << 6) if name == "membrane-noise" else int(vth)
+    return np.clip(np.rint(level * scale * draws), -_INT32_MAX, _INT32_MAX).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- step noise (part 2)
+@dataclass(frozen=True)
+class StepNoise:
+    """One per-step noise at one level for one seed: what the backends' ``step_noise=`` takes.
+
+    See :func:`fixed_step_noise` for the fixed-point semantics (emulator and
+    Lava) and :func:`float_step_noise_model` for the float model.
+    """
+
+    name: str
+    level: float
+    seed: int
+
+    def __post_init__(self):
+        if self.name not in STEP_NOISE_NAMES:
+            raise NoiseSpecError(f"noise {self.name!r} is not a step noise "
+                                 f"(step noises: {', '.join(STEP_NOISE_NAMES)})")
+        object.__setattr__(self, "level", check_level(self.name, self.level))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    @property
+    def active(self) -> bool:
+        """Level 0 is the clean network exactly: the backends then add nothing to the graph."""
+        return self.level > 0
+
+
+def step_noise_layers(network: Network, name: str) -> list[int]:
+    """Layers a step noise acts on: every population for current/membrane noise;
+    for spike-drop the populations whose spikes reach a synapse (every layer but
+    a non-recurrent output layer; the readout itself is never masked)."""
+    last = len(network.layers) - 1
+    if name != "spike-drop":
+        return list(range(last + 1))
+    return [i for i, layer in enumerate(network.layers)
+            if i < last or getattr(layer, "weight_rec", None) is not None]
+
+
+def fixed_step_noise(network: Network, noise: Optional[StepNoise], samples) -> list:
+    """Per layer, the fixed-point step noise of ``samples`` (data-set indices):
+    an array ``(len(samples), T + latency, n)`` in IR neuron order (row ``s`` =
+    simulated step ``s``), or None where the layer gets none (all None at level 0).
+
+    * ``spike-drop``: bool keep mask. A spike of layer ``l`` emitted at step
+      ``s`` with ``keep[s] == False`` is not delivered to any synapse (the
+      next layer's feed-forward one nor the layer's own recurrent one); the
+      neuron still spikes (and resets), and the readout, spike counts and
+      recorded spikes are the neuron's own spikes.
+    * ``current-noise``: int64, added to the synaptic input ``a_in`` of step
+      ``s`` (the sum of the feed-forward and recurrent inputs, int32) before
+      ``u = decay(u) + (a_in << 6)`` (with Lava's wraps).
+    * ``membrane-noise``: int64, added to the voltage of step ``s`` before the
+      threshold comparison: ``v = clip(decay(v) + u + bias + noise)``
+      (int32 sum, then Lava's 24-bit clip), spike where ``v > vth << 6``.
+    """
+    L = len(network.layers)
+    out: list = [None] * L
+    if noise is None or not noise.active:
+        return out
+    samples = np.asarray(samples, dtype=np.int64).reshape(-1)
+    P = int(network.time_steps) + L
+    for i in step_noise_layers(network, noise.name):
+        layer = network.layers[i]
+        n = int(np.prod(layer.out_shape))
+        draws = step_noise_draws(noise.name, noise.seed, i, samples, P, n)
+        out[i] = step_noise_integers(noise.name, noise.level, int(layer.neurons.vth), draws)
+    return out
+
+
+class FloatStepNoise:
+    """The float model's step noise: the same draws as :func:`fixed_step_noise`,
+    rows :func:`float_step_rows` (float step ``t`` of layer ``l`` = simulated
+    step ``t + l + 1``). Call :meth:`set_samples` with the data-set indices of
+    each batch before running it (draws are per sample, so batching does not
+    change them).
+
+    * feed-forward layers (Norse ``SNN``): the activation is wrapped; current /
+      membrane noise adds ``level * threshold * z`` to the (gain-scaled) input
+      current of the step (box (D)LIF: ``v = leak*v + I + noise``; CUBA:
+      current noise enters ``i``, membrane noise ``v``); spike-drop is a
+      forward hook multiplying the layer's output spikes by the keep mask on
+      their way to the next layer (the recorded activity keeps them);
+    * recurrent layers: the module's ``step_noise_hook`` does the same inside
+      its time loop, and masks the spikes fed back to the recurrent weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, noise: StepNoise, network: Network):
+        from ..neurons.modules import RecurrentSpikingNeurons
+        from ..quant.quantizer import _float_layers
+
+        self.noise = noise
+        self.network = network
+        self.model = model
+        self.layers = [fl["neurons"] for fl in _float_layers(model)]
+        if len(self.layers) != len(network.layers):
+            raise HardwareNoiseError(f"the model has {len(self.layers)} deployable layers but the quantized "
+                                     f"network has {len(network.layers)}; pass the quantization of this model")
+        self.active_layers = step_noise_layers(network, noise.name) if noise.active else []
+        self.values: dict[int, torch.Tensor] = {}
+        self.T = int(network.time_steps)
+        for i in self.active_layers:
+            mod = self.layers[i]
+            if isinstance(mod, RecurrentSpikingNeurons):
+                mod.step_noise_hook = _LayerHook(self, i, mod)
+            else:
+                hook = _LayerHook(self, i, mod)
+                if noise.name == "spike-drop":
+                    mod.register_forward_hook(hook.output_hook)
+                else:
+                    mod.register_forward_pre_hook(hook.reset)
+                    mod.activation = hook.wrap(mod.activation)
+
+    def set_samples(self, samples) -> None:
+        """Prepare the draws of the batch of data-set indices ``samples`` (float steps ``T``)."""
+        samples = np.asarray(samples, dtype=np.int64).reshape(-1)
+        P = self.T + len(self.network.layers)
+        for i in self.active_layers:
+            layer = self.network.layers[i]
+            n = int(np.prod(layer.out_shape))
+            d = step_noise_draws(self.noise.name, self.noise.seed, i, samples, P, n)[:, float_step_rows(i, self.T)]
+            if self.noise.name == "spike-drop":
+                v = (d >= self.noise.level).astype(np.float32)
+            else:
+                v = self.noise.level * d
+            self.values[i] = torch.as_tensor(np.ascontiguousarray(v.transpose(1, 0, 2)))   # (T, B, n)
+
+
+class _LayerHook:
+    def __init__(self, owner: FloatStepNoise, index: int, module) -> None:
+        self.owner, self.index, self.module = owner, index, module
+        self.t = 0
+        # spikes leaving the layer are masked unless they are the readout (the output layer)
+        self.mask_output = owner.noise.name == "spike-drop" and index < len(owner.network.layers) - 1
+
+    def _value(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        vals = self.owner.values.get(self.index)
+        if vals is None:
+            raise HardwareNoiseError("FloatStepNoise: call set_samples(indices) before running a batch")
+        if t >= vals.shape[0] or vals.shape[1] != like.shape[0]:
+            raise HardwareNoiseError(f"layer {self.index}: step noise prepared for {vals.shape[1]} samples x "
+                                     f"{vals.shape[0]} steps, the batch has {like.shape[0]} at step {t}")
+        return vals[t].to(device=like.device, dtype=like.dtype).reshape(like.shape)
+
+    def _threshold(self) -> float:
+        return float(self.module.p.v_th)
+
+    # -- feed-forward modules
+    def reset(self, module, args):
+        self.t = 0
+
+    def wrap(self, activation):
+        name = self.owner.noise.name
+
+        def noisy(input_current, state, p, dt=1.0):
+            noise = self._value(self.t, input_current) * float(p.v_th)
+            self.t += 1
+            if name == "membrane-noise" and hasattr(state, "i"):   # CUBA: v gets it, not i
+                from ..neurons.functional import spike_fn
+                i = (1.0 - dt * p.tau_syn_inv) * state.i + input_current
+                v = (1.0 - dt * p.tau_mem_inv) * state.v + i + noise
+                z = spike_fn(v - p.v_th, p.alpha)
+                return z, type(state)(v=(1.0 - z) * v + z * p.v_reset, i=i)
+            return activation(input_current + noise, state, p, dt)
+
+        return noisy
+
+    def output_hook(self, module, inputs, output):
+        spikes, state = output
+        mask = torch.stack([self._value(t, spikes[t]) for t in range(spikes.shape[0])])
+        return spikes * mask, state
+
+    # -- recurrent modules (called from RecurrentSpikingNeurons.forward)
+    def current(self, t: int, scaled: torch.Tensor) -> torch.Tensor:
+        if self.owner.noise.name == "spike-drop":
+            return scaled
+        if self.owner.noise.name == "membrane-noise" and self.module.cuba:
+            return scaled   # handled in membrane()
+        return scaled + self._value(t, scaled) * self._threshold()
+
+    def membrane(self, t: int, like: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.owner.noise.name == "membrane-noise" and self.module.cuba:
+            return self._value(t, like) * self._threshold()
+        return None
+
+    def drop(self, t: int, spikes: torch.Tensor) -> torch.Tensor:
+        if self.owner.noise.name != "spike-drop":
+            return spikes
+        return spikes * self._value(t, spikes)
+
+
+def float_step_noise_model(model: torch.nn.Module, noise: StepNoise, quantized: Any):
+    """``(copy, hooks)``: a deep copy of ``model`` with the step noise attached, and its
+    :class:`FloatStepNoise` (call ``hooks.set_samples(indices)`` before every batch)."""
+    out = copy.deepcopy(model)
+    return out, FloatStepNoise(out, noise, _network_of(quantized))

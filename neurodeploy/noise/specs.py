@@ -10,9 +10,9 @@ Three kinds of noise:
   ``dead-neuron``, ``stuck-neuron``, ``threshold-mismatch``
   (:mod:`neurodeploy.noise.hardware`);
 * ``step``: drawn anew at every time step during execution: ``spike-drop``,
-  ``current-noise``, ``membrane-noise``. They need noise-injection hooks in the
-  backends (Lava processes in the graph, the same draws in the emulator and in
-  torch); only their vocabulary is declared here.
+  ``current-noise``, ``membrane-noise`` (:class:`neurodeploy.noise.hardware.StepNoise`:
+  noise-injection processes in the Lava graph, the same draws in the emulator
+  and in torch).
 
 A spec on the command line is ``NAME:L1,L2,...``; levels may be fractions
 (``8/255``). Hardware profiles declare default levels in a top-level
