@@ -24,6 +24,7 @@ from ..attacks import PGD_PRESETS, fgsm, pgd
 from ..data import load_dataset
 from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
+from .pipeline import synaptic_ops
 from ..noise.specs import NOISES, NoiseSpec, NoiseSpecError, resolve_noise_specs
 from ..noise.specs import parse_noise_spec  # noqa: F401  (re-exported)
 from ..train.loop import load_run, set_threads
@@ -73,18 +74,30 @@ def _perturbed_inputs(model: torch.nn.Module, spec: NoiseSpec, level: float, x: 
 
 
 def _float_row(model: torch.nn.Module, xp: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int,
-               step_hooks=None) -> dict:
+               step_hooks=None, network=None) -> dict:
     if hasattr(model.encoder, "generator"):
         # same Poisson spikes for every noise and level, so level 0 is the clean result
         model.encoder.generator = torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
-    correct, spikes = 0, 0.0
+    correct, spikes, layer_spikes = 0, 0.0, []
     for i in range(0, len(xp), batch_size):
         if step_hooks is not None:   # per-step noise: the draws of these samples (data-set indices)
             step_hooks.set_samples(np.arange(i, min(i + batch_size, len(xp))))
         act = model.activity(xp[i:i + batch_size])
         correct += int((act["logits"].argmax(1) == y[i:i + batch_size]).sum())
         spikes += float(act["spikes_per_layer"].sum())
-    return {"accuracy": correct / len(xp), "spikes_per_sample": spikes / len(xp)}
+        layer_spikes.append(act["spikes_per_layer"].numpy())
+    row = {"accuracy": correct / len(xp), "spikes_per_sample": spikes / len(xp)}
+    if network is not None:
+        nz = _input_nonzeros(model, network, xp)
+        row["synops_per_sample"] = float(synaptic_ops(network, nz, np.concatenate(layer_spikes)).mean())
+    return row
+
+
+def _input_nonzeros(model: torch.nn.Module, network, xp: torch.Tensor) -> np.ndarray:
+    """Non-zero input values per sample over the T steps (each drives the first layer's synapses)."""
+    from .pipeline import network_inputs
+
+    return (network_inputs(model, network, xp.numpy()) != 0).reshape(len(xp), -1).sum(1)
 
 
 def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec], repeats: int,
@@ -142,14 +155,17 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                         xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
                     results = {}
                     if "float" in backends:
-                        results["float"] = _float_row(flt_model, xp, y, seed, batch_size, hooks)
+                        results["float"] = _float_row(flt_model, xp, y, seed, batch_size, hooks, net)
                     if net is not None and ("emulator" in backends or "lava" in backends):
                         inputs = network_inputs(model, net, xp.numpy())
                         emu = run_network(net, inputs, backend="emulator", step_noise=step)
                         emu_pred = emu.predictions()
                         if "emulator" in backends:
-                            results["emulator"] = {"accuracy": float(np.mean(emu_pred == y_np)),
-                                                   "spikes_per_sample": float(emu.spike_counts.sum(1).mean())}
+                            nz = (inputs != 0).reshape(len(inputs), -1).sum(1)
+                            results["emulator"] = {
+                                "accuracy": float(np.mean(emu_pred == y_np)),
+                                "spikes_per_sample": float(emu.spike_counts.sum(1).mean()),
+                                "synops_per_sample": float(synaptic_ops(net, nz, emu.spike_counts).mean())}
                         if "lava" in backends and lava_samples > 0:
                             n = min(lava_samples, len(x))
                             lava = run_network(net, inputs[:n], backend="lava", step_noise=step)
@@ -192,6 +208,8 @@ def summarize(rows: list[dict]) -> list[dict]:
             "drop_from_clean": (float(np.mean(clean)) - float(accs.mean())) if clean else None,
             "spikes_per_sample": float(np.mean([r["spikes_per_sample"] for r in sel])),
         }
+        if all("synops_per_sample" in r for r in sel):
+            item["synops_per_sample"] = float(np.mean([r["synops_per_sample"] for r in sel]))
         if backend == "lava":
             item["samples"] = sel[0]["samples"]
             item["emulator_identical_spikes"] = float(np.mean([r["emulator_identical_spikes"] for r in sel]))
@@ -207,13 +225,15 @@ def _markdown(results: dict) -> str:
         lines += [f"## {run['name']} ({run['run_dir']})", "",
                   f"{run['samples']} test samples of {run['dataset']}"
                   + (f"; fixed-point network: {run['network']}" if run.get("network") else "") + ".", "",
-                  "| backend | noise | level | accuracy (mean) | std | drop from clean | spikes / sample |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| backend | noise | level | accuracy (mean) | std | drop from clean | spikes / sample "
+                  "| synaptic ops / sample |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for s in run["summary"]:
-            drop = "" if s["drop_from_clean"] is None else f"{100 * s['drop_from_clean']:.2f}"
+            drop = "" if s["drop_from_clean"] is None else f"{round(100 * s['drop_from_clean'], 2) + 0.0:.2f}"
             name = s["backend"] + (f" (first {s['samples']})" if s["backend"] == "lava" else "")
+            synops = f"{s['synops_per_sample']:.0f}" if "synops_per_sample" in s else ""
             lines.append(f"| {name} | {s['noise']} | {s['level']:.4g} | {100 * s['accuracy_mean']:.2f} | "
-                         f"{100 * s['accuracy_std']:.2f} | {drop} | {s['spikes_per_sample']:.1f} |")
+                         f"{100 * s['accuracy_std']:.2f} | {drop} | {s['spikes_per_sample']:.1f} | {synops} |")
         lava = [s for s in run["summary"] if s["backend"] == "lava"]
         if lava:
             agree = min(s["emulator_identical_spikes"] for s in lava)
@@ -318,7 +338,7 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
         for col in ("backend", "noise", "level", "mean", "std", "drop", "spikes/sample"):
             table.add_column(col, justify="left" if col in ("backend", "noise") else "right")
         for s in run["summary"]:
-            drop = "" if s["drop_from_clean"] is None else f"{100 * s['drop_from_clean']:.2f}"
+            drop = "" if s["drop_from_clean"] is None else f"{round(100 * s['drop_from_clean'], 2) + 0.0:.2f}"
             table.add_row(s["backend"], s["noise"], f"{s['level']:.4g}", f"{100 * s['accuracy_mean']:.2f}",
                           f"{100 * s['accuracy_std']:.2f}", drop, f"{s['spikes_per_sample']:.1f}")
         console.print(table)
