@@ -76,8 +76,8 @@ def main() -> None:
         summary += [f"## {dataset}", "",
                     "Clean accuracy (float / fixed point): " + "; ".join(
                         f"{r['name']}: {100 * next(s for s in r['summary'] if s['backend'] == 'float' and s['level'] == 0)['accuracy_mean']:.1f}"
-                        f" / {100 * clean[r['name']]['accuracy_mean']:.1f}" for r in results["runs"]),
-                    f"; sweep time {seconds:.0f} s for both models.", "",
+                        f" / {100 * clean[r['name']]['accuracy_mean']:.1f}" for r in results["runs"])
+                    + f"; sweep time {seconds:.0f} s for both models.", "",
                     "Fixed point (emulator):", "",
                     "| noise | level | LIF | DLIF+MS-MPPD | difference |", "|---|---:|---:|---:|---:|",
                     *_level_table(results, "emulator"), "",

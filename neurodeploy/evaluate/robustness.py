@@ -250,9 +250,13 @@ def _plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     noises = sorted({s["noise"] for run in results["runs"] for s in run["summary"]})
-    fig, axes = plt.subplots(1, len(noises), figsize=(4 * len(noises), 3.4), squeeze=False)
+    ncols = min(4, len(noises))
+    nrows = -(-len(noises) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(noises):]:
+        ax.set_visible(False)
     styles = {"float": "-", "emulator": "--", "lava": ":"}
-    for ax, noise in zip(axes[0], noises):
+    for ax, noise in zip(axes.flat, noises):
         for run in results["runs"]:
             for backend in results["backends"]:
                 pts = [s for s in run["summary"] if s["noise"] == noise and s["backend"] == backend]
@@ -268,7 +272,7 @@ def _plot(results: dict, path: Path) -> None:
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
