@@ -10,9 +10,7 @@ import torch
 
 from neurodeploy.backends import check_network, run_network
 from neurodeploy.backends.base import BIAS_MANT_RANGE, VTH_MAX, effective_weights
-from neurodeploy.config import config_from_dict
 from neurodeploy.ir import ConvLayer, DenseLayer, InputEncoding, Network, Neurons
-from neurodeploy.models import build_model
 from neurodeploy.noise import (
     NETWORK_NOISE_NAMES,
     NOISES,
@@ -34,7 +32,7 @@ from neurodeploy.noise.hardware import (
     perturb_network,
     weight_grid,
 )
-from neurodeploy.quant import ProfileError, load_profile, quantize_model
+from neurodeploy.quant import ProfileError, load_profile
 from neurodeploy.quant.quantizer import _float_layers
 
 ALL = ("gaussian", "uniform", "salt-pepper", "fgsm", "pgd", "weight-mismatch", "bit-flip", "dead-neuron",
@@ -405,17 +403,9 @@ def test_conv_dead_and_stuck_on_lava(name):
 
 # --------------------------------------------------------------------------- torch side
 def _model(arch="mlp", hidden=(6,), **over):
-    data = {"dataset": "digits", "time_steps": 4}
-    model = {"arch": arch, "hidden": list(hidden), "bias": True, "neuron": {"type": "dlif"}, **over}
-    if arch == "srnn":
-        data = {"dataset": "vowels", "encoder": "temporal", "time_steps": None}
-        model["neuron"] = {"type": "cuba-lif", "current_leak": 0.75}
-    cfg = config_from_dict({"data": data, "model": model})
-    torch.manual_seed(0)
-    shape = (25, 12) if arch == "srnn" else (1, 8, 8)
-    m = build_model(cfg, shape, 3)
-    res = quantize_model(m, shape, load_profile("loihi2"), time_steps=25 if arch == "srnn" else 4)
-    return m, res, shape
+    from _helpers import small_quantized_model
+
+    return small_quantized_model(arch, hidden, **over)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "srnn"])

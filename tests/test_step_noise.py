@@ -153,20 +153,9 @@ def test_spike_drop_fraction_and_exact_mask():
 
 # --------------------------------------------------------------------------- torch
 def _model(arch="mlp", hidden=(6,)):
-    from neurodeploy.config import config_from_dict
-    from neurodeploy.models import build_model
-    from neurodeploy.quant import load_profile, quantize_model
+    from _helpers import small_quantized_model
 
-    data = {"dataset": "digits", "time_steps": 4}
-    model = {"arch": arch, "hidden": list(hidden), "bias": True, "neuron": {"type": "dlif"}}
-    if arch == "srnn":
-        data = {"dataset": "vowels", "encoder": "temporal", "time_steps": None}
-        model["neuron"] = {"type": "cuba-lif", "current_leak": 0.75}
-    cfg = config_from_dict({"data": data, "model": model})
-    torch.manual_seed(0)
-    shape = (25, 12) if arch == "srnn" else (1, 8, 8)
-    m = build_model(cfg, shape, 3)
-    res = quantize_model(m, shape, load_profile("loihi2"), time_steps=25 if arch == "srnn" else 4)
+    m, res, shape = small_quantized_model(arch, hidden)
     m.eval()
     return m, res, shape
 
