@@ -136,6 +136,11 @@ class TrainingConfig:
     # random translation of training images by up to this many pixels (0: off);
     # mnist5k has only 4,000 training digits, and shifts are the classic cure
     augment_shift: int = 0
+    # noise-aware training with a chip-instance noise of neurodeploy.noise.hardware
+    # (e.g. weight-mismatch): every batch runs on a freshly drawn chip instance
+    hardware_noise: Optional[str] = None
+    hardware_noise_level: float = 0.0
+    hardware_profile: str = "loihi2"  # the profile whose fixed point the noise perturbs
 
 
 @dataclass
@@ -282,6 +287,15 @@ def validate(cfg: RunConfig, src: str = "<config>") -> RunConfig:
     for key in ("sigma", "fgsm_step", "fgsm_init_std", "weight_decay", "momentum"):
         if getattr(t, key) < 0:
             raise ConfigError(f"{src}: training.{key}: {getattr(t, key)} must be >= 0")
+    if t.hardware_noise is not None:
+        from .noise.specs import NoiseSpecError, check_level, noise_kind
+
+        try:
+            if noise_kind(t.hardware_noise) != "network":
+                raise NoiseSpecError(f"{t.hardware_noise!r} is not a chip-instance noise")
+            check_level(t.hardware_noise, t.hardware_noise_level)
+        except NoiseSpecError as exc:
+            raise ConfigError(f"{src}: training.hardware_noise: {exc}") from None
     if t.augment_shift < 0:
         raise ConfigError(f"{src}: training.augment_shift: {t.augment_shift} must be >= 0")
     if r.mppd.rho < 0:

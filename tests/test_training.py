@@ -143,3 +143,22 @@ def test_missing_data_leaves_no_run_folder(tmp_path, capsys):
     assert rc == 2
     assert "FashionMNIST/raw" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_noise_aware_training_with_chip_noise(tmp_path):
+    over = {"training.epochs": 1, "training.hardware_noise": "weight-mismatch", "training.hardware_noise_level": 0.2}
+    a = train(_cfg(**over), tmp_path / "a", progress=False, data=SMALL, log=lambda s: None)
+    b = train(_cfg(**over), tmp_path / "b", progress=False, data=SMALL, log=lambda s: None)
+    plain = train(_cfg(**{"training.epochs": 1}), tmp_path / "c", progress=False, data=SMALL, log=lambda s: None)
+    sa, sb, sp = a.model.state_dict(), b.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same chip instances
+    assert not all(torch.equal(sa[k], sp[k]) for k in sa)  # the noise changed training
+    assert a.metrics[0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("value, needle", [("gaussian", "not a chip-instance noise"), ("wobble", "wobble")])
+def test_noise_aware_training_rejects_bad_noise(value, needle):
+    from neurodeploy.config import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        _cfg(**{"training.hardware_noise": value, "training.hardware_noise_level": 0.1})

@@ -129,6 +129,34 @@ def training_loss(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torc
     return loss, terms
 
 
+def _chip_noise_step(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
+                     g: torch.Generator, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Noise-aware training step: the batch runs on a freshly drawn chip instance.
+
+    The model is quantized for the profile (cheap) to get the layer scales, one
+    chip-instance seed is drawn from the epoch's generator, and
+    :func:`~neurodeploy.noise.hardware.perturb_float_model` applies exactly the
+    perturbation the emulator and Lava would see for that seed. Gradients of
+    the perturbed copy are passed straight through to the model's parameters.
+    """
+    from ..noise.hardware import perturb_float_model
+    from ..quant import load_profile, quantize_model
+
+    t = cfg.training
+    quant = quantize_model(model, input_shape, load_profile(t.hardware_profile),
+                           time_steps=cfg.data.time_steps or input_shape[0])
+    chip = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    noisy = perturb_float_model(model, t.hardware_noise, t.hardware_noise_level, chip, quant)
+    noisy.train(model.training)
+    loss, terms = training_loss(noisy, cfg, x, y, g)
+    if torch.isfinite(loss):
+        loss.backward()
+        for p, q in zip(model.parameters(), noisy.parameters()):
+            if q.grad is not None:
+                p.grad = q.grad.clone() if p.grad is None else p.grad + q.grad
+    return loss, terms
+
+
 def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     t = cfg.training
     if t.optimizer == "adam":
@@ -238,12 +266,16 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
             for b in range(steps_per_epoch):
                 idx = perm[b * cfg.training.batch_size:(b + 1) * cfg.training.batch_size]
                 xb, yb = random_shift(x_train[idx], cfg.training.augment_shift, g), y_train[idx]
-                loss, terms = training_loss(model, cfg, xb, yb, g)
+                opt.zero_grad(set_to_none=True)
+                if cfg.training.hardware_noise:
+                    loss, terms = _chip_noise_step(model, cfg, xb, yb, g, data.input_shape)
+                else:
+                    loss, terms = training_loss(model, cfg, xb, yb, g)
+                    if torch.isfinite(loss):
+                        loss.backward()
                 if not torch.isfinite(loss):
                     raise RunError(f"{cfg.name}: loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; "
                                    f"lower training.lr or the regularizer weight")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 if cfg.training.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip)
                 opt.step()
