@@ -228,7 +228,10 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurodeploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="neurodeploy",
+        description="Train robust spiking neural networks (Norse) and deploy them to Loihi-class fixed point "
+                    "(quantize, export netx HDF5 / NIR / ONNX, simulate on Lava or the bit-exact emulator).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a config in models/")
@@ -244,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="robustness of trained runs under input noise and attacks")
+    p = sub.add_parser("evaluate", help="robustness of trained runs under input noise, attacks and hardware noise")
     p.add_argument("runs", nargs="+", help="run folders (runs/X)")
     p.add_argument("--compare", nargs="+", help="more run folders to compare side by side")
     p.add_argument("--noise", action="append", metavar="NAME:L1,L2,...",
