@@ -105,11 +105,16 @@ class ConvLayer:
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
-        c_out, _, kh, kw = self.weight.shape
-        _, h, w = self.in_shape
-        oh = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        ow = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        return (int(c_out), int(oh), int(ow))
+        return conv_out_shape(self.in_shape, self.weight.shape, self.stride, self.padding, self.dilation)
+
+
+def conv_out_shape(in_shape, weight_shape, stride, padding, dilation) -> tuple[int, int, int]:
+    """Output (C, H, W) of a 2-D convolution, as torch computes it."""
+    c_out, _, kh, kw = weight_shape
+    _, h, w = in_shape
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return (int(c_out), int(oh), int(ow))
 
 
 Layer = Union[DenseLayer, ConvLayer]

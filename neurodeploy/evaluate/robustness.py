@@ -25,13 +25,9 @@ from ..data import load_dataset
 from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
 from .pipeline import synaptic_ops
-from ..noise.specs import NOISES, NoiseSpec, NoiseSpecError, resolve_noise_specs
+from ..noise.specs import NoiseSpec, NoiseSpecError, resolve_noise_specs
 from ..noise.specs import parse_noise_spec  # noqa: F401  (re-exported)
 from ..train.loop import load_run, set_threads
-
-
-# One noise vocabulary for the whole toolchain (neurodeploy.noise.specs).
-FLOAT_NOISES = {n: t for n, t in NOISES.items() if t.kind == "input"}
 
 
 def noise_seed(seed: int, name: str, repeat: int) -> int:
@@ -183,13 +179,6 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                 if on_step:
                     on_step()
     return rows
-
-
-def float_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec],
-                repeats: int, seed: int, batch_size: int = 250,
-                on_step: Optional[Callable[[], None]] = None) -> list[dict]:
-    """Accuracy and activity of the float model for every (noise, level, repeat)."""
-    return sweep(model, x, y, specs, repeats, seed, ("float",), batch_size=batch_size, on_step=on_step)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

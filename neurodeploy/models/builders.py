@@ -17,6 +17,7 @@ import torch
 from norse.torch.module.sequential import SequentialState
 
 from ..config import ModelConfig, RunConfig
+from ..ir import conv_out_shape
 from ..data.encoders import DirectEncoder, make_encoder
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity, spiking_layers
 
@@ -138,10 +139,6 @@ class SNNClassifier(torch.nn.Module):
         return {"logits": logits, "spikes_per_layer": counts}
 
 
-def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_steps: Optional[int]) -> SequentialState:
     neuron = cfg.neuron
     layers: list[torch.nn.Module] = []
@@ -162,7 +159,7 @@ def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_s
             for out_c, stride in zip(cfg.channels, strides):
                 conv = torch.nn.Conv2d(c, out_c, cfg.kernel_size, stride=stride, padding=pad, bias=cfg.bias)
                 layers += [TimeFolded(conv), SpikingNeurons(neuron, time_steps)]
-                c, h, w = out_c, _conv_out(h, cfg.kernel_size, stride, pad), _conv_out(w, cfg.kernel_size, stride, pad)
+                c, h, w = conv_out_shape((c, h, w), conv.weight.shape, conv.stride, conv.padding, conv.dilation)
             size = c * h * w
         else:
             size = 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
 
@@ -143,20 +143,11 @@ def noise_kind(name: str) -> str:
     return NOISES[name].kind
 
 
-def _known_upper(known: Mapping[str, Any], name: str) -> tuple[str, float]:
-    entry = known[name]
-    if isinstance(entry, NoiseType):
-        return entry.meaning, entry.upper
-    meaning, upper = entry  # the (meaning, upper) tuples of evaluate.robustness.FLOAT_NOISES
-    return meaning, float(upper)
-
-
-def check_level(name: str, level: float, where: Optional[str] = None,
-                known: Mapping[str, Any] = NOISES) -> float:
+def check_level(name: str, level: float, where: Optional[str] = None) -> float:
     """Validate one level of noise ``name``; :class:`NoiseSpecError` naming ``where`` (default the noise)."""
     where = where or f"noise {name!r}"
-    if name not in known:
-        raise NoiseSpecError(f"{where}: unknown noise {name!r} (known: {', '.join(known)})")
+    if name not in NOISES:
+        raise NoiseSpecError(f"{where}: unknown noise {name!r} (known: {', '.join(NOISES)})")
     if isinstance(level, bool) or not isinstance(level, (int, float)):
         try:
             level = float(level)  # numpy scalars
@@ -165,7 +156,7 @@ def check_level(name: str, level: float, where: Optional[str] = None,
     level = float(level)
     if not math.isfinite(level):
         raise NoiseSpecError(f"{where}: level {level} is not finite")
-    meaning, upper = _known_upper(known, name)
+    meaning, upper = NOISES[name].meaning, NOISES[name].upper
     if level < 0:
         raise NoiseSpecError(f"{where}: level {level:g} is negative; levels must be >= 0")
     if level > upper:
@@ -195,12 +186,10 @@ def parse_level(text: Any, where: str) -> float:
     return value
 
 
-def parse_noise_spec(spec: str, known: Mapping[str, Any] = NOISES) -> NoiseSpec:
+def parse_noise_spec(spec: str) -> NoiseSpec:
     """Parse ``NAME:L1,L2,...`` (levels may be fractions like ``8/255``).
 
-    ``known`` maps names to :class:`NoiseType` (default: every noise) or to the
-    ``(meaning, upper)`` tuples of ``evaluate.robustness.FLOAT_NOISES``. Errors
-    (:class:`NoiseSpecError`) name the spec: unknown noise, missing or
+    Errors (:class:`NoiseSpecError`) name the spec: unknown noise, missing or
     malformed level, negative level, probability above 1.
     """
     where = f"--noise {spec!r}"
@@ -208,14 +197,14 @@ def parse_noise_spec(spec: str, known: Mapping[str, Any] = NOISES) -> NoiseSpec:
         raise NoiseSpecError(f"{where}: expected NAME:LEVEL[,LEVEL...], e.g. gaussian:0,0.1")
     name, levels_text = spec.split(":", 1)
     name = name.strip()
-    if name not in known:
-        raise NoiseSpecError(f"{where}: unknown noise {name!r} (known: {', '.join(known)})")
+    if name not in NOISES:
+        raise NoiseSpecError(f"{where}: unknown noise {name!r} (known: {', '.join(NOISES)})")
     if not levels_text.strip():
         raise NoiseSpecError(f"{where}: no levels given")
     parts = levels_text.split(",")
     if any(not p.strip() for p in parts):
         raise NoiseSpecError(f"{where}: empty level in {levels_text!r}")
-    levels = tuple(check_level(name, parse_level(p, where), where, known) for p in parts)
+    levels = tuple(check_level(name, parse_level(p, where), where) for p in parts)
     return NoiseSpec(name, levels)
 
 

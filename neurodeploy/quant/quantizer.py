@@ -35,7 +35,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons
+from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
 from ..models.builders import SNNClassifier, TimeFolded
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
@@ -207,9 +207,9 @@ def _bias(b: np.ndarray, scale: float, profile: HardwareProfile) -> tuple[np.nda
     """Bias mantissa and exponent; exponent 6 first (lava-dl netx's fixed convention)."""
     total = b * scale
     mmax = profile.bias_mant_max
-    exps = [e for e in (6, *range(profile.bias_exp_max + 1)) if e <= profile.bias_exp_max]
+    exps = range(profile.bias_exp_max + 1)
     best = None
-    for e in sorted(set(exps), key=lambda e: (e != 6, e)):
+    for e in sorted(exps, key=lambda e: (e != 6, e)):  # 6 first, then the smallest that fits
         mant = np.rint(total / 2.0**e)
         if np.all(np.abs(mant) <= mmax):
             best = (mant, e)
@@ -278,10 +278,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         if fl["kind"] == "conv":
             # one bias per channel in torch, one per neuron (C, H, W order) on the chip
             conv = fl["conv"]
-            h, w_out = (ConvLayer(weight=np.zeros(tuple(conv.weight.shape), np.int64),
-                                  neurons=Neurons(0, 0, 0, np.zeros(0, np.int64)), in_shape=tuple(shape),
-                                  stride=tuple(conv.stride), padding=tuple(conv.padding),
-                                  dilation=tuple(conv.dilation), groups=conv.groups).out_shape[1:])
+            _, h, w_out = conv_out_shape(shape, conv.weight.shape, conv.stride, conv.padding, conv.dilation)
             b = np.repeat(b, h * w_out)
         bias_mant, bias_exp, bias_clip = _bias(b, scale, profile)
         dv = int(min(max(round(4096 * (1 - leak)), 0), profile.decay_max))
