@@ -3,7 +3,7 @@
 On the default network (``models/mnist5k-mlp-dlif.yaml``: 784-256-10 DLIF MLP,
 direct encoding, T = 8), quantized for the ``loihi2`` profile exactly as the
 pipeline does it, with the inputs the pipeline feeds
-(:func:`neurodeploy.evaluate.pipeline.network_inputs`, int64
+(:meth:`neurodeploy.evaluate.deployment.Deployment.inputs`, integer
 ``(samples, T, 1, 28, 28)``), one process measures:
 
 * **emulator**: the whole mnist5k test split (1,000 samples) through
@@ -72,23 +72,19 @@ def build(run_dir: Path, config: Path, epochs: int, profile: str, log=print):
     """The quantized default network, its test inputs (as the pipeline makes them) and labels."""
     from neurodeploy.config import load_config
     from neurodeploy.data import load_dataset
-    from neurodeploy.evaluate.pipeline import network_inputs
-    from neurodeploy.quant import load_profile, quantize_model
+    from neurodeploy.evaluate.deployment import load_deployment
     from neurodeploy.train.checkpoint import CHECKPOINT_NAME
-    from neurodeploy.train.loop import epoch_generator, load_run, train
+    from neurodeploy.train.loop import train
 
     trained_here = False
     if not (run_dir / CHECKPOINT_NAME).is_file():
         log(f"{run_dir} holds no trained run: training {config.name} for {epochs} epochs")
         train(load_config(config, {"training.epochs": epochs}), run_dir, progress=False, log=log)
         trained_here = True
-    cfg, model, ckpt = load_run(run_dir)
-    input_shape = tuple(ckpt["input_shape"])
-    time_steps = cfg.data.time_steps or input_shape[0]
-    quant = quantize_model(model, input_shape, load_profile(profile), time_steps=time_steps, name=cfg.name)
-    network = quant.network
+    dep = load_deployment(run_dir, profile, log=log)
+    cfg, ckpt, network = dep.cfg, dep.checkpoint, dep.network
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
-    inputs = network_inputs(model, network, data.x_test, epoch_generator(cfg.seed, -1))
+    inputs = dep.inputs(data.x_test, dep.encoder_generator(cfg.seed)).values
     run_info = {"run_dir": rel(run_dir), "epochs_trained": int(ckpt.get("epoch", -1)),
                 "trained_by_this_benchmark": trained_here, "config_name": cfg.name,
                 "dataset": cfg.data.dataset, "encoder": cfg.data.encoder}

@@ -2,7 +2,9 @@
 
 Every user-facing error (bad config, missing data, bad noise spec, unusable
 run folder) is printed as one clear line and exits with status 2; no deep
-traceback reaches the user.
+traceback reaches the user. An emulator/Lava disagreement (a bug of ours,
+found by ``pipeline`` and ``evaluate``) exits with status 3 after the report
+is written.
 """
 
 from __future__ import annotations
@@ -82,23 +84,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _quantize_run(run: Path, profile: str, finetune: int = 0, progress: bool = True):
-    from .quant import load_profile, quantize_model
+    from .evaluate.deployment import prepare_deployment
     from .quant.report import print_report, write_report
-    from .train import load_run
 
-    cfg, model, ckpt = load_run(run)
-    if finetune:
-        from .quant.finetune import finetune_quantized
-
-        model = finetune_quantized(run, profile, finetune, progress=progress)
-    hw = load_profile(profile)
-    shape = tuple(ckpt["input_shape"])
-    result = quantize_model(model, shape, hw, time_steps=cfg.data.time_steps or shape[0], name=cfg.name)
-    out = run / hw.name
-    write_report(result, out)
+    dep = prepare_deployment(run, profile, finetune, progress=progress)
+    write_report(dep.quantized, dep.folder)
     if progress:
-        print_report(result)
-    return cfg, model, ckpt, result, out
+        print_report(dep.quantized)
+    return dep.cfg, dep.model, dep.checkpoint, dep.quantized, dep.folder
 
 
 def _write_netx(network, path: Path) -> None:
@@ -203,14 +196,16 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
 
     report = run_pipeline(Path(args.config), run_dir=Path(args.out) if args.out else None, profile=args.profile,
                           lava_samples=args.lava_samples, test_samples=args.samples, epochs=args.epochs,
-                          seed=args.seed, finetune=args.finetune, progress=not args.quiet)
-    f, q = report["float"], report["fixed_point"]
-    print(f"float accuracy {100 * f['accuracy']:.2f}%, fixed point {100 * q['accuracy']:.2f}% "
-          f"(drop {100 * report['accuracy_drop']:.2f} points)")
+                          seed=args.seed, finetune=args.finetune, force=args.force, progress=not args.quiet)
+    t, f, q = report["trained_float"], report["float"], report["fixed_point"]
+    print(f"trained float {100 * t['accuracy']:.2f}%, deployable float {100 * f['accuracy']:.2f}%, fixed point "
+          f"{100 * q['accuracy']:.2f}% on {report['test_samples']} samples "
+          f"(drop float -> fixed point {100 * report['accuracy_drop']:.2f} points)")
     if "lava" in report:
         lv = report["lava"]
-        print(f"Lava on {lv['samples']} samples: {100 * lv['accuracy']:.2f}%, identical to the emulator on "
-              f"{100 * lv['emulator_identical_output_spikes']:.1f}% of samples")
+        print(f"Lava on the first {lv['samples']} samples: {100 * lv['accuracy']:.2f}% (fixed point on the same "
+              f"samples {100 * lv['emulator_accuracy_on_subset']:.2f}%), identical spikes to the emulator in "
+              f"every layer")
     return 0
 
 
@@ -301,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="limit the test split (default: all)")
     p.add_argument("--finetune", type=int, default=2, metavar="N",
                    help="quantization-aware fine-tuning epochs before quantizing (0: post-training only)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="override training.epochs (a larger count extends a finished run)")
+    p.add_argument("--seed", type=int, help="override the seed (data split, init, noise, spike encoding)")
+    p.add_argument("--force", action="store_true",
+                   help="retrain when the run folder holds a run of another config (default: refuse)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pipeline)
 
@@ -314,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``neurodeploy`` console script."""
+    from .evaluate.agreement import BackendDisagreement
+
     args = build_parser().parse_args(argv)
     user_errors = _user_errors()
     try:
@@ -321,6 +320,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except user_errors as exc:
         print(f"neurodeploy {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BackendDisagreement as exc:
+        # a bug of ours, not bad input: its own exit status, the report already written
+        print(f"neurodeploy {args.command}: error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"neurodeploy {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -63,6 +63,7 @@ class RunResult:
     final_v: Optional[list]
     latency: int
     time_steps: int
+    layer_spikes: Optional[list] = None  # per layer (samples, total_steps, n) uint8, when recorded
 
     @property
     def total_steps(self) -> int:
@@ -226,7 +227,7 @@ def run_network(network: Network, inputs, backend: str = "emulator", **kwargs) -
     ``backend``: ``"emulator"`` (numpy, bit-exact with Lava's fixed_pt models,
     batched) or ``"lava"`` (real Lava 0.10 processes, ``Loihi2SimCfg(select_tag=
     "fixed_pt")``). Keyword arguments go to the backend (``record_state``,
-    ``progress``; emulator: ``batch_size``; both: ``step_noise`` (a
+    ``progress``, ``record_spikes``; emulator: ``batch_size``; both: ``step_noise`` (a
     :class:`~neurodeploy.noise.hardware.StepNoise`: spike-drop, current-noise,
     membrane-noise, identical in both backends) and ``sample_ids`` (the
     data-set indices its per-sample draws follow; default ``0..n-1``)).

@@ -362,8 +362,9 @@ class Emulator:
             self.layers.append((ff, rec, _Neurons.build(layer.neurons)))
 
     # -- one batch --------------------------------------------------------------
-    def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None, noise: Optional[list] = None):
-        """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs).
+    def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None, noise: Optional[list] = None,
+                  record_spikes: bool = False):
+        """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
 
         ``x`` must be validated by the caller except for its value range, which
         is checked here on the distinct steps (``_source``: the whole input, for
@@ -388,6 +389,7 @@ class Emulator:
             raise BackendError(f"inputs span {lo}..{hi}, expected 0..{self.max_in}")
         counts = np.zeros((b, L), dtype=np.int64)
         us, vs = [], []
+        spikes = [] if record_spikes else None
         S, silent = None, []                          # the previous layer's spikes, steps known silent
         for li, (ff, rec, nrn) in enumerate(self.layers):
             drives = [None] * P
@@ -427,11 +429,13 @@ class Emulator:
             if record_state:
                 us.append(u.astype(np.int64))
                 vs.append(v.astype(np.int64))
+            if spikes is not None:                    # the neurons' own spikes, before any drop
+                spikes.append(S.transpose(1, 0, 2).astype(np.uint8))
             if li == L - 1:
                 out = S.transpose(1, 0, 2).astype(np.uint8)   # the readout: the neurons' own spikes
             if drop is not None:                      # spike-drop: the next layer gets the kept spikes
                 S = S * drop
-        return out, counts, us, vs
+        return out, counts, us, vs, spikes
 
     @staticmethod
     def _lif_fast(nrn: _Neurons, rec: Optional[_Synapse], drives: list, b: int, P: int, a_bound: float):
@@ -552,7 +556,7 @@ class Emulator:
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             progress: bool = False, threads: Optional[int] = 1, step_noise=None,
-            sample_ids=None) -> RunResult:
+            sample_ids=None, record_spikes: bool = False) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
 
         ``threads`` batches run at once (numpy releases the GIL in its loops;
@@ -568,7 +572,10 @@ class Emulator:
         ``sample_ids`` (data-set indices of the inputs; default ``0..n-1``), so
         batching does not change the numbers; a noisy layer runs the general
         int64 step (spike-drop of a feed-forward layer only masks what the next
-        layer receives). Semantics: :func:`~neurodeploy.noise.hardware.fixed_step_noise`."""
+        layer receives). Semantics: :func:`~neurodeploy.noise.hardware.fixed_step_noise`.
+
+        ``record_spikes`` keeps every layer's spikes at every step
+        (``RunResult.layer_spikes``), e.g. to find where two backends part ways."""
         net = self.network
         x = self._validated(inputs)
         n, T = x.shape[:2]
@@ -581,6 +588,8 @@ class Emulator:
         counts = np.zeros((n, L), dtype=np.int64)
         us = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
         vs = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
+        spk = [np.zeros((n, T + L, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
+            if record_spikes else None
         batch_size = max(1, int(batch_size))
         starts = list(range(0, n, batch_size))
         threads = min(len(starts), _usable_cpus() if threads is None else max(1, int(threads)))
@@ -598,13 +607,16 @@ class Emulator:
 
         def store(start, result):
             stop = min(n, start + batch_size)
-            o, c, bu, bv = result
+            o, c, bu, bv, bs = result
             outs[start:stop] = o
             counts[start:stop] = c
             if record_state:
                 for li in range(L):
                     us[li][start:stop] = bu[li]
                     vs[li][start:stop] = bv[li]
+            if record_spikes:
+                for li in range(L):
+                    spk[li][start:stop] = bs[li]
             if bar is not None:
                 bar.update(task, advance=stop - start)
 
@@ -612,7 +624,7 @@ class Emulator:
             if threads <= 1:
                 for start in starts:
                     store(start, self.run_batch(x[start:start + batch_size], record_state, _source=x,
-                                                noise=batch_noise(start)))
+                                                noise=batch_noise(start), record_spikes=record_spikes))
             else:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
@@ -622,7 +634,8 @@ class Emulator:
                     try:
                         for start in starts:
                             pending.append((start, pool.submit(self.run_batch, x[start:start + batch_size],
-                                                               record_state, x, batch_noise(start))))
+                                                               record_state, x, batch_noise(start),
+                                                               record_spikes)))
                             if len(pending) >= 2 * threads:
                                 store(*_result(pending.popleft()))
                         while pending:
@@ -633,7 +646,7 @@ class Emulator:
         finally:
             if bar is not None:
                 bar.stop()
-        return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T)
+        return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk)
 
 
 def _sample_ids(sample_ids, n: int) -> np.ndarray:
@@ -672,9 +685,10 @@ def _blas_threads(limit: int):
 
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
-                 threads: Optional[int] = 1, step_noise=None, sample_ids=None) -> RunResult:
+                 threads: Optional[int] = 1, step_noise=None, sample_ids=None,
+                 record_spikes: bool = False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
-    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``)."""
+    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``)."""
     return Emulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
                                  progress=progress, threads=threads, step_noise=step_noise,
-                                 sample_ids=sample_ids)
+                                 sample_ids=sample_ids, record_spikes=record_spikes)

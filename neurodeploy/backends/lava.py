@@ -329,7 +329,7 @@ def _kill_new_children(before: set, grace: float = 2.0) -> None:
 
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
              stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
-             step_noise=None, sample_ids=None) -> RunResult:
+             step_noise=None, sample_ids=None, record_spikes: bool = False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
     Compiles the process graph once and runs every sample for ``T + latency``
@@ -338,7 +338,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     ``record_state`` reads every population's u and v after each sample (slow:
     Lava moves Var values one element at a time). ``batch_size`` is accepted
     for call compatibility with the emulator and ignored (Lava runs one sample
-    at a time).
+    at a time). ``record_spikes`` keeps every population's spikes at every
+    step (``RunResult.layer_spikes``, IR neuron order; they are received anyway).
 
     ``step_noise`` (a :class:`~neurodeploy.noise.hardware.StepNoise`) adds
     noise-injection processes to the graph (:mod:`neurodeploy.backends.lava_noise`)
@@ -371,6 +372,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     sizes = [int(np.prod(lp.shape)) for lp in plan.layers]
     us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+    spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
 
     before = set(multiprocessing.active_children())
     graph = None
@@ -393,7 +395,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             task = bar.add_task("lava", total=n)
         for k in range(n):
             graph.source.run(condition=RunSteps(num_steps=P, blocking=True))
-            _read_sample(graph, plan, k, out, counts, us, vs, P)
+            _read_sample(graph, plan, k, out, counts, us, vs, P, spk)
             for var in graph.var_resets:
                 var.set(np.zeros(var.shape))
             if bar is not None:
@@ -415,7 +417,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             if not stopped:
                 warnings.warn(f"the Lava runtime did not stop within {timeout:.0f} s; "
                               "its processes were terminated", RuntimeWarning, stacklevel=2)
-    return RunResult(out, counts, us, vs, latency=L, time_steps=T)
+    return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk)
 
 
 def _noise_stream(arr: np.ndarray, lp: LayerPlan) -> np.ndarray:
@@ -431,7 +433,7 @@ def _to_ir(lava_flat: np.ndarray, order: np.ndarray) -> np.ndarray:
     return ir
 
 
-def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int) -> None:
+def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int, spk=None) -> None:
     """Collect sample k's spikes (every step, every population) and, if asked, u and v."""
     last = len(plan.layers) - 1
     for li, (lp, lif) in enumerate(zip(plan.layers, graph.lifs)):
@@ -440,6 +442,8 @@ def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, ste
         counts[k, li] = int(spikes.sum(dtype=np.int64))
         if li == last:
             out[k] = _to_ir(spikes.astype(np.uint8), lp.order)
+        if spk is not None:
+            spk[li][k] = _to_ir(spikes.astype(np.uint8), lp.order)
         if us is not None:
             lif = graph.lifs[li]
             us[li][k] = _to_ir(np.rint(lif.u.get()).astype(np.int64).reshape(-1), lp.order)

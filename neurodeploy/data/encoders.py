@@ -27,10 +27,11 @@ def _check_steps(time_steps: object, allow_none: bool, who: str) -> Optional[int
 
 
 class Encoder(torch.nn.Module):
-    """Base class: ``forward(x)`` maps ``(B, *shape)`` to ``(T, B, *shape)``.
+    """Base class: ``forward(x, generator=None)`` maps ``(B, *shape)`` to ``(T, B, *shape)``.
 
     ``time_steps`` is the sequence length T it produces (``None`` for the
-    temporal encoder when T comes from the data).
+    temporal encoder when T comes from the data). ``generator`` seeds
+    stochastic encoders for this call only; deterministic ones ignore it.
     """
 
     time_steps: Optional[int]
@@ -39,7 +40,8 @@ class Encoder(torch.nn.Module):
         super().__init__()
         self.time_steps = time_steps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward(self, x: torch.Tensor,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -52,7 +54,7 @@ class DirectEncoder(Encoder):
     def __init__(self, time_steps: int) -> None:
         super().__init__(_check_steps(time_steps, False, "DirectEncoder"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``(B, *shape)`` -> ``(T, B, *shape)``, every step equal to ``x``."""
         # repeat (a real copy) rather than expand (a view) so downstream in-place ops are safe.
         return x.unsqueeze(0).repeat(self.time_steps, *([1] * x.dim()))
@@ -73,8 +75,10 @@ class _StraightThroughBernoulli(torch.autograd.Function):
 class PoissonEncoder(Encoder):
     """Rate coding: at each step a Bernoulli spike with probability ``clamp(x, 0, 1)``.
 
-    ``generator`` (a :class:`torch.Generator`, settable at any time) makes the
-    spikes reproducible; ``None`` uses torch's global RNG. The backward pass is
+    The ``generator`` passed to :meth:`forward` makes the spikes reproducible;
+    without one the ``generator`` attribute (training sets it per epoch) is
+    used, and without that torch's global RNG. Evaluation always passes one,
+    so the float model and the chip see the same spikes. The backward pass is
     straight-through: d spike / d x = 1 at every step, so attacks see a
     useful gradient (the sum over steps of the upstream gradient).
     """
@@ -83,12 +87,12 @@ class PoissonEncoder(Encoder):
         super().__init__(_check_steps(time_steps, False, "PoissonEncoder"))
         self.generator = generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``(B, *shape)`` -> 0/1 spikes ``(T, B, *shape)`` in ``x``'s (floating) dtype."""
         if not torch.is_floating_point(x):
             x = x.float()
         shape = (self.time_steps, *x.shape)
-        gen = self.generator
+        gen = generator if generator is not None else self.generator
         # Draw on the generator's device so a given seed gives the same spikes wherever x lives.
         device = gen.device if gen is not None else x.device
         u = torch.rand(shape, generator=gen, device=device, dtype=torch.float32).to(x.device)
@@ -107,7 +111,7 @@ class TemporalEncoder(Encoder):
     def __init__(self, time_steps: Optional[int] = None) -> None:
         super().__init__(_check_steps(time_steps, True, "TemporalEncoder"))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Move the time axis first: ``(B, T, F)`` -> ``(T, B, F)``."""
         if x.dim() != 3:
             raise ValueError(f"TemporalEncoder expects sequences (B, T, F), got shape {tuple(x.shape)}")

@@ -1,16 +1,22 @@
-"""The end-to-end job: train (or reuse), quantize, export, run float and fixed point, compare.
+"""The end-to-end job: train (or reuse), deploy, export, run every rung on the same inputs, compare.
 
 ``neurodeploy pipeline --config models/X.yaml`` leaves in ``runs/X/``:
 
 * the trained run (``checkpoint.pt``, ``metrics.jsonl``, ``config.yaml``);
-* ``<profile>/network.net`` (lava-dl netx HDF5), ``<profile>/model.nir``,
-  ``<profile>/model_step.onnx`` and the quantization report;
-* ``<profile>/report.{json,md,png}``: float vs fixed-point accuracy,
-  per-sample prediction agreement, output spike-count agreement, spikes and
-  synaptic operations per sample, emulator vs Lava agreement on a subset.
+* ``<profile>/``: the deployment (:mod:`neurodeploy.evaluate.deployment`):
+  ``network.net`` (lava-dl netx HDF5), ``model.nir`` and ``model_step.onnx``,
+  all three of the one deployable float model and its quantization, plus the
+  quantization report and ``deployment.json``;
+* ``<profile>/report.{json,md,png}``: the *loss ladder*: trained float ->
+  deployable float (DLIF gain folded, fine-tuned if asked) -> fixed point
+  (emulator, whole split) -> Lava (a subset), with accuracy, a 95% interval
+  and the per-sample agreement with the rung before. The Lava subset is shown
+  with every rung on those same samples.
 
-The emulator runs the whole test split; Lava runs the first ``lava_samples``
-samples (it is ~100x slower), and the emulator must agree with it exactly.
+Every rung gets the same integer inputs, encoded once from the run's seed
+(:mod:`neurodeploy.evaluate.inputs`). The emulator must agree with Lava on
+every layer's spikes; where it does not, the report says so at the top and
+the pipeline fails (:class:`~neurodeploy.evaluate.agreement.BackendDisagreement`).
 """
 
 from __future__ import annotations
@@ -22,34 +28,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from ..backends import run_network
-from ..config import load_config
+from ..config import RunConfig, load_config
 from ..data import load_dataset
-from ..data.encoders import PoissonEncoder, TemporalEncoder
+from ..fileio import atomic_path
 from ..ir import ConvLayer, Network
-from ..models import SNNClassifier
-from ..neurons.modules import record_activity
-from ..quant import load_profile, quantize_model
 from ..quant.report import print_report, report_dict, write_report
 from ..train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ..train.loop import epoch_generator, load_run, set_threads, train
-
-
-def network_inputs(model: SNNClassifier, network: Network, x: np.ndarray,
-                   generator: Optional[torch.Generator] = None) -> np.ndarray:
-    """Integer per-step inputs ``(samples, T, *input_shape)`` for ``network`` from samples ``x``."""
-    if isinstance(model.encoder, TemporalEncoder):
-        return network.input_encoding.encode(x)
-    if isinstance(model.encoder, PoissonEncoder):
-        model.encoder.generator = generator
-        with torch.no_grad():
-            spikes = model.encoder(torch.as_tensor(x)).numpy()  # (T, B, ...)
-        return np.moveaxis(spikes, 0, 1).astype(np.int64)
-    enc = network.input_encoding.encode(x)
-    # a read-only view repeating the sample over T (the emulator computes repeated steps once)
-    return np.broadcast_to(enc[:, None], (enc.shape[0], network.time_steps, *enc.shape[1:]))
+from ..train.loop import RunError, set_threads, train
+from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
+from .deployment import prepare_deployment
+from .inputs import float_run
 
 
 def fan_out(network: Network) -> list[float]:
@@ -76,188 +66,276 @@ def synaptic_ops(network: Network, input_nonzeros: np.ndarray, layer_spikes: np.
     return ops
 
 
-@torch.no_grad()
-def float_outputs(model: SNNClassifier, x: np.ndarray, batch_size: int = 250) -> dict[str, np.ndarray]:
-    """Float model predictions, output spike counts and per-layer spike counts per sample."""
-    model.eval()
-    counts, layers, preds = [], [], []
-    for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[i:i + batch_size])
-        with record_activity(model) as recs:
-            out = model.output_sequence(xb)
-        counts.append(out.sum(0).numpy())
-        layers.append(torch.stack([r.spikes.flatten(2).sum((0, 2)) for r in recs], 1).numpy())
-        preds.append(out.sum(0).argmax(1).numpy())
-    return {"predictions": np.concatenate(preds), "output_counts": np.concatenate(counts).astype(np.int64),
-            "layer_spikes": np.concatenate(layers)}
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
-def _ensure_run(config: Path, run_dir: Path, epochs: Optional[int], seed: Optional[int], progress: bool,
-                log: Callable[[str], None]) -> None:
+def config_differences(saved: dict, wanted: dict) -> dict[str, tuple]:
+    """Dotted keys whose values differ between two config dicts: ``{key: (saved, wanted)}``."""
+    a, b = _flat(saved), _flat(wanted)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def ensure_run(cfg: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True,
+               log: Callable[[str], None] = print) -> str:
+    """Train ``cfg`` into ``run_dir`` unless a run there already is (or can become) that run.
+
+    A finished run of the same config is reused; one that stopped early, or
+    whose config differs only by a larger ``training.epochs``, is resumed
+    (extended). Any other difference is a :class:`RunError` naming the keys,
+    unless ``force`` (retrain from scratch). Returns what was done:
+    ``"trained"``, ``"resumed"``, ``"reused"`` or ``"retrained"``.
+    """
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    if not ckpt_path.is_file():
+        train(cfg, run_dir, progress=progress, log=log)
+        return "trained"
+    saved = load_checkpoint(ckpt_path)
+    diff = config_differences(saved["config"], cfg.to_dict())
+    epochs_only = set(diff) == {"training.epochs"} and diff["training.epochs"][1] > diff["training.epochs"][0]
+    if diff and not epochs_only:
+        if not force:
+            keys = ", ".join(f"{k} ({a!r} there, {b!r} asked)" for k, (a, b) in diff.items())
+            raise RunError(f"{run_dir} holds a run of another config: {keys}; use --out for a new run folder "
+                           f"or --force to retrain it")
+        log(f"{run_dir} holds a run of another config; retraining (--force)")
+        train(cfg, run_dir, force=True, progress=progress, log=log)
+        return "retrained"
+    if saved["epoch"] < cfg.training.epochs:
+        log(f"resuming {run_dir} from epoch {saved['epoch']} to {cfg.training.epochs}")
+        train(cfg, run_dir, resume=True, progress=progress, log=log, extend_to=cfg.training.epochs)
+        return "resumed"
+    log(f"reusing the trained run in {run_dir}")
+    return "reused"
+
+
+def _rung(name: str, backend: str, pred: np.ndarray, y: np.ndarray, previous: Optional[np.ndarray],
+          **extra) -> dict:
+    correct = int(np.sum(pred == y))
+    lo, hi = wilson_interval(correct, len(y))
+    return {"rung": name, "backend": backend, "samples": int(len(y)), "correct": correct,
+            "accuracy": correct / len(y), "ci95": [lo, hi],
+            "agreement_with_previous": None if previous is None else float(np.mean(pred == previous)),
+            **extra}
+
+
+def _activity(network: Network, nonzeros: np.ndarray, layer_spikes: np.ndarray) -> dict:
+    return {"spikes_per_sample": float(layer_spikes.sum(1).mean()),
+            "spikes_per_layer": layer_spikes.mean(0).tolist(),
+            "synops_per_sample": float(synaptic_ops(network, nonzeros, layer_spikes).mean())}
+
+
+def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str = "loihi2",
+                 lava_samples: int = 200, test_samples: Optional[int] = None, epochs: Optional[int] = None,
+                 seed: Optional[int] = None, finetune: int = 2, force: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run the whole job for one model config; return the report dict.
+
+    ``finetune`` epochs of quantization-aware fine-tuning (frozen mean DLIF
+    gain, straight-through rounded weights) precede quantization; 0 gives
+    plain post-training quantization. Raises
+    :class:`~neurodeploy.evaluate.agreement.BackendDisagreement` after
+    writing the report when the emulator and Lava disagree.
+    """
+    from ..io import NetxInexactWarning, export_nir, export_onnx, write_netx
+
+    t_start = time.perf_counter()
     overrides = {}
     if epochs is not None:
         overrides["training.epochs"] = epochs
     if seed is not None:
         overrides["seed"] = seed
     cfg = load_config(config, overrides)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    if ckpt_path.is_file():
-        saved = load_checkpoint(ckpt_path)
-        if saved["config"] != cfg.to_dict():
-            log(f"{run_dir} holds a run of a different config; retraining")
-            train(cfg, run_dir, force=True, progress=progress, log=log)
-        elif saved["epoch"] < cfg.training.epochs:
-            log(f"resuming {run_dir} from epoch {saved['epoch']}")
-            train(cfg, run_dir, resume=True, progress=progress, log=log)
-        else:
-            log(f"reusing the trained run in {run_dir}")
-        return
-    train(cfg, run_dir, progress=progress, log=log)
-
-
-def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str = "loihi2",
-                 lava_samples: int = 200, test_samples: Optional[int] = None, epochs: Optional[int] = None,
-                 seed: Optional[int] = None, finetune: int = 2, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict:
-    """Run the whole job for one model config; return the report dict.
-
-    ``finetune`` epochs of quantization-aware fine-tuning (frozen mean DLIF
-    gain, straight-through rounded weights) precede quantization; 0 gives
-    plain post-training quantization. The float side of the comparison is
-    always the trained model itself.
-    """
-    from ..io import NetxInexactWarning, export_nir, export_onnx, write_netx
-
-    t_start = time.perf_counter()
-    run_dir = run_dir or Path("runs") / Path(config).stem
-    _ensure_run(Path(config), run_dir, epochs, seed, progress, log)
-    cfg, model, ckpt = load_run(run_dir)
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / Path(config).stem
+    training = ensure_run(cfg, run_dir, force=force, progress=progress, log=log)
+    dep = prepare_deployment(run_dir, profile, finetune, progress=progress, log=log)
+    cfg = dep.cfg
     set_threads(cfg.threads)
-    hw = load_profile(profile)
-    input_shape = tuple(ckpt["input_shape"])
-    time_steps = cfg.data.time_steps or input_shape[0]
-    deploy_model = model
-    if finetune > 0:
-        from ..quant.finetune import finetune_quantized
-
-        log(f"quantization-aware fine-tuning for {finetune} epoch(s)")
-        deploy_model = finetune_quantized(run_dir, profile, finetune, progress=progress)
-    quant = quantize_model(deploy_model, input_shape, hw, time_steps=time_steps, name=cfg.name)
-    network = quant.network
-    out = run_dir / hw.name
+    network, out = dep.network, dep.folder
     out.mkdir(parents=True, exist_ok=True)
-    write_report(quant, out)
+    write_report(dep.quantized, out)
     if progress:
-        print_report(quant)
+        print_report(dep.quantized)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NetxInexactWarning)
         write_netx(network, out / "network.net", exact=False)
     netx_notes = [str(w.message) for w in caught if issubclass(w.category, NetxInexactWarning)]
     for note in netx_notes:
         log(f"note: {note}")
-    export_nir(model, out / "model.nir", input_shape=input_shape, time_steps=time_steps)
-    export_onnx(model, out / "model_step.onnx")
-    log(f"exported {out}/network.net, model.nir, model_step.onnx")
+    # the float views of the deploy folder are of the model that was quantized
+    export_nir(dep.model, out / "model.nir", input_shape=dep.input_shape, time_steps=dep.time_steps)
+    export_onnx(dep.model, out / "model_step.onnx", input_shape=dep.input_shape)
+    log(f"exported {out}/network.net, model.nir, model_step.onnx ({dep.describe()})")
 
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
     x, y = data.x_test[:test_samples], data.y_test[:test_samples]
+    inputs = dep.inputs(x, dep.encoder_generator(cfg.seed))      # encoded once, fed to every rung
+    nz = inputs.nonzeros()
+    trained = float_run(dep.trained, inputs)
     t0 = time.perf_counter()
-    flt = float_outputs(model, x)
+    deploy = float_run(dep.model, inputs)
     float_seconds = time.perf_counter() - t0
-    inputs = network_inputs(model, network, x, epoch_generator(cfg.seed, -1))
     t0 = time.perf_counter()
-    emu = run_network(network, inputs, backend="emulator", progress=progress)
+    emu = run_network(network, inputs.values, backend="emulator", progress=progress)
     emu_seconds = time.perf_counter() - t0
     n_lava = min(lava_samples, len(x))
-    lava = None
-    lava_seconds = 0.0
+    lava, lava_seconds, difference = None, 0.0, None
     if n_lava > 0:
         t0 = time.perf_counter()
-        lava = run_network(network, inputs[:n_lava], backend="lava", progress=progress)
+        lava = run_network(network, inputs.values[:n_lava], backend="lava", progress=progress, record_spikes=True)
         lava_seconds = time.perf_counter() - t0
+        difference = first_difference(network, inputs.values[:n_lava], emu, lava)
 
     emu_pred = emu.predictions()
     emu_counts = emu.aligned_output().sum(1, dtype=np.int64)
-    nz = (inputs != 0).reshape(len(x), -1).sum(1)
+    ladder = [
+        _rung("trained float", "float", trained["predictions"], y, None,
+              **_activity(network, nz, trained["layer_spikes"])),
+        _rung("deployable float", "float", deploy["predictions"], y, trained["predictions"],
+              **_activity(network, nz, deploy["layer_spikes"]), seconds=float_seconds),
+        _rung("fixed point", "emulator", emu_pred, y, deploy["predictions"],
+              **_activity(network, nz, emu.spike_counts), seconds=emu_seconds,
+              samples_per_second=len(x) / emu_seconds if emu_seconds > 0 else None),
+    ]
     report = {
-        "config": str(config), "run_dir": str(run_dir), "profile": hw.name, "dataset": cfg.data.dataset,
-        "finetune_epochs": finetune,
-        "test_samples": int(len(x)), "time_steps": int(time_steps), "latency": int(network.latency),
-        "float": {
-            "accuracy": float(np.mean(flt["predictions"] == y)),
-            "spikes_per_sample": float(flt["layer_spikes"].sum(1).mean()),
-            "spikes_per_layer": flt["layer_spikes"].mean(0).tolist(),
-            "synops_per_sample": float(synaptic_ops(network, nz, flt["layer_spikes"]).mean()),
-            "seconds": float_seconds,
-        },
-        "fixed_point": {
-            "backend": "emulator",
-            "accuracy": float(np.mean(emu_pred == y)),
-            "spikes_per_sample": float(emu.spike_counts.sum(1).mean()),
-            "spikes_per_layer": emu.spike_counts.mean(0).tolist(),
-            "synops_per_sample": float(synaptic_ops(network, nz, emu.spike_counts).mean()),
-            "seconds": emu_seconds,
-            "samples_per_second": len(x) / emu_seconds if emu_seconds > 0 else None,
-        },
+        "config": str(config), "run_dir": str(run_dir), "profile": dep.profile.name, "dataset": cfg.data.dataset,
+        "encoder": cfg.data.encoder, "seed": cfg.seed, "training": training,
+        "deployment": {"finetune_epochs": dep.finetune_epochs, "description": dep.describe()},
+        "finetune_epochs": dep.finetune_epochs,
+        "test_samples": int(len(x)), "time_steps": int(dep.time_steps), "latency": int(network.latency),
+        "ladder": ladder,
+        "float": ladder[1], "trained_float": ladder[0], "fixed_point": ladder[2],
         "agreement": {
-            "prediction_float_vs_fixed": float(np.mean(flt["predictions"] == emu_pred)),
-            "output_counts_identical": float(np.mean(np.all(flt["output_counts"] == emu_counts, axis=1))),
-            "output_counts_mean_abs_diff": float(np.mean(np.abs(flt["output_counts"] - emu_counts))),
+            "prediction_float_vs_fixed": float(np.mean(deploy["predictions"] == emu_pred)),
+            "output_counts_identical": float(np.mean(np.all(deploy["output_counts"] == emu_counts, axis=1))),
+            "output_counts_mean_abs_diff": float(np.mean(np.abs(deploy["output_counts"] - emu_counts))),
         },
-        "quantization": report_dict(quant),
+        "accuracy_drop": ladder[1]["accuracy"] - ladder[2]["accuracy"],
+        "accuracy_drop_from_trained": ladder[0]["accuracy"] - ladder[2]["accuracy"],
+        "quantization": report_dict(dep.quantized),
         "netx_export": {"exact": not netx_notes, "notes": netx_notes},
     }
-    report["accuracy_drop"] = report["float"]["accuracy"] - report["fixed_point"]["accuracy"]
     if lava is not None:
-        same_spikes = np.all(lava.output_spikes == emu.output_spikes[:n_lava], axis=(1, 2))
+        ys = y[:n_lava]
+        lava_pred = lava.predictions()
+        sub = [_rung(r["rung"], r["backend"], p[:n_lava], ys, None if q is None else q[:n_lava])
+               for r, p, q in zip(ladder, (trained["predictions"], deploy["predictions"], emu_pred),
+                                  (None, trained["predictions"], deploy["predictions"]))]
+        sub.append(_rung("Lava", "lava", lava_pred, ys, emu_pred[:n_lava], seconds=lava_seconds,
+                         samples_per_second=n_lava / lava_seconds if lava_seconds > 0 else None))
+        same_out = np.all(lava.output_spikes == emu.output_spikes[:n_lava], axis=(1, 2))
+        same_counts = np.all(lava.spike_counts == emu.spike_counts[:n_lava], axis=1)
+        report["lava_subset"] = {"samples": n_lava, "ladder": sub}
         report["lava"] = {
-            "samples": n_lava,
-            "accuracy": float(np.mean(lava.predictions() == y[:n_lava])),
-            "float_accuracy_on_subset": float(np.mean(flt["predictions"][:n_lava] == y[:n_lava])),
-            "emulator_agreement_predictions": float(np.mean(lava.predictions() == emu_pred[:n_lava])),
-            "emulator_identical_output_spikes": float(np.mean(same_spikes)),
-            "emulator_identical_spike_counts": float(np.mean(np.all(lava.spike_counts == emu.spike_counts[:n_lava],
-                                                                     axis=1))),
-            "seconds": lava_seconds,
-            "samples_per_second": n_lava / lava_seconds if lava_seconds > 0 else None,
+            **sub[-1],
+            "float_accuracy_on_subset": sub[1]["accuracy"],
+            "emulator_accuracy_on_subset": sub[2]["accuracy"],
+            "emulator_agreement_predictions": float(np.mean(lava_pred == emu_pred[:n_lava])),
+            "emulator_identical_output_spikes": float(np.mean(same_out)),
+            "emulator_identical_spike_counts": float(np.mean(same_counts)),
         }
-        if report["lava"]["emulator_identical_output_spikes"] < 1.0:
-            log("WARNING: the emulator and Lava disagree on some samples; this is a bug, please report it")
+        report["emulator_vs_lava"] = {"identical": difference is None, "compared": "every layer's spike counts and "
+                                      "the output spike trains of every sample", "first_difference": difference}
     report["seconds"] = time.perf_counter() - t_start
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(report))
-    _plot(report, flt, emu_counts, out / "report.png")
+    message = describe_difference(difference, "the pipeline's Lava subset") if difference else None
+    report["error"] = message
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(_markdown(report))
+    with atomic_path(out / "report.png") as tmp:
+        _plot(report, deploy, emu_counts, tmp)
+    if progress:
+        print_ladder(report)
     log(f"report written to {out}/report.{{json,md,png}}")
+    if message:
+        raise BackendDisagreement(message, difference)
     return report
+
+
+def _pct(a: float) -> str:
+    return f"{100 * a:.2f}%"
+
+
+def _ci(r: dict) -> str:
+    return f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f}"
+
+
+def _agree(r: dict) -> str:
+    return "" if r["agreement_with_previous"] is None else _pct(r["agreement_with_previous"])
+
+
+def ladder_rows(report: dict) -> list[tuple[str, list[dict]]]:
+    """(title, rungs) of the report's ladders: the whole split, then the Lava subset."""
+    out = [(f"all {report['test_samples']} test samples", report["ladder"])]
+    if "lava_subset" in report:
+        out.append((f"the first {report['lava_subset']['samples']} test samples (the Lava subset)",
+                    report["lava_subset"]["ladder"]))
+    return out
+
+
+def print_ladder(report: dict) -> None:
+    """The loss ladder on the terminal (rich tables)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if report.get("error"):
+        console.print(f"[bold red]ERROR: {report['error']}")
+    for title, rungs in ladder_rows(report):
+        table = Table(title=f"loss ladder on {title}")
+        for col in ("rung", "backend", "accuracy", "95% interval", "same prediction as the rung above"):
+            table.add_column(col, justify="left" if col in ("rung", "backend") else "right")
+        for r in rungs:
+            table.add_row(r["rung"], r["backend"], _pct(r["accuracy"]), _ci(r), _agree(r))
+        console.print(table)
 
 
 def _markdown(r: dict) -> str:
     f, q, a = r["float"], r["fixed_point"], r["agreement"]
-    lines = [
-        f"# {Path(r['config']).stem}: float vs fixed point ({r['profile']})", "",
-        f"{r['test_samples']} test samples of {r['dataset']}, T = {r['time_steps']} "
-        f"(the fixed-point network answers {r['latency']} steps later: one step per synaptic layer). "
-        + (f"Quantized after {r['finetune_epochs']} epoch(s) of quantization-aware fine-tuning."
-           if r["finetune_epochs"] else "Post-training quantization (no fine-tuning)."), "",
-        "| | float (torch) | fixed point (emulator) |", "|---|---:|---:|",
-        f"| accuracy | {100 * f['accuracy']:.2f}% | {100 * q['accuracy']:.2f}% |",
+    lines = []
+    if r.get("error"):
+        lines += [f"> **ERROR: {r['error']}.** The numbers below are not a valid comparison.", ""]
+    lines += [
+        f"# {Path(r['config']).stem}: from float to the chip ({r['profile']})", "",
+        f"{r['test_samples']} test samples of {r['dataset']} ({r['encoder']} encoding, seed {r['seed']}), "
+        f"T = {r['time_steps']} (the fixed-point network answers {r['latency']} steps later: one step per "
+        f"synaptic layer). Deployable float model: {r['deployment']['description']}. Every rung gets the same "
+        f"integer inputs, encoded once.", "",
+    ]
+    for title, rungs in ladder_rows(r):
+        lines += [f"## Loss ladder on {title}", "",
+                  "| rung | backend | accuracy | 95% interval | same prediction as the rung above |",
+                  "|---|---|---:|---:|---:|"]
+        lines += [f"| {x['rung']} | {x['backend']} | {_pct(x['accuracy'])} | {_ci(x)} | {_agree(x)} |"
+                  for x in rungs]
+        lines.append("")
+    lines += [
+        "## Deployable float vs fixed point (all samples)", "",
+        "| | deployable float (torch) | fixed point (emulator) |", "|---|---:|---:|",
         f"| spikes / sample | {f['spikes_per_sample']:.1f} | {q['spikes_per_sample']:.1f} |",
         f"| synaptic ops / sample | {f['synops_per_sample']:.0f} | {q['synops_per_sample']:.0f} |",
         f"| seconds | {f['seconds']:.2f} | {q['seconds']:.2f} |", "",
-        f"- accuracy drop float -> fixed point: {100 * r['accuracy_drop']:.2f} points",
-        f"- same prediction float vs fixed point: {100 * a['prediction_float_vs_fixed']:.2f}% of samples",
+        f"- accuracy drop deployable float -> fixed point: {100 * r['accuracy_drop']:.2f} points "
+        f"(from the trained float model: {100 * r['accuracy_drop_from_trained']:.2f})",
+        f"- same prediction: {100 * a['prediction_float_vs_fixed']:.2f}% of samples",
         f"- identical output spike counts: {100 * a['output_counts_identical']:.2f}% of samples "
         f"(mean |difference| {a['output_counts_mean_abs_diff']:.3f} spikes per class)",
     ]
     if "lava" in r:
-        lv = r["lava"]
-        lines += [
-            f"- Lava (`Loihi2SimCfg(select_tag='fixed_pt')`) on the first {lv['samples']} samples: accuracy "
-            f"{100 * lv['accuracy']:.2f}% (float on the same samples {100 * lv['float_accuracy_on_subset']:.2f}%); "
-            f"emulator identical output spike trains on {100 * lv['emulator_identical_output_spikes']:.2f}% "
-            f"and identical predictions on {100 * lv['emulator_agreement_predictions']:.2f}% of them; "
-            f"{lv['samples_per_second']:.1f} samples/s vs the emulator's {q['samples_per_second']:.0f}.",
-        ]
+        lv, ev = r["lava"], r["emulator_vs_lava"]
+        verdict = ("identical spikes in every layer at every step" if ev["identical"]
+                   else "DIFFERENT spikes (see the error at the top)")
+        lines.append(f"- Lava (`Loihi2SimCfg(select_tag='fixed_pt')`) on the first {lv['samples']} samples: "
+                     f"{verdict}; {lv['samples_per_second']:.1f} samples/s vs the emulator's "
+                     f"{q['samples_per_second']:.0f}.")
     lines += ["", "## Quantization", ""]
     from ..quant.report import COLUMNS
 
@@ -269,37 +347,51 @@ def _markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ladder_bars(ax, rungs: list[dict], title: str) -> None:
+    colors = {"trained float": "#8c8c8c", "deployable float": "#4c72b0", "fixed point": "#dd8452",
+              "Lava": "#55a868"}
+    accs = np.array([100 * x["accuracy"] for x in rungs])
+    lo = np.array([100 * x["ci95"][0] for x in rungs])
+    hi = np.array([100 * x["ci95"][1] for x in rungs])
+    labels = [x["rung"].replace(" ", "\n") for x in rungs]
+    ax.bar(labels, accs, yerr=[accs - lo, hi - accs], capsize=4, color=[colors[x["rung"]] for x in rungs])
+    ax.set_ylim(max(0.0, float(lo.min()) - 5), 100)
+    ax.set_ylabel("test accuracy (%), 95% interval")
+    ax.set_title(title, fontsize=9)
+    for i, a in enumerate(accs):
+        ax.text(i, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
+
+
 def _plot(r: dict, flt: dict, emu_counts: np.ndarray, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    labels = ["float", "fixed (emulator)"] + ([f"Lava (first {r['lava']['samples']})"] if "lava" in r else [])
-    accs = [r["float"]["accuracy"], r["fixed_point"]["accuracy"]] + ([r["lava"]["accuracy"]] if "lava" in r else [])
-    axes[0].bar(labels, [100 * a for a in accs], color=["#4c72b0", "#dd8452", "#55a868"][:len(accs)])
-    lo = max(0.0, 100 * min(accs) - 10)
-    axes[0].set_ylim(lo, 100)
-    axes[0].set_ylabel("test accuracy (%)")
-    for i, a in enumerate(accs):
-        axes[0].text(i, 100 * a, f"{100 * a:.1f}", ha="center", va="bottom")
+    ladders = ladder_rows(r)
+    fig, axes = plt.subplots(1, 2 + len(ladders), figsize=(5 * (2 + len(ladders)), 4))
+    for ax, (title, rungs) in zip(axes, ladders):
+        _ladder_bars(ax, rungs, title)
+    ax_l, ax_h = axes[len(ladders)], axes[len(ladders) + 1]
     n = len(r["float"]["spikes_per_layer"])
     idx = np.arange(n)
-    axes[1].bar(idx - 0.2, r["float"]["spikes_per_layer"], 0.4, label="float")
-    axes[1].bar(idx + 0.2, r["fixed_point"]["spikes_per_layer"], 0.4, label="fixed point")
-    axes[1].set_xlabel("layer")
-    axes[1].set_ylabel("spikes / sample")
-    axes[1].set_xticks(idx)
-    axes[1].legend()
+    ax_l.bar(idx - 0.2, r["float"]["spikes_per_layer"], 0.4, label="deployable float")
+    ax_l.bar(idx + 0.2, r["fixed_point"]["spikes_per_layer"], 0.4, label="fixed point")
+    ax_l.set_xlabel("layer")
+    ax_l.set_ylabel("spikes / sample")
+    ax_l.set_xticks(idx)
+    ax_l.legend()
     fc, qc = flt["output_counts"].ravel(), emu_counts.ravel()
     top = max(int(fc.max(initial=0)), int(qc.max(initial=0))) + 1
     hist, _, _ = np.histogram2d(fc, qc, bins=[np.arange(top + 1) - 0.5] * 2)
-    axes[2].imshow(np.log1p(hist.T), origin="lower", cmap="viridis")
-    axes[2].set_xlabel("float output spike count")
-    axes[2].set_ylabel("fixed-point output spike count")
-    axes[2].set_title("per sample and class (log density)")
-    fig.suptitle(f"{Path(r['config']).stem} on {r['profile']}")
+    ax_h.imshow(np.log1p(hist.T), origin="lower", cmap="viridis")
+    ax_h.set_xlabel("deployable float output spike count")
+    ax_h.set_ylabel("fixed-point output spike count")
+    ax_h.set_title("per sample and class (log density)", fontsize=9)
+    title = f"{Path(r['config']).stem} on {r['profile']}"
+    if r.get("error"):
+        title = "ERROR: emulator and Lava disagree - " + title
+    fig.suptitle(title, color="red" if r.get("error") else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)

@@ -11,7 +11,6 @@ clean result exactly.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
@@ -22,8 +21,11 @@ import torch
 
 from ..attacks import PGD_PRESETS, fgsm, pgd
 from ..data import load_dataset
+from ..data.encoders import PoissonEncoder
 from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
+from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
+from .inputs import ChipInputs, chip_inputs, float_run
 from .pipeline import synaptic_ops
 from ..noise.specs import NoiseSpec, NoiseSpecError, resolve_noise_specs
 from ..noise.specs import parse_noise_spec  # noqa: F401  (re-exported)
@@ -62,38 +64,47 @@ def parse_backends(text: str) -> tuple[str, ...]:
     return names
 
 
+class _Seeded(torch.nn.Module):
+    """``model`` whose stochastic encoder draws from ``generator`` (attacks on Poisson models are reproducible)."""
+
+    def __init__(self, model: torch.nn.Module, generator: torch.Generator) -> None:
+        super().__init__()
+        self.model = model
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, self.generator)
+
+
 def _perturbed_inputs(model: torch.nn.Module, spec: NoiseSpec, level: float, x: torch.Tensor, y: torch.Tensor,
                       seed: int, repeat: int, batch_size: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(noise_seed(seed, spec.name, repeat))
-    return torch.cat([perturb(model, spec.name, level, x[i:i + batch_size], y[i:i + batch_size], g)
+    target = _Seeded(model, g) if isinstance(model.encoder, PoissonEncoder) else model
+    return torch.cat([perturb(target, spec.name, level, x[i:i + batch_size], y[i:i + batch_size], g)
                       for i in range(0, len(x), batch_size)])
 
 
-def _float_row(model: torch.nn.Module, xp: torch.Tensor, y: torch.Tensor, seed: int, batch_size: int,
-               step_hooks=None, network=None) -> dict:
-    if hasattr(model.encoder, "generator"):
-        # same Poisson spikes for every noise and level, so level 0 is the clean result
-        model.encoder.generator = torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
-    correct, spikes, layer_spikes = 0, 0.0, []
-    for i in range(0, len(xp), batch_size):
-        if step_hooks is not None:   # per-step noise: the draws of these samples (data-set indices)
-            step_hooks.set_samples(np.arange(i, min(i + batch_size, len(xp))))
-        act = model.activity(xp[i:i + batch_size])
-        correct += int((act["logits"].argmax(1) == y[i:i + batch_size]).sum())
-        spikes += float(act["spikes_per_layer"].sum())
-        layer_spikes.append(act["spikes_per_layer"].numpy())
-    row = {"accuracy": correct / len(xp), "spikes_per_sample": spikes / len(xp)}
-    if network is not None:
-        nz = _input_nonzeros(model, network, xp)
-        row["synops_per_sample"] = float(synaptic_ops(network, nz, np.concatenate(layer_spikes)).mean())
-    return row
+def _encoder_generator(seed: int) -> torch.Generator:
+    # the same Poisson spikes for every noise and level, so level 0 is the clean result
+    return torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
 
 
-def _input_nonzeros(model: torch.nn.Module, network, xp: torch.Tensor) -> np.ndarray:
-    """Non-zero input values per sample over the T steps (each drives the first layer's synapses)."""
-    from .pipeline import network_inputs
-
-    return (network_inputs(model, network, xp.numpy()) != 0).reshape(len(xp), -1).sum(1)
+def _float_row(model: torch.nn.Module, inputs: Optional[ChipInputs], xp: torch.Tensor, y: np.ndarray, seed: int,
+               batch_size: int, step_hooks=None, network=None) -> dict:
+    if inputs is None:
+        # no deployable network (float-only sweep of a model that cannot be quantized): pixels in, own encoder
+        g = _encoder_generator(seed)
+        acts = [model.activity(xp[i:i + batch_size], g) for i in range(0, len(xp), batch_size)]
+        pred = torch.cat([a["logits"] for a in acts]).argmax(1).numpy()
+        layer_spikes = torch.cat([a["spikes_per_layer"] for a in acts]).numpy()
+        return {"accuracy": float(np.mean(pred == y)), "samples": len(y),
+                "spikes_per_sample": float(layer_spikes.sum(1).mean())}, pred
+    on_batch = step_hooks.set_samples if step_hooks is not None else None   # per-step noise: these samples' draws
+    out = float_run(model, inputs, batch_size, on_batch)
+    row = {"accuracy": float(np.mean(out["predictions"] == y)), "samples": len(y),
+           "spikes_per_sample": float(out["layer_spikes"].sum(1).mean()),
+           "synops_per_sample": float(synaptic_ops(network, inputs.nonzeros(), out["layer_spikes"]).mean())}
+    return row, out["predictions"]
 
 
 def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec], repeats: int,
@@ -101,30 +112,37 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
           batch_size: int = 250, on_step: Optional[Callable[[], None]] = None) -> list[dict]:
     """Accuracy and activity on every backend for every (noise, level, repeat).
 
+    ``model`` is the float model that ``quantized`` (a QuantizationResult) was
+    quantized from: the deployable float model of a run
+    (:func:`~neurodeploy.evaluate.deployment.load_deployment`).
+
     Input noises perturb the samples once per (noise, level, repeat) in float
-    (attacks are crafted on the float model and transferred); the fixed-point
-    backends run the deployed network (``quantized``, a QuantizationResult) on
-    the same perturbed samples: the emulator on all of them, Lava on the first
-    ``lava_samples``, with the emulator/Lava agreement on that subset recorded
-    (it must be 1.0). Hardware (network) noises perturb the chip instead: the
-    same seeded draws give the perturbed fixed-point network and the matching
-    perturbed float model (neurodeploy.noise.hardware). Step noises
-    (spike-drop, current-noise, membrane-noise) are drawn anew at every step:
-    the same per-sample draws go into the float model's hooks, the emulator's
-    noisy LIF steps and Lava's noise-injection processes
-    (:class:`~neurodeploy.noise.hardware.StepNoise`, one seed per (noise, repeat)).
+    (attacks are crafted on ``model`` and transferred); the perturbed samples
+    are then encoded once into chip inputs (Poisson spikes from one seeded
+    stream) and the same integers go to every backend: the float model, the
+    emulator on all samples and Lava on the first ``lava_samples``. Lava rows
+    carry the float and emulator accuracy on that same subset and the
+    emulator/Lava comparison of every layer's spikes (``first_difference``:
+    None, or where they part ways, a bug). Hardware (network) noises perturb
+    the chip instead: the same seeded draws give the perturbed fixed-point
+    network and the matching perturbed float model
+    (neurodeploy.noise.hardware). Step noises (spike-drop, current-noise,
+    membrane-noise) are drawn anew at every step: the same per-sample draws go
+    into the float model's hooks, the emulator's noisy LIF steps and Lava's
+    noise-injection processes (:class:`~neurodeploy.noise.hardware.StepNoise`,
+    one seed per (noise, repeat)).
     """
     network = quantized.network if quantized is not None else None
     for spec in specs:
         if spec.kind in ("network", "step") and quantized is None:
             raise NoiseSpecError(f"--noise {spec.name}: a hardware noise needs the quantized network of the run")
     from ..backends import run_network
-    from .pipeline import network_inputs
 
     model.eval()
     rows = []
     cache: dict[str, dict] = {}
     y_np = y.numpy()
+    n_lava = min(lava_samples, len(x)) if "lava" in backends else 0
     for spec in specs:
         for repeat in range(repeats):
             for level in spec.levels:
@@ -141,37 +159,44 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                     elif spec.kind == "network":
                         # one simulated chip instance per (noise, repeat); same draws in torch and fixed point
                         chip = noise_seed(seed, spec.name, repeat)
-                        if quantized is None:
-                            raise NoiseSpecError(f"--noise {spec.name}: a hardware noise needs the quantized "
-                                                 f"network of the run")
                         net = perturb_network(quantized.network, spec.name, level, chip)
                         flt_model = perturb_float_model(model, spec.name, level, chip, quantized)
                         xp = x
                     else:
                         xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
-                    results = {}
+                    # encoded once: the same integers for the float model, the emulator and Lava
+                    inputs = chip_inputs(model, network, xp, _encoder_generator(seed)) if network is not None \
+                        else None
+                    results, preds = {}, {}
                     if "float" in backends:
-                        results["float"] = _float_row(flt_model, xp, y, seed, batch_size, hooks, net)
+                        results["float"], preds["float"] = _float_row(flt_model, inputs, xp, y_np, seed,
+                                                                      batch_size, hooks, net)
                     if net is not None and ("emulator" in backends or "lava" in backends):
-                        inputs = network_inputs(model, net, xp.numpy())
-                        emu = run_network(net, inputs, backend="emulator", step_noise=step)
+                        emu = run_network(net, inputs.values, backend="emulator", step_noise=step)
                         emu_pred = emu.predictions()
                         if "emulator" in backends:
-                            nz = (inputs != 0).reshape(len(inputs), -1).sum(1)
                             results["emulator"] = {
-                                "accuracy": float(np.mean(emu_pred == y_np)),
+                                "accuracy": float(np.mean(emu_pred == y_np)), "samples": len(y_np),
                                 "spikes_per_sample": float(emu.spike_counts.sum(1).mean()),
-                                "synops_per_sample": float(synaptic_ops(net, nz, emu.spike_counts).mean())}
-                        if "lava" in backends and lava_samples > 0:
-                            n = min(lava_samples, len(x))
-                            lava = run_network(net, inputs[:n], backend="lava", step_noise=step)
+                                "synops_per_sample": float(synaptic_ops(net, inputs.nonzeros(),
+                                                                        emu.spike_counts).mean())}
+                        if n_lava > 0:
+                            lava = run_network(net, inputs.values[:n_lava], backend="lava", step_noise=step,
+                                               record_spikes=True)
+                            diff = first_difference(net, inputs.values[:n_lava], emu, lava, step_noise=step)
+                            same = np.all(lava.spike_counts == emu.spike_counts[:n_lava], axis=1) & np.all(
+                                lava.output_spikes == emu.output_spikes[:n_lava], axis=(1, 2))
+                            ys = y_np[:n_lava]
                             results["lava"] = {
-                                "accuracy": float(np.mean(lava.predictions() == y_np[:n])),
+                                "accuracy": float(np.mean(lava.predictions() == ys)), "samples": n_lava,
                                 "spikes_per_sample": float(lava.spike_counts.sum(1).mean()),
-                                "samples": n,
-                                "emulator_identical_spikes": float(np.mean(np.all(
-                                    lava.output_spikes == emu.output_spikes[:n], axis=(1, 2)))),
+                                "emulator_accuracy_on_subset": float(np.mean(emu_pred[:n_lava] == ys)),
+                                "emulator_identical_spikes": float(np.mean(same)),
+                                "first_difference": diff,
                             }
+                            if "float" in preds:
+                                results["lava"]["float_accuracy_on_subset"] = float(
+                                    np.mean(preds["float"][:n_lava] == ys))
                     if level == 0:
                         cache = {b: dict(r) for b, r in results.items()}
                 for backend, row in results.items():
@@ -181,8 +206,18 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
     return rows
 
 
+def _ci(accuracy: float, samples: int, repeats: int) -> list[float]:
+    # pooled over repeats: every repeat is another draw on the same samples
+    n = samples * repeats
+    return list(wilson_interval(int(round(accuracy * n)), n))
+
+
 def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and spread of accuracy per (backend, noise, level), with the drop from clean."""
+    """Mean and spread of accuracy per (backend, noise, level), with a 95% interval and the drop from clean.
+
+    Lava items also carry the float and emulator accuracy on the same subset
+    of samples, so the three can be set side by side.
+    """
     out = []
     keys = sorted({(r.get("backend", "float"), r["noise"], r["level"]) for r in rows},
                   key=lambda k: (BACKEND_NAMES.index(k[0]), k[1], k[2]))
@@ -191,43 +226,70 @@ def summarize(rows: list[dict]) -> list[dict]:
                and r["level"] == level]
         clean = [r["accuracy"] for r in rows if r.get("backend", "float") == backend and r["level"] == 0]
         accs = np.array([r["accuracy"] for r in sel])
+        samples = int(sel[0].get("samples", 0))
         item = {
             "backend": backend, "noise": noise, "level": level, "accuracy_mean": float(accs.mean()),
-            "accuracy_std": float(accs.std()), "repeats": len(accs),
+            "accuracy_std": float(accs.std()), "repeats": len(accs), "samples": samples,
+            "ci95": _ci(float(accs.mean()), samples, len(accs)),
             "drop_from_clean": (float(np.mean(clean)) - float(accs.mean())) if clean else None,
             "spikes_per_sample": float(np.mean([r["spikes_per_sample"] for r in sel])),
         }
         if all("synops_per_sample" in r for r in sel):
             item["synops_per_sample"] = float(np.mean([r["synops_per_sample"] for r in sel]))
         if backend == "lava":
-            item["samples"] = sel[0]["samples"]
-            item["emulator_identical_spikes"] = float(np.mean([r["emulator_identical_spikes"] for r in sel]))
+            item["emulator_identical_spikes"] = float(min(r["emulator_identical_spikes"] for r in sel))
+            item["differences"] = [r["first_difference"] for r in sel if r.get("first_difference")]
+            for other in ("float", "emulator"):
+                key = f"{other}_accuracy_on_subset"
+                if all(key in r for r in sel):
+                    mean = float(np.mean([r[key] for r in sel]))
+                    item[key] = mean
+                    item[f"{other}_ci95_on_subset"] = _ci(mean, samples, len(sel))
         out.append(item)
     return out
 
 
+def _pct_ci(acc: float, ci: list[float]) -> str:
+    return f"{100 * acc:.2f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
 def _markdown(results: dict) -> str:
-    lines = ["# Robustness report", "", f"Seed {results['seed']}, {results['repeats']} repeat(s) per level; "
-             f"backends: {', '.join(results['backends'])}. Attacks are crafted on the float model and "
-             f"transferred to the fixed-point network.", ""]
+    lines = []
+    for err in results.get("errors", []):
+        lines += [f"> **ERROR: {err}.** The Lava columns of that run are not a valid comparison.", ""]
+    lines += ["# Robustness report", "", f"Seed {results['seed']}, {results['repeats']} repeat(s) per level; "
+              f"backends: {', '.join(results['backends'])}. The float model is the deployed one (the model the "
+              f"fixed-point network was quantized from); attacks are crafted on it and transferred to the "
+              f"fixed-point network; every backend gets the same encoded inputs. Accuracies are given with a 95% "
+              f"Wilson interval (pooled over repeats).", ""]
     for run in results["runs"]:
         lines += [f"## {run['name']} ({run['run_dir']})", "",
                   f"{run['samples']} test samples of {run['dataset']}"
-                  + (f"; fixed-point network: {run['network']}" if run.get("network") else "") + ".", "",
-                  "| backend | noise | level | accuracy (mean) | std | drop from clean | spikes / sample "
-                  "| synaptic ops / sample |",
+                  + (f"; deployed model: {run['network']}" if run.get("network") else "") + ".", "",
+                  "| backend | noise | level | accuracy (mean) [95% interval] | std | drop from clean "
+                  "| spikes / sample | synaptic ops / sample |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for s in run["summary"]:
+            if s["backend"] == "lava":
+                continue
             drop = "" if s["drop_from_clean"] is None else f"{round(100 * s['drop_from_clean'], 2) + 0.0:.2f}"
-            name = s["backend"] + (f" (first {s['samples']})" if s["backend"] == "lava" else "")
             synops = f"{s['synops_per_sample']:.0f}" if "synops_per_sample" in s else ""
-            lines.append(f"| {name} | {s['noise']} | {s['level']:.4g} | {100 * s['accuracy_mean']:.2f} | "
-                         f"{100 * s['accuracy_std']:.2f} | {drop} | {s['spikes_per_sample']:.1f} | {synops} |")
+            lines.append(f"| {s['backend']} | {s['noise']} | {s['level']:.4g} | "
+                         f"{_pct_ci(s['accuracy_mean'], s['ci95'])} | {100 * s['accuracy_std']:.2f} | {drop} | "
+                         f"{s['spikes_per_sample']:.1f} | {synops} |")
         lava = [s for s in run["summary"] if s["backend"] == "lava"]
         if lava:
-            agree = min(s["emulator_identical_spikes"] for s in lava)
-            lines += ["", f"Emulator vs Lava: identical output spike trains on {100 * agree:.2f}% of the Lava "
-                          f"samples at every level (lowest over all levels)."]
+            n = lava[0]["samples"]
+            lines += ["", f"### On the first {n} samples (the Lava subset)", "",
+                      "| noise | level | float | fixed point (emulator) | Lava | identical spikes, every layer |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for s in lava:
+                flt = (_pct_ci(s["float_accuracy_on_subset"], s["float_ci95_on_subset"])
+                       if "float_accuracy_on_subset" in s else "")
+                lines.append(f"| {s['noise']} | {s['level']:.4g} | {flt} | "
+                             f"{_pct_ci(s['emulator_accuracy_on_subset'], s['emulator_ci95_on_subset'])} | "
+                             f"{_pct_ci(s['accuracy_mean'], s['ci95'])} | "
+                             f"{100 * s['emulator_identical_spikes']:.0f}% |")
         lines.append("")
     return "\n".join(lines)
 
@@ -239,61 +301,88 @@ def _plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     noises = sorted({s["noise"] for run in results["runs"] for s in run["summary"]})
+    has_lava = any(s["backend"] == "lava" for run in results["runs"] for s in run["summary"])
     ncols = min(4, len(noises))
-    nrows = -(-len(noises) // ncols)
+    grid_rows = -(-len(noises) // ncols)
+    nrows = grid_rows * (2 if has_lava else 1)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat[len(noises):]:
-        ax.set_visible(False)
     styles = {"float": "-", "emulator": "--", "lava": ":"}
-    for ax, noise in zip(axes.flat, noises):
+
+    def curve(ax, pts, key, ci_key, label, style):
+        lv = [p["level"] for p in pts]
+        mean = np.array([p[key] for p in pts]) * 100
+        lo = np.array([p[ci_key][0] for p in pts]) * 100
+        hi = np.array([p[ci_key][1] for p in pts]) * 100
+        ax.errorbar(lv, mean, yerr=[mean - lo, hi - mean], marker="o", capsize=3, linestyle=style, label=label)
+
+    used = []
+    for k, noise in enumerate(noises):
+        ax = axes[(k // ncols) * (2 if has_lava else 1), k % ncols]
+        used.append(ax)
         for run in results["runs"]:
-            for backend in results["backends"]:
+            for backend in ("float", "emulator"):
                 pts = [s for s in run["summary"] if s["noise"] == noise and s["backend"] == backend]
+                if pts:
+                    curve(ax, pts, "accuracy_mean", "ci95", f"{run['name']} [{backend}]", styles[backend])
+        ax.set_title(f"{noise}: all {results['runs'][0]['samples']} samples", fontsize=9)
+        if has_lava:
+            ax2 = axes[(k // ncols) * 2 + 1, k % ncols]
+            used.append(ax2)
+            n = None
+            for run in results["runs"]:
+                pts = [s for s in run["summary"] if s["noise"] == noise and s["backend"] == "lava"]
                 if not pts:
                     continue
-                lv = [p["level"] for p in pts]
-                mean = np.array([p["accuracy_mean"] for p in pts]) * 100
-                std = np.array([p["accuracy_std"] for p in pts]) * 100
-                label = run["name"] + ("" if backend == "float" else f" [{backend}]")
-                ax.errorbar(lv, mean, yerr=std, marker="o", capsize=3, linestyle=styles[backend], label=label)
-        ax.set_title(noise)
+                n = pts[0]["samples"]
+                if all("float_accuracy_on_subset" in p for p in pts):
+                    curve(ax2, pts, "float_accuracy_on_subset", "float_ci95_on_subset", f"{run['name']} [float]",
+                          styles["float"])
+                curve(ax2, pts, "emulator_accuracy_on_subset", "emulator_ci95_on_subset",
+                      f"{run['name']} [emulator]", styles["emulator"])
+                curve(ax2, pts, "accuracy_mean", "ci95", f"{run['name']} [lava]", styles["lava"])
+            ax2.set_title(f"{noise}: the first {n} samples (Lava subset)", fontsize=9)
+    for ax in axes.flat:
+        if ax not in used:
+            ax.set_visible(False)
+            continue
         ax.set_xlabel("level")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel("accuracy (%), 95% interval")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+    used[0].legend(fontsize=7)
+    if has_lava:
+        used[1].legend(fontsize=7)
+    if results.get("errors"):
+        fig.suptitle("ERROR: the emulator and Lava disagree (see robustness.md)", color="red")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
-def _deployed_network(run_dir: Path, cfg, model, ckpt, profile: str, log: Callable[[str], None]):
-    """The run's quantization for ``profile``: of the fine-tuned model when the pipeline made one.
+def _deployment_for(run_dir: Path, profile: str, needs_network: bool, log: Callable[[str], None]):
+    """The run's deployment, or (float-only sweeps of a model that cannot be deployed) None and why."""
+    from ..quant import QuantizationError
+    from .deployment import load_deployment
 
-    Quantization is deterministic, so this is the network the pipeline exported.
-    """
-    from ..quant import load_profile, quantize_model
-    from ..train.checkpoint import load_checkpoint
-
-    hw = load_profile(profile)
-    deploy = model
-    tuned = Path(run_dir) / hw.name / "finetuned.pt"
-    what = f"{hw.name}, post-training quantization"
-    if tuned.is_file():
-        deploy = copy.deepcopy(model)
-        deploy.load_state_dict(load_checkpoint(tuned)["model"])
-        deploy.eval()
-        what = f"{hw.name}, quantized after fine-tuning ({tuned})"
-    shape = tuple(ckpt["input_shape"])
-    quantized = quantize_model(deploy, shape, hw, time_steps=cfg.data.time_steps or shape[0], name=cfg.name)
-    return quantized, what
+    try:
+        return load_deployment(run_dir, profile, log=log), None
+    except QuantizationError as exc:
+        if needs_network:
+            raise
+        return None, str(exc)
 
 
 def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int = 1, seed: int = 0,
                   samples: Optional[int] = None, report_dir: Optional[Path] = None,
                   progress: bool = True, backends: Sequence[str] = ("float",), profile: str = "loihi2",
                   lava_samples: int = 100) -> dict:
-    """Sweep every run over every noise spec on every backend; print tables, optionally write a report."""
+    """Sweep every run over every noise spec on every backend; print tables, optionally write a report.
+
+    Each run is evaluated as deployed for ``profile``
+    (:func:`~neurodeploy.evaluate.deployment.load_deployment`). Raises
+    :class:`~neurodeploy.evaluate.agreement.BackendDisagreement` (after
+    writing the report) when the emulator and Lava disagree anywhere.
+    """
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -303,41 +392,50 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
     specs = resolve_noise_specs(noise_specs, profile) or [NoiseSpec("gaussian", (0.0,))]
     console = Console()
     results = {"seed": seed, "repeats": repeats, "backends": list(backends),
-               "noises": [s.__dict__ for s in specs], "runs": []}
+               "noises": [s.__dict__ for s in specs], "runs": [], "errors": []}
+    needs_network = any(b != "float" for b in backends) or any(sp.kind in ("network", "step") for sp in specs)
     total = len(runs) * repeats * sum(len(s.levels) for s in specs)
+    first_error = None
     with Progress(disable=not progress, console=console) as bar:
         task = bar.add_task("evaluate", total=total)
         for run_dir in runs:
-            cfg, model, ckpt = load_run(run_dir)
+            dep, why = _deployment_for(Path(run_dir), profile, needs_network, console.print)
+            if dep is not None:
+                cfg, model, quantized, network_name = dep.cfg, dep.model, dep.quantized, dep.describe()
+            else:
+                cfg, model, _ = load_run(run_dir)
+                quantized, network_name = None, f"none (the trained float model: {why})"
             set_threads(cfg.threads)
-            quantized, network_name = None, None
-            if any(b != "float" for b in backends) or any(sp.kind in ("network", "step") for sp in specs):
-                quantized, network_name = _deployed_network(Path(run_dir), cfg, model, ckpt, profile,
-                                                            console.print)
             data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
             x = torch.as_tensor(data.x_test[:samples])
             y = torch.as_tensor(data.y_test[:samples])
             t0 = time.perf_counter()
             rows = sweep(model, x, y, specs, repeats, seed, backends, quantized, lava_samples,
                          on_step=lambda: bar.advance(task))
+            name = cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})"
+            for r in rows:
+                if r.get("first_difference"):
+                    msg = describe_difference(r["first_difference"], f"{name}, {r['noise']} level {r['level']:.4g} "
+                                                                     f"repeat {r['repeat']}")
+                    results["errors"].append(msg)
+                    first_error = first_error or (msg, r["first_difference"])
             results["runs"].append({
-                "name": cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})",
-                "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
+                "name": name, "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
                 "network": network_name, "rows": rows, "summary": summarize(rows),
                 "seconds": time.perf_counter() - t0,
             })
     for run in results["runs"]:
         table = Table(title=f"{run['name']}: accuracy (%) on {run['samples']} test samples")
-        for col in ("backend", "noise", "level", "mean", "std", "drop", "spikes/sample"):
+        for col in ("backend", "noise", "level", "samples", "mean", "95% interval", "std", "drop", "spikes/sample"):
             table.add_column(col, justify="left" if col in ("backend", "noise") else "right")
         for s in run["summary"]:
             drop = "" if s["drop_from_clean"] is None else f"{round(100 * s['drop_from_clean'], 2) + 0.0:.2f}"
-            table.add_row(s["backend"], s["noise"], f"{s['level']:.4g}", f"{100 * s['accuracy_mean']:.2f}",
+            table.add_row(s["backend"], s["noise"], f"{s['level']:.4g}", str(s["samples"]),
+                          f"{100 * s['accuracy_mean']:.2f}", f"{100 * s['ci95'][0]:.1f}-{100 * s['ci95'][1]:.1f}",
                           f"{100 * s['accuracy_std']:.2f}", drop, f"{s['spikes_per_sample']:.1f}")
         console.print(table)
-        bad = [s for s in run["summary"] if s["backend"] == "lava" and s["emulator_identical_spikes"] < 1.0]
-        if bad:
-            console.print("[red]WARNING: the emulator and Lava disagree; this is a bug, please report it")
+    for err in results["errors"]:
+        console.print(f"[bold red]ERROR: {err}")
     if report_dir is not None:
         from ..fileio import atomic_path
 
@@ -349,4 +447,6 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
         with atomic_path(report_dir / "robustness.png") as tmp:
             _plot(results, tmp)
         console.print(f"report written to {report_dir}/robustness.{{json,md,png}}")
+    if first_error is not None:
+        raise BackendDisagreement(*first_error)
     return results

@@ -95,14 +95,29 @@ class SNNClassifier(torch.nn.Module):
             return x
         return RoundSTE.apply(x.clamp(0.0, 1.0) * self.input_levels) / self.input_levels
 
-    def output_sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """Time-major output of the last layer, ``(T, B, classes)``."""
+    def output_sequence(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Time-major output of the last layer, ``(T, B, classes)``.
+
+        ``generator`` seeds a stochastic (Poisson) encoder for this call only.
+        """
         x = self.quantize_input(x)
         if isinstance(self.encoder, DirectEncoder):
-            # The input is the same at every step, so the stateless layers before
-            # the first neurons (flatten, first dense/conv) run once and are
-            # broadcast over T: identical values, T times less work.
-            seq = x.unsqueeze(0)
+            return self.run_encoded(x.unsqueeze(0), repeat=self.encoder.time_steps)
+        return self.run_encoded(self.encoder(x, generator))
+
+    def run_encoded(self, seq: torch.Tensor, repeat: Optional[int] = None) -> torch.Tensor:
+        """The body on an already encoded time-major input ``(T, B, *shape)``: ``(T, B, classes)``.
+
+        This is what the chip receives (its integer inputs divided by the input
+        scale), so float and fixed point can be fed identical values.
+        ``repeat``: ``seq`` holds one step that repeats ``repeat`` times (direct
+        encoding); the stateless layers before the first neurons (normalise,
+        flatten, first dense/conv) then run once and are broadcast over T:
+        identical values, T times less work.
+        """
+        if repeat is not None:
+            if seq.shape[0] != 1:
+                raise ValueError(f"run_encoded(repeat={repeat}) takes one step, got {seq.shape[0]}")
             if self.normalize is not None:
                 seq = self.normalize(seq)
             state: list = [None] * len(self.body)
@@ -110,31 +125,34 @@ class SNNClassifier(torch.nn.Module):
             first = self.body.stateful_layers.index(True)
             for module in modules[:first]:
                 seq = module(seq)
-            seq = seq.expand(self.encoder.time_steps, *seq.shape[1:])
+            seq = seq.expand(repeat, *seq.shape[1:])
             for i, module in enumerate(modules[first:], first):
                 if self.body.stateful_layers[i]:
                     seq, state[i] = module(seq, state[i])
                 else:
                     seq = module(seq)
             return seq
-        seq = self.encoder(x)
         if self.normalize is not None:
             seq = self.normalize(seq)
         out, _ = self.body(seq)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.output_sequence(x).mean(0)
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, classes)`` from the time-major output ``(T, B, classes)``."""
+        out = out.mean(0)
         return out * self.readout_scale if self.readout == "spikes" else out
+
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.logits(self.output_sequence(x, generator))
 
     def spiking_layers(self) -> list[torch.nn.Module]:
         return spiking_layers(self)
 
     @torch.no_grad()
-    def activity(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def activity(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
         """Logits plus mean spikes per sample of every spiking layer."""
         with record_activity(self) as recs:
-            logits = self(x)
+            logits = self(x, generator)
         counts = torch.stack([r.spikes.flatten(2).sum((0, 2)) for r in recs], 1)
         return {"logits": logits, "spikes_per_layer": counts}
 

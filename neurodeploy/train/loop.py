@@ -194,13 +194,15 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, SNNClassifier, dict]:
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
           progress: bool = True, data: Optional[DatasetSplit] = None,
-          log: Callable[[str], None] = print, stop_after: Optional[int] = None) -> TrainResult:
+          log: Callable[[str], None] = print, stop_after: Optional[int] = None,
+          extend_to: Optional[int] = None) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (config, per-epoch metrics, checkpoint).
 
     ``resume`` continues from the folder's last checkpoint (the folder's own
-    config wins); otherwise a folder that already holds a checkpoint is an
-    error unless ``force``. ``stop_after`` stops after that many epochs in
-    total (the run stays resumable), e.g. to train in chunks.
+    config wins, except that ``extend_to`` raises its epoch count); otherwise
+    a folder that already holds a checkpoint is an error unless ``force``.
+    ``stop_after`` stops after that many epochs in total (the run stays
+    resumable), e.g. to train in chunks.
     """
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
@@ -212,6 +214,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
         state = load_checkpoint(ckpt_path)
         # the run folder's own config wins: the resumed run is the same run
         cfg = config_from_dict(state["config"], f"{ckpt_path}:config")
+        if extend_to is not None and extend_to > cfg.training.epochs:
+            cfg.training.epochs = int(extend_to)  # the cosine schedule stretches over the new total
         start_epoch = int(state["epoch"])
     elif ckpt_path.exists() and not force:
         raise RunError(f"{out}: already holds a trained run; use --resume to continue it or --force to overwrite")
