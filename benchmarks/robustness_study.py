@@ -19,7 +19,8 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, command_line, machine_info, machine_line, now_iso
 
-from neurodeploy.evaluate.pipeline import _ensure_run  # noqa: E402
+from neurodeploy.config import load_config  # noqa: E402
+from neurodeploy.evaluate.pipeline import ensure_run  # noqa: E402
 from neurodeploy.evaluate.robustness import evaluate_runs  # noqa: E402
 
 PAIRS = {
@@ -57,14 +58,15 @@ def main() -> None:
     summary = ["# Robustness study: LIF vs DLIF + MS-MPPD, float vs fixed point", "",
                f"Every noise of `hw_profiles/noisy-edge.yaml` at its 5 levels, {args.repeats} repeats "
                f"(noise seeds / simulated chip instances), full test splits; fixed point = the emulator "
-               f"(bit-exact with Lava) running the post-training-quantized loihi2 network. Accuracy in %, "
-               f"mean ± std over repeats; difference = DLIF+MS-MPPD − LIF.", ""]
+               f"(bit-exact with Lava) running the post-training-quantized noisy-edge network; float = the "
+               f"deployable float model it was quantized from (DLIF gain folded), on the same encoded inputs. "
+               f"Accuracy in %, mean ± std over repeats; difference = DLIF+MS-MPPD − LIF.", ""]
     for dataset in args.datasets.split(","):
         lif_cfg, dlif_cfg = PAIRS[dataset]
         runs = []
         for cfg in (lif_cfg, dlif_cfg):
             run = ROOT / "benchmarks" / "runs" / Path(cfg).stem
-            _ensure_run(ROOT / cfg, run, None, None, not args.quiet, print)
+            ensure_run(load_config(ROOT / cfg), run, progress=not args.quiet)
             runs.append(run)
         t0 = time.perf_counter()
         results = evaluate_runs(runs, ["all"], repeats=args.repeats, seed=0, report_dir=out / dataset,
