@@ -310,3 +310,25 @@ def test_evaluate_refuses_a_deploy_folder_of_an_older_checkpoint(tmp_path, capsy
     assert "earlier checkpoint" in capsys.readouterr().err
     with pytest.raises(RunError, match="earlier checkpoint"):
         load_deployment(run, "loihi2", log=lambda s: None)
+
+
+def test_poisson_sweep_with_attacks_is_reproducible_and_level0_is_clean():
+    from neurodeploy.evaluate.robustness import parse_noise_spec, sweep
+
+    model, _ = _model("poisson", (1, 8, 8))
+    quant = quantize_model(model, (1, 8, 8), load_profile("loihi2"), time_steps=5)
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (12,), generator=torch.Generator().manual_seed(1))
+    specs = [parse_noise_spec("fgsm:0,0.2"), parse_noise_spec("gaussian:0,0.3")]
+
+    def rows(seed, global_seed):
+        torch.manual_seed(global_seed)                # must play no part
+        return [(r["backend"], r["noise"], r["level"], r["accuracy"], r["spikes_per_sample"])
+                for r in sweep(model, x, y, specs, 1, seed, ("float", "emulator"), quant)]
+
+    a, b, c = rows(0, 1), rows(0, 2), rows(3, 1)
+    assert a == b
+    assert a != c                                     # another seed: other spikes and noise
+    assert getattr(model.encoder, "generator", None) is None
+    clean = {r[0]: r[3:] for r in a if r[2] == 0.0}
+    assert all(r[3:] == clean[r[0]] for r in a if r[2] == 0.0)
