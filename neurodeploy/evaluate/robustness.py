@@ -347,7 +347,7 @@ def _plot(results: dict, path: Path) -> None:
             continue
         ax.set_xlabel("level")
         ax.set_ylabel("accuracy (%), 95% interval")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 102)     # room for markers at 100%
         ax.grid(alpha=0.3)
     used[0].legend(fontsize=7)
     if has_lava:
