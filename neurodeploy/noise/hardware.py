@@ -52,25 +52,31 @@ Semantics
   (feed-forward and recurrent) zeroed and its bias set to 0, so ``u`` and ``v``
   stay exactly 0 and ``v > vth << 6`` never holds (``vth >= 0``). Conv
   neurons share their kernel, so their weights cannot be zeroed per neuron:
-  they get the most negative bias mantissa, accepted only where that is
-  *provably* enough: with ``-N <= u <= P`` bounds of the current (every
-  positive / negative weight's input at its maximum at every step, times
-  ``4096 / (du + 1)``; see ``_drive_bound`` for the 24-bit wrap case),
-  ``bias <= -P`` keeps ``v <= 0`` at every step (decays round toward zero).
-  Otherwise :class:`HardwareNoiseError` names the layer (a spike-mask hook,
-  part 2, will cover it). Float: a forward hook forces the chosen neurons'
-  spikes to 0 (feed-forward layers; identical to a neuron whose input is
-  zero); recurrent layers get the same row zeroing and zero bias as the IR.
+  they get a bias that is *provably* enough: with ``-N <= u <= P`` bounds of
+  the current (every positive / negative weight's input at its maximum at
+  every step, times ``4096 / (du + 1)``; see ``_drive_bound`` for the 24-bit
+  wrap case), ``bias <= -P`` keeps ``v <= 0`` at every step (decays round
+  toward zero).
 * ``stuck-neuron`` (level = fraction per layer): the chosen neurons spike at
   every step, the first included. Lava's order is ``v = decay(v) + u + bias``,
   spike where ``v > vth << 6``, then ``v = 0``: after a spike (and at the first
   step) ``v = u + bias``. IR: incoming rows zeroed as above (``u = 0``) and the
-  smallest bias mantissa with ``bias > (vth << 6) + N`` (``N = 0`` for dense,
-  the bound above for conv), so ``v > vth << 6`` at every step;
-  :class:`HardwareNoiseError` when the int16 mantissa cannot reach it or
-  ``bias + P`` could leave int32. Float: the hook forces spikes to 1;
-  recurrent layers get zeroed rows and a bias of ``2 * threshold / min(gain)``
-  (needs a positive DLIF gain).
+  smallest bias with ``bias > (vth << 6) + N`` (``N = 0`` for dense, the bound
+  above for conv), so ``v > vth << 6`` at every step.
+
+  Both: the layer keeps its bias exponent where the int16 mantissa reaches the
+  bias needed; otherwise it takes the smallest larger exponent (up to 16) at
+  which every other neuron keeps its bias exactly (always so for the default
+  bias-free layers). A fault model needs only what Lava's fixed-point CPU
+  models (and the emulator) compute exactly, int32 sums included, not the
+  chip's 13-bit/3-bit bias fields. :class:`HardwareNoiseError` names the layer
+  where no exponent does it. Float (every layer kind): forward hooks force the
+  chosen neurons' spikes to 0 or 1 at every step, where they leave the layer
+  and, for a recurrent layer, where they are fed back (from the second step
+  on: the first feeds the initial zeros, as on the chip); the float model's
+  parameters are untouched, so a gradient computed on the perturbed copy
+  belongs to the same named parameters (straight-through training, see
+  :func:`perturb_float_model`).
 * ``threshold-mismatch`` (level = relative std ``s``): the threshold of each
   *population* becomes ``vth * (1 + s*z)``, rounded and clipped to
   ``[1, 2**17 - 1]`` (a threshold of 0 stays 0). Per population, not per neuron: the IR and Lava's LIF
@@ -138,7 +144,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..backends.base import BIAS_MANT_RANGE, VTH_MAX, effective_weights, input_max, shift
+from ..backends.base import BIAS_EXP_RANGE, BIAS_MANT_RANGE, VTH_MAX, effective_weights, input_max, shift
 from ..ir import ConvLayer, DenseLayer, Network
 from .specs import NETWORK_NOISE_NAMES, NOISES, STEP_NOISE_NAMES, NoiseSpecError, check_level
 
@@ -327,16 +333,59 @@ def _min_mant_above(target: int, exp: int) -> int:
     return (target + 1) << (-exp)
 
 
+def _max_mant_at_most(target: int, exp: int) -> int:
+    """Largest mantissa m with ``shift(m, exp) <= target`` (shifts floor, also for negatives)."""
+    if exp >= 0:
+        return target >> exp
+    return ((target + 1) << (-exp)) - 1
+
+
+def _mantissas_at(values: np.ndarray, exp: int) -> Optional[np.ndarray]:
+    """Mantissas that give exactly the bias ``values`` at exponent ``exp``, or None where one cannot."""
+    values = np.asarray(values, dtype=np.int64)
+    if exp >= 0:
+        if np.any(values & ((1 << exp) - 1)):
+            return None
+        mant = values >> exp
+    else:
+        mant = values << (-exp)
+    lo, hi = BIAS_MANT_RANGE
+    return mant if mant.size == 0 or (mant.min() >= lo and mant.max() <= hi) else None
+
+
+def _forced_bias(name: str, vth: int, neg_b: np.ndarray, pos_b: np.ndarray, exp: int) -> Optional[np.ndarray]:
+    """Bias mantissas at ``exp`` that provably silence (dead) or saturate (stuck) neurons with ``-N <= u <= P``.
+
+    Dead: ``bias <= -P`` keeps ``v <= 0``; the int32 sum ``decay(v) + u + bias >= -2**23 - N + bias``
+    must not wrap. Stuck: ``bias > (vth << 6) + N`` puts ``v = u + bias`` above threshold at every
+    step (it spikes, so ``v`` restarts from 0); ``bias + P`` must stay in int32. None where the
+    int16 mantissa cannot do it at this exponent.
+    """
+    lo, hi = BIAS_MANT_RANGE
+    out = np.empty(len(neg_b), dtype=np.int64)
+    for k, (nb, pb) in enumerate(zip(neg_b.tolist(), pos_b.tolist())):
+        if name == "dead-neuron":
+            m = _max_mant_at_most(-pb, exp)
+            ok = m >= lo and -_U_LIM - nb + _bias_value(m, exp) >= -_INT32_MAX
+        else:
+            m = _min_mant_above((vth << 6) + nb, exp)
+            ok = m <= hi and _bias_value(m, exp) + pb <= _INT32_MAX
+        if not ok:
+            return None
+        out[k] = m
+    return out
+
+
 def _dead_or_stuck(network: Network, net: Network, name: str, draws: list[LayerDraws], level: float) -> None:
     for i, (layer, d) in enumerate(zip(net.layers, draws)):
         idx = chosen_neurons(d, level)
         if idx.size == 0:
             continue
-        where = f"{name} in layer {i}" + (f" ({layer.name})" if layer.name else "")
         nrn = layer.neurons
-        bias = np.asarray(nrn.bias_mant).astype(np.int64).copy()
         e = int(nrn.bias_exp)
+        mant0 = np.asarray(nrn.bias_mant).astype(np.int64)
         if isinstance(layer, DenseLayer):
+            # the neuron's own rows: u = 0 at every step
             w = np.asarray(layer.weight).astype(np.int64).copy()
             w[idx] = 0
             layer.weight = w
@@ -344,32 +393,37 @@ def _dead_or_stuck(network: Network, net: Network, name: str, draws: list[LayerD
                 wr = np.asarray(layer.weight_rec).astype(np.int64).copy()
                 wr[idx] = 0
                 layer.weight_rec = wr
+            if name == "dead-neuron":
+                mant = mant0.copy()
+                mant[idx] = 0                        # u = v = 0 forever
+                nrn.bias_mant = mant
+                continue
             neg_b = pos_b = np.zeros(idx.size, dtype=np.int64)
         else:
+            # conv neurons share their kernel: the bias alone must outweigh every possible drive
             neg_b, pos_b = (b[idx] for b in _drive_bound(network, i))
-        lo, hi = BIAS_MANT_RANGE
-        if name == "dead-neuron":
-            if isinstance(layer, DenseLayer):
-                bias[idx] = 0                        # u = v = 0 forever
-            else:
-                worst = int(pos_b.max())
-                floor = -_U_LIM - int(neg_b.max()) + _bias_value(lo, e)  # most negative decay(v) + u + bias
-                if _bias_value(lo, e) > -worst or floor < -_INT32_MAX:
-                    raise HardwareNoiseError(
-                        f"{where}: conv neurons share their kernel, so a dead neuron needs a bias <= -{worst} "
-                        f"(bound of u), but bias_exp {e} allows at least {_bias_value(lo, e)}; "
-                        f"dead conv neurons need the spike-mask hook (part 2)")
-                bias[idx] = lo
+        values = np.asarray(shift(mant0, e), dtype=np.int64)
+        others = np.setdiff1d(np.arange(values.size), idx)
+        # the layer's exponent, else the smallest larger one where the other neurons keep their exact
+        # bias (always so for bias-free layers, the default): a fault model only needs what Lava's
+        # fixed-point CPU models (and the emulator) compute exactly, not the chip's bias widths
+        for exp in range(e, BIAS_EXP_RANGE[1] + 1):
+            forced = _forced_bias(name, int(nrn.vth), neg_b, pos_b, exp)
+            kept = mant0[others] if exp == e else _mantissas_at(values[others], exp)
+            if forced is not None and kept is not None:
+                mant = np.empty(values.size, dtype=np.int64)
+                mant[others], mant[idx] = kept, forced
+                nrn.bias_mant, nrn.bias_exp = mant, exp
+                break
         else:
-            vth = int(nrn.vth) << 6
-            for j, nb, pb in zip(idx, neg_b, pos_b):
-                m = _min_mant_above(vth + int(nb), e)
-                if m > hi or _bias_value(m, e) + int(pb) > _INT32_MAX:
-                    raise HardwareNoiseError(
-                        f"{where}: a stuck neuron needs a bias > vth << 6 + bound of -u = {vth + int(nb)}, "
-                        f"which the int16 bias mantissa cannot reach with bias_exp {e}")
-                bias[j] = m
-        nrn.bias_mant = bias
+            where = f"{name} in layer {i}" + (f" ({layer.name})" if layer.name else "")
+            need = (f"a bias <= -{int(pos_b.max())} (bound of u)" if name == "dead-neuron"
+                    else f"a bias > vth << 6 + bound of -u = {(int(nrn.vth) << 6) + int(neg_b.max())}")
+            shared = "conv neurons share their kernel, so " if isinstance(layer, ConvLayer) else ""
+            raise HardwareNoiseError(
+                f"{where}: {shared}a {name.replace('-', ' ')} needs {need}, which no bias exponent {e}.."
+                f"{BIAS_EXP_RANGE[1]} reaches with an int16 mantissa (in int32 sums) while the other "
+                f"neurons keep their exact bias")
 
 
 def _mismatched_vth(vth: int, level: float, z: float) -> int:
@@ -418,32 +472,77 @@ def perturb_network(network: Network, name: str, level: float, seed: int) -> Net
 
 # --------------------------------------------------------------------------- float (torch)
 class _ForceSpikes:
-    """Forward hook: set the output spikes of flat neuron indices ``idx`` to ``value`` at every step."""
+    """Forces the spikes of flat neuron indices ``idx`` of one layer to ``value`` (0 dead, 1 stuck).
+
+    Registered as forward hooks, never as Parameters, so the perturbed copy
+    keeps the model's parameter set:
+
+    * :meth:`__call__` (forward hook of the layer): the output spikes at every
+      step, and in the layer's recording the spikes and, zeroed, the chosen
+      neurons' currents (a forced neuron's input no longer matters, so the
+      regularizers see no perturbation there; no gradient reaches its weights);
+      a recurrent layer's returned state carries the forced last spikes;
+    * :meth:`start` / :meth:`feedback` (recurrent layers: forward pre-hooks of
+      the layer and of its ``recurrent_weights``): the spikes fed back at each
+      step, from the second step on when the layer starts from rest (its first
+      step feeds the initial zeros, as on the chip), from the first when it
+      continues from a given state.
+    """
 
     def __init__(self, idx: np.ndarray, value: float) -> None:
         self.idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
         self.value = float(value)
+        self.step = 0
 
-    def _force(self, spikes: torch.Tensor) -> torch.Tensor:
-        flat = spikes.reshape(*spikes.shape[:2], -1).clone()
-        flat[:, :, self.idx.to(flat.device)] = self.value
-        return flat.reshape(spikes.shape)
+    def _force(self, x: torch.Tensor, dims: int, value: Optional[float] = None) -> torch.Tensor:
+        """``x`` with the chosen neurons (flattened after the first ``dims`` dims) set to ``value``."""
+        flat = x.reshape(*x.shape[:dims], -1).clone()
+        flat[..., self.idx.to(flat.device)] = self.value if value is None else value
+        return flat.reshape(x.shape)
 
     def __call__(self, module, inputs, output):
         spikes, state = output
-        forced = self._force(spikes)
+        forced = self._force(spikes, 2)
         rec = getattr(module, "recording", None)
         if rec is not None and rec.spikes is not None:
             rec.spikes = forced
+            rec.current = self._force(rec.current, 2, 0.0)
+            rec.input_current = self._force(rec.input_current, 2, 0.0)
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], torch.Tensor):
+            state = (self._force(state[0], 1), state[1])   # recurrent (z, neuron state)
         return forced, state
+
+    def start(self, module, args, kwargs):
+        given = args[1] if len(args) > 1 else kwargs.get("state")
+        self.step = 0 if given is None else 1
+
+    def feedback(self, module, args):
+        z = args[0]
+        self.step += 1
+        return None if self.step == 1 else (self._force(z, 1),)
+
+
+def _force_spikes(neurons: torch.nn.Module, idx: np.ndarray, value: float) -> None:
+    """Attach a :class:`_ForceSpikes` for ``idx`` to a spiking layer (recurrent: its feedback too)."""
+    from ..neurons.modules import RecurrentSpikingNeurons
+
+    hook = _ForceSpikes(idx, value)
+    neurons.register_forward_hook(hook)
+    if isinstance(neurons, RecurrentSpikingNeurons):
+        neurons.register_forward_pre_hook(hook.start, with_kwargs=True)
+        neurons.recurrent_weights.register_forward_pre_hook(hook.feedback)
 
 
 def _network_of(quantized: Any) -> Network:
     return quantized if isinstance(quantized, Network) else quantized.network
 
 
-def _float_scale(quantized: Any, i: int, exp: int) -> float:
-    """Float value of one unit of an integer weight mantissa of layer ``i`` at weight exponent ``exp``."""
+def _float_scale(quantized: Any, i: int, exp: int, recurrent: bool = False) -> float:
+    """Float value of one unit of an integer weight mantissa of layer ``i`` at weight exponent ``exp``.
+
+    Only the first layer's feed-forward weights see graded inputs (``round(x * scale)``); its
+    recurrent weights, like every other layer's, see spikes.
+    """
     if isinstance(quantized, Network):
         raise HardwareNoiseError("bit-flip on the float model needs the QuantizationResult (layer scales), "
                                  "not only the Network")
@@ -451,12 +550,13 @@ def _float_scale(quantized: Any, i: int, exp: int) -> float:
     net = quantized.network
     gain = rep.gain_mean if rep.gain_mean is not None else 1.0
     unit = 2.0 ** (exp + 6) / rep.scale / gain
-    if i == 0 and net.input_encoding.kind == "graded":
+    if i == 0 and not recurrent and net.input_encoding.kind == "graded":
         unit *= net.input_encoding.scale
     return unit
 
 
-def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: int, quantized: Any):
+def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: int,
+                        quantized: Any) -> torch.nn.Module:
     """A perturbed deep copy of float ``model`` (an ``SNNClassifier``) under network noise ``name``.
 
     ``quantized`` is the :class:`~neurodeploy.quant.quantizer.QuantizationResult`
@@ -465,8 +565,13 @@ def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: i
     gets the same factors, flipped weights and neuron indices as
     :func:`perturb_network` gives the fixed-point one (module docstring).
     ``model`` is never modified; level 0 returns an unperturbed copy.
+
+    The copy has exactly the model's named parameters, same shapes: weight
+    noises change their values in place, dead/stuck neurons are forward hooks
+    and threshold mismatch changes the (non-Parameter) neuron parameters. So
+    the gradient of a loss of the copy, parameter by parameter, is the
+    straight-through gradient for the model (noise-aware training).
     """
-    from ..neurons.modules import RecurrentSpikingNeurons
     from ..quant.quantizer import _float_layers
 
     level = _check_name_level(name, level)
@@ -498,42 +603,20 @@ def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: i
                     orig = np.asarray(getattr(layer, ikey)).astype(np.int64)
                     flipped = _flip_weights(orig, u, level, layer.sign_mode, layer.num_weight_bits)
                     changed = torch.as_tensor(flipped != orig)
-                    value = torch.as_tensor(flipped * _float_scale(quantized, i, exp), dtype=fl[fkey].dtype)
+                    unit = _float_scale(quantized, i, exp, recurrent=fkey == "weight_rec")
+                    value = torch.as_tensor(flipped * unit, dtype=fl[fkey].dtype)
                     fl[fkey].copy_(torch.where(changed, value, fl[fkey]))
             elif name in ("dead-neuron", "stuck-neuron"):
                 idx = chosen_neurons(d, level)
                 if idx.size == 0:
                     continue
-                neurons = fl["neurons"]
-                if isinstance(neurons, RecurrentSpikingNeurons):
-                    _recurrent_dead_or_stuck(neurons, idx, name, i)
-                else:
-                    neurons.register_forward_hook(_ForceSpikes(idx, 1.0 if name == "stuck-neuron" else 0.0))
+                _force_spikes(fl["neurons"], idx, 1.0 if name == "stuck-neuron" else 0.0)
             elif name == "threshold-mismatch":
                 neurons = fl["neurons"]
                 vth = int(layer.neurons.vth)
                 ratio = _mismatched_vth(vth, level, d.factor) / vth if vth > 0 else 1.0
                 neurons.p = neurons.p._replace(v_th=neurons.p.v_th * ratio)
     return out
-
-
-def _recurrent_dead_or_stuck(neurons, idx: np.ndarray, name: str, i: int) -> None:
-    """Recurrent layers: zero the neurons' input and recurrent rows; bias 0 (dead) or above threshold (stuck)."""
-    t = torch.as_tensor(idx)
-    neurons.input_weights.weight[t] = 0
-    neurons.recurrent_weights.weight[t] = 0
-    lin = neurons.input_weights
-    if lin.bias is None:
-        lin.bias = torch.nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype))
-    if name == "dead-neuron":
-        lin.bias[t] = 0
-        return
-    gain = neurons.gain
-    g = float(gain.min()) if gain is not None else 1.0
-    if g <= 0:
-        raise HardwareNoiseError(f"stuck-neuron in layer {i}: the DLIF gain p[t] reaches {g:.3g} <= 0, "
-                                 f"so no bias makes the neuron spike at every step")
-    lin.bias[t] = 2.0 * float(neurons.p.v_th) / g
 
 
 # --------------------------------------------------------------------------- step noise draws

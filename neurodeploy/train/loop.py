@@ -129,6 +129,31 @@ def training_loss(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torc
     return loss, terms
 
 
+def straight_through_grads(model: torch.nn.Module, noisy: torch.nn.Module) -> None:
+    """Add the gradients of the perturbed copy ``noisy`` to ``model``'s parameters of the same name.
+
+    The straight-through estimator of noise-aware training: the gradient with
+    respect to a perturbed weight is used as the gradient of the clean one.
+    :func:`~neurodeploy.noise.hardware.perturb_float_model` keeps the model's
+    named parameters and shapes; a copy that does not is a bug (pairing by
+    position would put gradients on the wrong tensors), so it raises
+    :class:`AssertionError` naming the parameters.
+    """
+    params = dict(model.named_parameters())
+    noisy_params = dict(noisy.named_parameters())
+    if params.keys() != noisy_params.keys():
+        extra, missing = sorted(noisy_params.keys() - params.keys()), sorted(params.keys() - noisy_params.keys())
+        raise AssertionError(f"the perturbed copy's parameters differ from the model's "
+                             f"(extra {extra}, missing {missing}): a bug in the perturbation")
+    for name, q in noisy_params.items():
+        p = params[name]
+        if q.shape != p.shape:
+            raise AssertionError(f"parameter {name}: the perturbed copy has shape {tuple(q.shape)}, "
+                                 f"the model {tuple(p.shape)}: a bug in the perturbation")
+        if q.grad is not None:
+            p.grad = q.grad.clone() if p.grad is None else p.grad + q.grad
+
+
 def _chip_noise_step(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
                      g: torch.Generator, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, dict[str, float]]:
     """Noise-aware training step: the batch runs on a freshly drawn chip instance.
@@ -137,23 +162,32 @@ def _chip_noise_step(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: t
     chip-instance seed is drawn from the epoch's generator, and
     :func:`~neurodeploy.noise.hardware.perturb_float_model` applies exactly the
     perturbation the emulator and Lava would see for that seed. Gradients of
-    the perturbed copy are passed straight through to the model's parameters.
+    the perturbed copy are passed straight through to the model's parameters
+    (:func:`straight_through_grads`). Dead/stuck neurons are also applied to
+    the fixed-point network, so a chip instance the emulator could not run
+    (a conv layer whose bias cannot provably silence or saturate a neuron)
+    stops training with a :class:`RunError` instead of training on it.
     """
-    from ..noise.hardware import perturb_float_model
+    from ..noise.hardware import HardwareNoiseError, perturb_float_model, perturb_network
     from ..quant import load_profile, quantize_model
 
     t = cfg.training
     quant = quantize_model(model, input_shape, load_profile(t.hardware_profile),
                            time_steps=cfg.data.time_steps or input_shape[0])
     chip = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    if t.hardware_noise in ("dead-neuron", "stuck-neuron"):
+        try:
+            perturb_network(quant.network, t.hardware_noise, t.hardware_noise_level, chip)
+        except HardwareNoiseError as exc:
+            raise RunError(f"{cfg.name}: training.hardware_noise={t.hardware_noise} at level "
+                           f"{t.hardware_noise_level} cannot be applied to the fixed-point network "
+                           f"(chip instance {chip}): {exc}") from None
     noisy = perturb_float_model(model, t.hardware_noise, t.hardware_noise_level, chip, quant)
     noisy.train(model.training)
     loss, terms = training_loss(noisy, cfg, x, y, g)
     if torch.isfinite(loss):
         loss.backward()
-        for p, q in zip(model.parameters(), noisy.parameters()):
-            if q.grad is not None:
-                p.grad = q.grad.clone() if p.grad is None else p.grad + q.grad
+        straight_through_grads(model, noisy)
     return loss, terms
 
 
