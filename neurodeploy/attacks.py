@@ -29,6 +29,8 @@ __all__ = [
     "FGSM_AT_STEP",
     "FGSM_AT_RANDOM_START_STD",
     "PGD_PRESETS",
+    "AttackUnavailable",
+    "apgd_ce",
     "fgsm",
     "pgd",
     "evaluate_accuracy",
@@ -217,6 +219,32 @@ def pgd(
             x_adv = x_adv + alpha * grad.sign()
             x_adv = _clamp(torch.max(torch.min(x_adv, hi), lo), clamp)
     return x_adv.detach()
+
+
+class AttackUnavailable(RuntimeError):
+    """An attack needs a library that is not installed."""
+
+
+def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+            generator: torch.Generator, steps: int = 10) -> torch.Tensor:
+    """APGD-CE (Croce & Hein 2020), L-inf budget ``eps``, from torchattacks (a maintained implementation).
+
+    Runs on the model's surrogate gradient like our own attacks. torchattacks
+    seeds torch's global RNG itself, so its seed is drawn from ``generator``
+    and the global RNG state is restored afterwards.
+    """
+    eps = _check_nonneg("eps", eps)
+    x = x.detach()
+    if eps == 0.0:
+        return x.clone()
+    try:
+        import torchattacks
+    except ImportError:  # pragma: no cover - installed by scripts/env.sh
+        raise AttackUnavailable("APGD-CE needs torchattacks (scripts/env.sh installs it)") from None
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]), _eval_mode(model):
+        attack = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
+        return attack(x, y).detach()
 
 
 def evaluate_accuracy(

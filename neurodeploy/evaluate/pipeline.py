@@ -84,18 +84,19 @@ def config_differences(saved: dict, wanted: dict) -> dict[str, tuple]:
 
 
 def ensure_run(cfg: RunConfig, run_dir: Path, *, force: bool = False, progress: bool = True,
-               log: Callable[[str], None] = print) -> str:
+               log: Callable[[str], None] = print, data=None) -> str:
     """Train ``cfg`` into ``run_dir`` unless a run there already is (or can become) that run.
 
     A finished run of the same config is reused; one that stopped early, or
     whose config differs only by a larger ``training.epochs``, is resumed
     (extended). Any other difference is a :class:`RunError` naming the keys,
-    unless ``force`` (retrain from scratch). Returns what was done:
+    unless ``force`` (retrain from scratch). ``data`` (a DatasetSplit) replaces
+    the config's data set, e.g. a subset for a quick check. Returns what was done:
     ``"trained"``, ``"resumed"``, ``"reused"`` or ``"retrained"``.
     """
     ckpt_path = run_dir / CHECKPOINT_NAME
     if not ckpt_path.is_file():
-        train(cfg, run_dir, progress=progress, log=log)
+        train(cfg, run_dir, progress=progress, log=log, data=data)
         return "trained"
     saved = load_checkpoint(ckpt_path)
     diff = config_differences(saved["config"], cfg.to_dict())
@@ -106,11 +107,11 @@ def ensure_run(cfg: RunConfig, run_dir: Path, *, force: bool = False, progress: 
             raise RunError(f"{run_dir} holds a run of another config: {keys}; use --out for a new run folder "
                            f"or --force to retrain it")
         log(f"{run_dir} holds a run of another config; retraining (--force)")
-        train(cfg, run_dir, force=True, progress=progress, log=log)
+        train(cfg, run_dir, force=True, progress=progress, log=log, data=data)
         return "retrained"
     if saved["epoch"] < cfg.training.epochs:
         log(f"resuming {run_dir} from epoch {saved['epoch']} to {cfg.training.epochs}")
-        train(cfg, run_dir, resume=True, progress=progress, log=log, extend_to=cfg.training.epochs)
+        train(cfg, run_dir, resume=True, progress=progress, log=log, extend_to=cfg.training.epochs, data=data)
         return "resumed"
     log(f"reusing the trained run in {run_dir}")
     return "reused"

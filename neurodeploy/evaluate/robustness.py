@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..attacks import PGD_PRESETS, fgsm, pgd
+from ..attacks import PGD_PRESETS, apgd_ce, fgsm, pgd
 from ..data import load_dataset
 from ..data.encoders import PoissonEncoder
 from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
@@ -45,9 +45,12 @@ def perturb(model: torch.nn.Module, name: str, level: float, x: torch.Tensor, y:
         return x
     if name == "fgsm":
         return fgsm(model, x, y, level)
-    if name == "pgd":
-        steps, alpha = PGD_PRESETS["pgd7"]
+    if name in ("pgd", "pgd10", "pgd20"):
+        # the presets' step sizes are for eps = 8/255; other budgets scale them
+        steps, alpha = PGD_PRESETS["pgd7" if name == "pgd" else name]
         return pgd(model, x, y, level, alpha * level / (8 / 255), steps, generator=generator)
+    if name == "apgd-ce":
+        return apgd_ce(model, x, y, level, generator)
     return apply_input_noise(name, x, level, generator)
 
 

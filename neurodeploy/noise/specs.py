@@ -77,6 +77,12 @@ NOISES: dict[str, NoiseType] = {t.name: t for t in (
               _P, "pixel"),
     NoiseType("pgd", "input", "L-inf budget eps of PGD-7, alpha = eps * 2.55/8 (crafted on the float model)",
               _P, "pixel"),
+    NoiseType("pgd10", "input", "L-inf budget eps of PGD-10, alpha = eps * 2/8 (crafted on the float model)",
+              _P, "pixel"),
+    NoiseType("pgd20", "input", "L-inf budget eps of PGD-20, alpha = eps * 1/8 (crafted on the float model)",
+              _P, "pixel"),
+    NoiseType("apgd-ce", "input", "L-inf budget eps of APGD-CE (torchattacks, 10 steps; crafted on the float "
+              "model)", _P, "pixel"),
     # network noise (fixed per simulated chip instance = seed)
     NoiseType("weight-mismatch", "network",
               "std s of the multiplicative Gaussian w' = w * (1 + s*N(0,1)) on every synaptic weight, "
