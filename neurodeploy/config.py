@@ -89,6 +89,13 @@ class ModelConfig:
     init_current_std: Optional[float] = 0.5
     normalize_mean: Optional[list[float]] = None
     normalize_std: Optional[list[float]] = None
+    # conv only: BatchNorm2d after every conv, before its neurons (the reference's
+    # conv nets); folded into the conv's weight and bias at deployment
+    batchnorm: bool = False
+    # conv only: Kaiming-normal conv weights (fan_out, relu gain; the reference's
+    # init) instead of torch's default uniform; data-driven init still rescales
+    # afterwards unless init_current_std is null
+    kaiming_init: bool = False
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
 
 
@@ -269,6 +276,9 @@ def validate(cfg: RunConfig, src: str = "<config>") -> RunConfig:
             )
     elif m.channels:
         raise ConfigError(f"{src}: model.channels: only used by arch 'conv', not {m.arch!r}")
+    for key in ("batchnorm", "kaiming_init"):
+        if getattr(m, key) and m.arch != "conv":
+            raise ConfigError(f"{src}: model.{key}: only used by arch 'conv', not {m.arch!r}")
     if m.arch == "srnn" and not m.hidden:
         raise ConfigError(f"{src}: model.hidden: an srnn needs at least one recurrent layer")
     if (m.normalize_mean is None) != (m.normalize_std is None):
@@ -296,6 +306,11 @@ def validate(cfg: RunConfig, src: str = "<config>") -> RunConfig:
             check_level(t.hardware_noise, t.hardware_noise_level)
         except NoiseSpecError as exc:
             raise ConfigError(f"{src}: training.hardware_noise: {exc}") from None
+    if t.hardware_noise is not None and m.batchnorm:
+        # the chip-instance step quantizes and perturbs the unfolded training
+        # model, and BatchNorm's running statistics would update on the copy only
+        raise ConfigError(f"{src}: training.hardware_noise: noise-aware training does not support "
+                          f"model.batchnorm: true (train without BatchNorm or without hardware_noise)")
     if t.augment_shift < 0:
         raise ConfigError(f"{src}: training.augment_shift: {t.augment_shift} must be >= 0")
     if r.mppd.rho < 0:

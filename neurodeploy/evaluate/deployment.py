@@ -30,6 +30,7 @@ from ..config import RunConfig
 from ..fileio import atomic_path
 from ..ir import Network
 from ..models import SNNClassifier
+from ..models.folding import fold_batchnorm
 from ..neurons.modules import spiking_layers
 from ..quant import HardwareProfile, load_profile, quantize_model
 from ..quant.quantizer import QuantizationResult
@@ -51,12 +52,15 @@ def file_digest(path: Path) -> str:
 
 
 def deployable_model(model: SNNClassifier) -> SNNClassifier:
-    """A copy of ``model`` with every DLIF gain ``p[t]`` fixed at its mean (frozen), in eval mode.
+    """A copy of ``model`` with BatchNorm folded into its convs and every DLIF gain ``p[t]`` fixed at its mean.
 
-    Loihi weights do not vary over time, so the quantizer folds the mean gain
-    into the weights; this float model is exactly what is quantized.
+    Frozen, in eval mode. Loihi weights do not vary over time, so the
+    quantizer folds the mean gain into the weights, and BatchNorm (eval
+    statistics) becomes the conv's weight and bias
+    (:func:`~neurodeploy.models.folding.fold_batchnorm`); this float model is
+    exactly what is quantized and exported.
     """
-    out = copy.deepcopy(model)
+    out = fold_batchnorm(model)  # a copy; a plain copy without BatchNorm
     with torch.no_grad():
         for layer in spiking_layers(out):
             if layer.gain is not None:

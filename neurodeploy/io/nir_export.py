@@ -7,7 +7,9 @@ outside, as in the ONNX export): its ``Input`` has the per-step shape
 Mapping
 -------
 * ``torch.nn.Linear`` -> ``nir.Affine`` (a zero bias when the layer has none);
-* ``TimeFolded(Conv2d)`` -> ``nir.Conv2d`` (zero padding only);
+* ``TimeFolded(Conv2d)`` -> ``nir.Conv2d`` (zero padding only); a BatchNorm
+  after it is folded into its weight and bias first (eval statistics,
+  :func:`~neurodeploy.models.folding.fold_batchnorm`);
 * ``torch.nn.Flatten`` -> ``nir.Flatten(start_dim=0)`` over the per-sample
   type (omitted when the input already is a vector);
 * LIF / DLIF neurons -> ``nir.LIF`` (``nir.IF`` when ``leak == 1``);
@@ -74,6 +76,7 @@ import torch
 
 from ..fileio import atomic_path
 from ..models.builders import SNNClassifier, TimeFolded
+from ..models.folding import fold_batchnorm, has_batchnorm
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
 
 __all__ = ["NIRExportError", "export_nir", "build_nir_graph"]
@@ -196,6 +199,8 @@ def build_nir_graph(model: SNNClassifier, *, input_shape: tuple[int, ...], time_
 
     from ..data.encoders import TemporalEncoder
 
+    if has_batchnorm(model):
+        model = fold_batchnorm(model)  # no BatchNorm node: export the deployed, folded conv
     shape = tuple(int(s) for s in input_shape)
     if isinstance(model.encoder, TemporalEncoder) and len(shape) == 2:
         shape = shape[1:]  # (T, F) sample -> (F,) per step

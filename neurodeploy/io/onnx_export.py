@@ -56,6 +56,7 @@ import torch
 
 from ..fileio import atomic_path
 from ..models.builders import SNNClassifier, TimeFolded
+from ..models.folding import fold_batchnorm, has_batchnorm
 from ..neurons import functional as F_
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
 
@@ -233,6 +234,8 @@ def export_onnx(model: SNNClassifier, path: Union[str, os.PathLike], *,
     """
     import onnx
 
+    if has_batchnorm(model):
+        model = fold_batchnorm(model)  # the step graph is the deployed (eval-mode, folded) model
     step_shape = _step_shape(model, input_shape)
     was_training = model.training
     model.eval()

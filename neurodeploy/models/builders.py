@@ -176,7 +176,17 @@ def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_s
             pad = cfg.kernel_size // 2
             for out_c, stride in zip(cfg.channels, strides):
                 conv = torch.nn.Conv2d(c, out_c, cfg.kernel_size, stride=stride, padding=pad, bias=cfg.bias)
-                layers += [TimeFolded(conv), SpikingNeurons(neuron, time_steps)]
+                if cfg.kaiming_init:
+                    # the reference's init (torchvision VGG/ResNet style)
+                    torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                    if conv.bias is not None:
+                        torch.nn.init.zeros_(conv.bias)
+                layers.append(TimeFolded(conv))
+                if cfg.batchnorm:
+                    # over (T*B, C, H, W): one set of batch statistics per forward pass,
+                    # so the clean and the perturbed pass each normalise with their own
+                    layers.append(TimeFolded(torch.nn.BatchNorm2d(out_c)))
+                layers.append(SpikingNeurons(neuron, time_steps))
                 c, h, w = conv_out_shape((c, h, w), conv.weight.shape, conv.stride, conv.padding, conv.dilation)
             size = c * h * w
         else:
@@ -212,12 +222,18 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) ->
 
 
 def _synapse_of(body: SequentialState, layer: torch.nn.Module) -> torch.nn.Module:
-    """The weight layer that feeds a spiking layer (its Linear, Conv2d or input weights)."""
+    """The layer whose weight and bias scale a spiking layer's input current.
+
+    Its Linear, Conv2d or input weights; with BatchNorm after the conv, the
+    BatchNorm (its affine scale, since scaling the conv is normalised away).
+    """
     if isinstance(layer, RecurrentSpikingNeurons):
         return layer.input_weights
     modules = list(body)
     for m in reversed(modules[:modules.index(layer)]):
         if isinstance(m, TimeFolded):
+            if isinstance(m.module, torch.nn.modules.batchnorm._BatchNorm) and not m.module.affine:
+                raise ValueError("data-driven init needs an affine BatchNorm to scale")
             return m.module
         if isinstance(m, torch.nn.Linear):
             return m
