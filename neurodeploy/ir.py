@@ -16,6 +16,17 @@ Semantics (Lava 0.10 ``fixed_pt``, see shared/docs/loihi-fixed-point.md):
   (clipped to 24 bits), spike where ``v > vth << 6``, then ``v = 0``;
   ``bias = bias_mant << bias_exp`` per neuron.
 
+Readout (``Network.readout``): ``"spikes"``, the class is the argmax of the
+output layer's spike counts over the aligned window (steps ``latency ..
+latency + T - 1``); ``"potential"``, the output layer is read as an integrator
+(the way lava-dl writes PilotNet's last layer: ``du = 4095`` so ``u`` is the
+step's input, ``dv = 0``, ``vth`` at its maximum so it never spikes) and the
+class is the argmax of its membrane potential ``v`` after the last simulated
+step ``T + latency - 1``, the end of the aligned window. ``v`` accumulates
+from step 0 (every layer starts each sample at zero), so the bias enters
+``T + latency`` times; the quantizer scales the bias by ``T / (T + latency)``
+so that it totals what the float model's ``T`` steps add.
+
 Shapes follow torch: images are ``(C, H, W)``; conv weights ``(out, in, kH, kW)``;
 a dense layer after a conv layer reads the conv output flattened in ``(C, H, W)``
 order. Backends and formats with other layouts (Lava's conv is ``(W, H, C)``)
@@ -30,6 +41,7 @@ from typing import Optional, Union
 import numpy as np
 
 SIGN_MODES = ("mixed", "excitatory", "inhibitory")
+READOUTS = ("spikes", "potential")
 
 
 class IRError(ValueError):
@@ -145,9 +157,12 @@ class InputEncoding:
 class Network:
     """A deployed spiking network: input description plus layers in order.
 
-    ``time_steps`` is T, the number of input steps of one sample; the output is
-    read from the last layer's spikes. ``profile`` names the hardware profile
-    the network was quantized for; ``metadata`` is free-form provenance.
+    ``time_steps`` is T, the number of input steps of one sample. ``readout``
+    says how the class is read from the last layer (see the module doc):
+    ``"spikes"`` (argmax of its spike counts) or ``"potential"`` (argmax of its
+    membrane potential ``v`` at the end of the run). ``profile`` names the
+    hardware profile the network was quantized for; ``metadata`` is free-form
+    provenance.
     """
 
     input_shape: tuple[int, ...]
@@ -156,6 +171,7 @@ class Network:
     input_encoding: InputEncoding = field(default_factory=InputEncoding)
     profile: str = ""
     metadata: dict = field(default_factory=dict)
+    readout: str = "spikes"
 
     @property
     def output_size(self) -> int:
@@ -176,6 +192,8 @@ class Network:
             raise IRError(f"{source}: the network has no layers")
         if self.time_steps < 1:
             raise IRError(f"{source}: time_steps is {self.time_steps}, expected >= 1")
+        if self.readout not in READOUTS:
+            raise IRError(f"{source}: readout {self.readout!r}, expected one of {READOUTS}")
         if self.input_encoding.kind not in ("graded", "spikes"):
             raise IRError(f"{source}: input encoding {self.input_encoding.kind!r}, expected 'graded' or 'spikes'")
         shape: tuple[int, ...] = tuple(int(s) for s in self.input_shape)

@@ -125,9 +125,12 @@ def test_cuba_decays_and_recurrent_layer():
     assert res.network.input_shape == (12,)
 
 
-def test_linear_readout_is_rejected():
-    with pytest.raises(QuantizationError, match="readout"):
-        quantize_model(_model(readout="linear"), (1, 8, 8), LOIHI2, time_steps=4)
+def test_linear_readout_becomes_an_integrator_output():
+    # details (bound, bias, backends, netx) in test_readout.py
+    res = quantize_model(_model(readout="linear"), (1, 8, 8), LOIHI2, time_steps=4)
+    _check_ranges(res.network)
+    out = res.network.layers[-1].neurons
+    assert res.network.readout == "potential" and (out.du, out.dv, out.vth) == (4095, 0, LOIHI2.vth_max)
 
 
 def test_input_bits_must_match_profile():

@@ -8,6 +8,11 @@ step of delay: layer ``l`` (0-based) sees at step ``s`` what its input layer
 emitted at step ``s - 1``, so the output layer's response to input step ``t``
 appears at step ``t + latency``. A layer's recurrent weights deliver its own
 spikes of step ``s`` at step ``s + 1``. Neuron biases act from step 0.
+
+A network with ``readout == "potential"`` is read from the output layer's
+membrane potential ``v`` after its last step ``T + latency - 1`` (the end of
+the aligned window, so every response to the T input steps is in it):
+``RunResult.output_v``, always filled for such networks.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class RunResult:
     ``output_spikes`` holds every simulated step (``time_steps + latency``);
     :meth:`aligned_output` is the window that corresponds to the float model's
     ``T`` steps. Neuron indices follow the IR (conv layers flattened (C, H, W)).
+    ``readout`` is the network's; for ``"potential"`` ``output_v`` holds the
+    output layer's ``v`` after the last step, from which :meth:`predictions` reads.
     """
 
     output_spikes: np.ndarray            # (samples, total_steps, n_out) uint8
@@ -64,6 +71,8 @@ class RunResult:
     latency: int
     time_steps: int
     layer_spikes: Optional[list] = None  # per layer (samples, total_steps, n) uint8, when recorded
+    readout: str = "spikes"
+    output_v: Optional[np.ndarray] = None  # (samples, n_out) int64: output layer's final v (potential readout)
 
     @property
     def total_steps(self) -> int:
@@ -74,7 +83,13 @@ class RunResult:
         return self.output_spikes[:, self.latency:self.latency + self.time_steps]
 
     def predictions(self) -> np.ndarray:
-        """Class per sample: argmax of the aligned output spike counts (ties -> lowest index)."""
+        """Class per sample (ties -> lowest index): argmax of the aligned output spike
+        counts, or for a potential readout of the output layer's final ``v``."""
+        if self.readout == "potential":
+            if self.output_v is None:
+                raise BackendError("a potential readout needs RunResult.output_v (the output layer's final v), "
+                                   "which this result does not hold")
+            return np.argmax(self.output_v, axis=-1)
         counts = self.aligned_output().sum(axis=1, dtype=np.int64)
         return np.argmax(counts, axis=-1)
 

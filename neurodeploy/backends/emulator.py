@@ -17,6 +17,8 @@ numpy gives the operations inside Lava's process models:
   ``u <= -2**23 -> u + 2**24``); ``v = trunc(v * (4096 - dv) / 4096) + u +
   bias`` clipped to +-(2**23 - 1); spike where ``v > vth << 6``; ``v = 0`` there.
   Several synapses into one population are summed in int32 (the InPort adds them).
+* A potential readout (``network.readout == "potential"``) returns the output
+  layer's final v (``RunResult.output_v``), which the prediction reads.
 * Conv layers use the same synapse arithmetic as Dense (see the Lava backend,
   which maps them onto Lava processes that compute exactly this) with torch's
   Conv2d cross-correlation (stride, padding, dilation, groups) via im2col.
@@ -366,6 +368,10 @@ class Emulator:
                   record_spikes: bool = False):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
 
+        ``us``/``vs`` hold every layer's final state with ``record_state``; without
+        it ``us`` is empty and ``vs`` holds only the output layer's final v (others
+        None) for a potential readout, else nothing.
+
         ``x`` must be validated by the caller except for its value range, which
         is checked here on the distinct steps (``_source``: the whole input, for
         :func:`check_inputs`' error message). ``noise``: per layer the step
@@ -429,6 +435,8 @@ class Emulator:
             if record_state:
                 us.append(u.astype(np.int64))
                 vs.append(v.astype(np.int64))
+            elif li == L - 1 and self.network.readout == "potential":
+                vs = [None] * (L - 1) + [v.astype(np.int64)]   # the readout: the output layer's final v
             if spikes is not None:                    # the neurons' own spikes, before any drop
                 spikes.append(S.transpose(1, 0, 2).astype(np.uint8))
             if li == L - 1:
@@ -588,6 +596,8 @@ class Emulator:
         counts = np.zeros((n, L), dtype=np.int64)
         us = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
         vs = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
+        potential = net.readout == "potential"
+        out_v = np.zeros((n, net.output_size), dtype=np.int64) if potential else None
         spk = [np.zeros((n, T + L, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
             if record_spikes else None
         batch_size = max(1, int(batch_size))
@@ -617,6 +627,8 @@ class Emulator:
             if record_spikes:
                 for li in range(L):
                     spk[li][start:stop] = bs[li]
+            if potential:
+                out_v[start:stop] = bv[-1]
             if bar is not None:
                 bar.update(task, advance=stop - start)
 
@@ -646,7 +658,8 @@ class Emulator:
         finally:
             if bar is not None:
                 bar.stop()
-        return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk)
+        return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk,
+                         readout=net.readout, output_v=out_v)
 
 
 def _sample_ids(sample_ids, n: int) -> np.ndarray:

@@ -15,6 +15,9 @@ Process graph for one call (compiled once, all samples run through it):
   neurons as ``lava.proc.lif.LIFReset`` (``PyLifResetModelBitAcc``: the same
   arithmetic as ``LIF``'s ``PyLifModelBitAcc``, plus a reset of u and v at the
   first step of every sample, inside the process, at no messaging cost).
+* for a potential readout (``network.readout == "potential"``) the output
+  population's ``v`` Var is read after every sample (one ``Var.get``, one
+  value per output neuron): ``RunResult.output_v``, the prediction's source.
 * every population's ``s_out`` is also flagged as an external pipe (the
   mechanism ``lava.proc.io.extractor.Extractor`` is built on, without the extra
   OS process per population, which cost ~40% of the step rate): its spikes of
@@ -373,6 +376,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
+    out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
 
     before = set(multiprocessing.active_children())
     graph = None
@@ -395,7 +399,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             task = bar.add_task("lava", total=n)
         for k in range(n):
             graph.source.run(condition=RunSteps(num_steps=P, blocking=True))
-            _read_sample(graph, plan, k, out, counts, us, vs, P, spk)
+            _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v)
             for var in graph.var_resets:
                 var.set(np.zeros(var.shape))
             if bar is not None:
@@ -417,7 +421,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             if not stopped:
                 warnings.warn(f"the Lava runtime did not stop within {timeout:.0f} s; "
                               "its processes were terminated", RuntimeWarning, stacklevel=2)
-    return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk)
+    return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk, readout=network.readout,
+                     output_v=out_v)
 
 
 def _noise_stream(arr: np.ndarray, lp: LayerPlan) -> np.ndarray:
@@ -433,8 +438,10 @@ def _to_ir(lava_flat: np.ndarray, order: np.ndarray) -> np.ndarray:
     return ir
 
 
-def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int, spk=None) -> None:
-    """Collect sample k's spikes (every step, every population) and, if asked, u and v."""
+def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int, spk=None,
+                 out_v=None) -> None:
+    """Collect sample k's spikes (every step, every population) and, if asked, u and v;
+    ``out_v`` (potential readout): the output population's v, read from its Lava Var."""
     last = len(plan.layers) - 1
     for li, (lp, lif) in enumerate(zip(plan.layers, graph.lifs)):
         pipe = lif.s_out.external_pipe_csp_recv_port
@@ -448,3 +455,7 @@ def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, ste
             lif = graph.lifs[li]
             us[li][k] = _to_ir(np.rint(lif.u.get()).astype(np.int64).reshape(-1), lp.order)
             vs[li][k] = _to_ir(np.rint(lif.v.get()).astype(np.int64).reshape(-1), lp.order)
+        if out_v is not None and li == last:
+            # the state after the sample's last step (the next run's first step resets it, inside LIFReset)
+            out_v[k] = vs[li][k] if vs is not None else \
+                _to_ir(np.rint(lif.v.get()).astype(np.int64).reshape(-1), lp.order)

@@ -1,7 +1,8 @@
 """Emulator vs Lava: every layer's spikes must be identical; a difference is a bug and stops the run.
 
-The comparison is cheap where they agree (spike counts of every layer and the
-output spike trains of every sample); where they do not, the first differing
+The comparison is cheap where they agree (spike counts of every layer, the
+output spike trains of every sample and, for a potential readout, the output
+layer's final v, which the prediction reads); where they do not, the first differing
 sample is run again on the emulator with every layer's spikes recorded and
 set against Lava's, so the error names the sample, layer and step where the
 two part ways.
@@ -43,22 +44,41 @@ def first_difference(network: Network, inputs: np.ndarray, emulator: RunResult, 
     """Where ``emulator`` and ``lava`` (runs of ``network`` on the same ``inputs``) first differ, or None.
 
     Compares every layer's spike count and the output spike trains of every
-    sample. For the first differing sample, the emulator runs it again with
-    every layer's spikes recorded (same step noise and sample id) and the
-    earliest step at which any layer differs from Lava's recording is named.
+    sample, and for a network with a potential readout the output layer's
+    final v (``RunResult.output_v``; a result without it counts as differing).
+    For the first differing sample, the emulator runs it again with every
+    layer's spikes recorded (same step noise and sample id) and the earliest
+    step at which any layer differs from Lava's recording is named; where only
+    v differs, ``output_v`` names the neurons and both values.
     ``sample_ids``: data-set indices of the samples (default ``0..n-1``).
     """
     n = len(lava.spike_counts)
     ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids)
     counts_differ = np.any(emulator.spike_counts[:n] != lava.spike_counts, axis=1)
     out_differ = np.any(emulator.output_spikes[:n] != lava.output_spikes, axis=(1, 2))
-    bad = np.flatnonzero(counts_differ | out_differ)
+    v_differ = np.zeros(n, dtype=bool)
+    potential = network.readout == "potential"
+    if potential:
+        if emulator.output_v is None or lava.output_v is None:
+            v_differ[:] = True
+        else:
+            v_differ = np.any(emulator.output_v[:n] != lava.output_v, axis=1)
+    bad = np.flatnonzero(counts_differ | out_differ | v_differ)
     if bad.size == 0:
         return None
     k = int(bad[0])
     layers = [int(li) for li in np.flatnonzero(emulator.spike_counts[k] != lava.spike_counts[k])]
     detail = {"sample": int(ids[k]), "samples_differing": int(bad.size), "samples_compared": n,
               "layers_with_other_counts": layers, "layer": None, "step": None}
+    if potential and v_differ[k]:
+        if emulator.output_v is None or lava.output_v is None:
+            missing = [name for name, r in (("emulator", emulator), ("Lava", lava)) if r.output_v is None]
+            detail["output_v"] = {"missing": missing}
+        else:
+            e, lv = emulator.output_v[k], lava.output_v[k]
+            idx = np.flatnonzero(e != lv)[:8]
+            detail["output_v"] = {"neurons": [int(i) for i in idx], "emulator": [int(e[i]) for i in idx],
+                                  "lava": [int(lv[i]) for i in idx]}
     if lava.layer_spikes is not None:
         again = run_network(network, inputs[k:k + 1], backend="emulator", record_spikes=True,
                             step_noise=step_noise, sample_ids=ids[k:k + 1])
@@ -83,6 +103,13 @@ def describe_difference(detail: dict, context: str = "") -> str:
                   f"spikes, Lava {detail['lava_spikes_at_step']}; neurons {detail['neurons']})")
     elif detail["layers_with_other_counts"]:
         where += f", layers {detail['layers_with_other_counts']}"
+    ov = detail.get("output_v")
+    if ov is not None:
+        if "missing" in ov:
+            where += f" (no output layer v from {' and '.join(ov['missing'])})"
+        else:
+            where += (f", output layer's final v (neurons {ov['neurons']}: emulator {ov['emulator']}, "
+                      f"Lava {ov['lava']})")
     return (f"the emulator and Lava disagree{' on ' + context if context else ''}: first at {where}; "
             f"{detail['samples_differing']} of {detail['samples_compared']} samples differ. This is a bug in "
             f"neurodeploy; please report it with this line")

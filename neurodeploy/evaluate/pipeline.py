@@ -374,10 +374,11 @@ def _plot(r: dict, flt: dict, emu_counts: np.ndarray, path: Path) -> None:
     for ax, (title, rungs) in zip(axes, ladders):
         _ladder_bars(ax, rungs, title)
     ax_l, ax_h = axes[len(ladders)], axes[len(ladders) + 1]
-    n = len(r["float"]["spikes_per_layer"])
+    # a linear readout has no spiking layer in float but an (always silent) integrator layer in fixed point
+    n = min(len(r["float"]["spikes_per_layer"]), len(r["fixed_point"]["spikes_per_layer"]))
     idx = np.arange(n)
-    ax_l.bar(idx - 0.2, r["float"]["spikes_per_layer"], 0.4, label="deployable float")
-    ax_l.bar(idx + 0.2, r["fixed_point"]["spikes_per_layer"], 0.4, label="fixed point")
+    ax_l.bar(idx - 0.2, r["float"]["spikes_per_layer"][:n], 0.4, label="deployable float")
+    ax_l.bar(idx + 0.2, r["fixed_point"]["spikes_per_layer"][:n], 0.4, label="fixed point")
     ax_l.set_xlabel("layer")
     ax_l.set_ylabel("spikes / sample")
     ax_l.set_xticks(idx)

@@ -94,6 +94,21 @@ rescaled for lava-dl (weights, threshold and bias times ``2**k``, rounded) with
 a :class:`NetxInexactWarning`, while the ``neurodeploy`` group keeps the exact
 IR for :func:`read_netx`.
 
+Potential readout
+-----------------
+A network with ``readout == "potential"`` (a linear readout, see
+``neurodeploy/quant/quantizer.py``) ends in an integrator layer written the way
+lava-dl writes PilotNet's last layer (``tests/lava/lib/dl/netx/gts/pilotnet_lif``):
+a ``dense`` layer whose ``neuron`` is ``CUBA`` with ``iDecay 4096`` (u is the
+step's input), ``vDecay 0`` (v sums) and ``vThMant 131071`` (the largest
+threshold; the quantizer keeps v below it). lava-dl users read the class as
+the argmax of that population's ``v`` after ``T + latency`` steps, every layer
+reset at the start of each sample (netx's ``reset_interval = T + latency``,
+``reset_offset = 1``). The readout kind is stored in the ``neurodeploy`` group
+(attribute ``readout``); a file without the group reads as ``"potential"`` when
+its last layer is such an integrator (``du 4095, dv 0, vth 131071``), else
+``"spikes"``.
+
 Writing is atomic: a temporary file next to the target, renamed over it.
 """
 
@@ -118,6 +133,8 @@ EXTRA_GROUP = "neurodeploy"
 NETX_BIAS_EXP = 6  # netx: bias_exp is always 6 (hdf5.py, get_neuron_params)
 SUPPORTED_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
 NOT_IMPLEMENTED_BY_NETX = ("pool", "average", "concat", "convT", "unpool")
+VTH_MAX = 2**17 - 1
+READOUTS = ("spikes", "potential")
 
 PathLike = Union[str, os.PathLike]
 
@@ -336,6 +353,11 @@ def _exact_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, i
     return parts, bias, int(layer.neurons.vth)
 
 
+def _is_integrator(nrn: Neurons) -> bool:
+    """A non-spiking integrator as lava-dl writes PilotNet's output: u = input, no leak on v, maximal threshold."""
+    return int(nrn.du) == 4095 and int(nrn.dv) == 0 and int(nrn.vth) == VTH_MAX
+
+
 def _approx_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, int, dict]:
     """The layer rescaled by ``2**k`` to netx's plain 8-bit weights (``exact=False``).
 
@@ -361,8 +383,11 @@ def _approx_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, 
     vth = int(layer.neurons.vth)
     if vth > 0:  # scale up no further than a 2**15 threshold (2 bits of 24-bit state headroom), 17-bit vth
         k = min(k, int(np.floor(np.log2(max(2.0**15, vth) / vth))))
-    parts = [np.rint(r * 2.0**k).astype(np.int64) for r in reals]
-    bias = np.rint(_ir_bias(layer.neurons).astype(np.float64) * 2.0**k / (1 << NETX_BIAS_EXP)).astype(np.int64)
+    # an integrator keeps its scale (k = 0 here: vth is at the maximum) and rounds toward zero,
+    # so the quantizer's bound on |v| still holds
+    rnd = np.fix if _is_integrator(layer.neurons) else np.rint
+    parts = [rnd(r * 2.0**k).astype(np.int64) for r in reals]
+    bias = rnd(_ir_bias(layer.neurons).astype(np.float64) * 2.0**k / (1 << NETX_BIAS_EXP)).astype(np.int64)
     _check_netx_loads(i, layer, parts)
     for (field, _, _), w in zip(_synapses(layer), parts):
         _check_float32(i, field, w)
@@ -440,6 +465,7 @@ def _write_extras(f, network: Network, meta: str, approximated: list[dict]) -> N
                                       "scale": network.input_encoding.scale})
     a["metadata"] = meta
     a["netx_input_message_bits"] = int(network.input_encoding.bits) if network.input_encoding.kind == "graded" else 0
+    a["readout"] = network.readout
     layers = g.create_group("layers")
     for i, layer in enumerate(network.layers):
         lg = layers.create_group(str(i))
@@ -867,10 +893,14 @@ class _Reader:
                                  f"neurodeploy?)", field=f"{EXTRA_GROUP}/format_version")
             enc = json.loads(_as_str(g.attrs["input_encoding"]))
             encoding = InputEncoding(kind=str(enc["kind"]), bits=int(enc["bits"]), scale=float(enc["scale"]))
+            readout = _as_str(g.attrs.get("readout", "spikes"))   # files before the attribute: spikes
+            if readout not in READOUTS:
+                raise self.error(f"readout {readout!r}, expected one of {READOUTS}", field=f"{EXTRA_GROUP}/readout")
             network = Network(
                 input_shape=tuple(int(s) for s in np.asarray(g.attrs["input_shape"]).reshape(-1)),
                 layers=[], time_steps=int(g.attrs["time_steps"]), input_encoding=encoding,
-                profile=_as_str(g.attrs["profile"]), metadata=json.loads(_as_str(g.attrs["metadata"])))
+                profile=_as_str(g.attrs["profile"]), metadata=json.loads(_as_str(g.attrs["metadata"])),
+                readout=readout)
             lg = g["layers"]
             exact_flags = [bool(lg[str(k)].attrs.get("netx_exact", True)) for k in range(len(lg))]
             if len(lg) != len(netx_layers):
@@ -973,17 +1003,22 @@ def _as_str(value: Any) -> str:
     return str(value)
 
 
-def read_netx(path: PathLike, *, time_steps: Optional[int] = None) -> Network:
+def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Optional[str] = None) -> Network:
     """Read a lava-dl netx HDF5 file into a :class:`~neurodeploy.ir.Network`.
 
     Files written by :func:`write_netx` come back exactly (every field).
     Other netx files give the IR of what netx would run, with the input
-    encoding ``spikes`` (netx's unary default) and ``time_steps`` (default 1,
-    netx files do not record it). Any problem raises :class:`NetxFormatError`
-    naming the file, the layer index, the field, the value and what was
-    expected.
+    encoding ``spikes`` (netx's unary default), ``time_steps`` (default 1,
+    netx files do not record it) and ``readout`` ``"potential"`` when the
+    last layer is a PilotNet-style integrator (``du 4095, dv 0, vth 131071``),
+    else ``"spikes"``. ``readout`` given here overrides what the file says.
+    Any problem raises :class:`NetxFormatError` naming the file, the layer
+    index, the field, the value and what was expected.
     """
     import h5py
+
+    if readout is not None and readout not in READOUTS:
+        raise NetxFormatError(f"{path}: readout {readout!r}, expected one of {READOUTS}", path=str(path))
 
     path = Path(path)
     if not path.exists():
@@ -1003,13 +1038,17 @@ def read_netx(path: PathLike, *, time_steps: Optional[int] = None) -> Network:
             raise NetxFormatError(f"{path}: cannot be read as a netx network: {type(exc).__name__}: {exc}",
                                   path=str(path)) from None
     if network is None:
+        kind = readout or ("potential" if _is_integrator(layers[-1].neurons) else "spikes")
         network = Network(input_shape=in_shape, layers=layers, time_steps=int(time_steps or 1),
                           input_encoding=InputEncoding(kind="spikes", bits=1, scale=1.0),
-                          metadata={"source": str(path), "format": "lava-dl netx hdf5"})
+                          metadata={"source": str(path), "format": "lava-dl netx hdf5"}, readout=kind)
         try:
             network.validate(str(path))
         except IRError as exc:
             raise NetxFormatError(f"{exc}", path=str(path)) from None
-    elif time_steps is not None:
-        network.time_steps = int(time_steps)
+    else:
+        if time_steps is not None:
+            network.time_steps = int(time_steps)
+        if readout is not None:
+            network.readout = readout
     return network

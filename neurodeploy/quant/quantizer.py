@@ -24,6 +24,29 @@ matters).
 
 Direct-encoded inputs use graded spikes carrying ``round(255 * x)``; the
 float model sees the same 8-bit input (``SNNClassifier`` quantizes it).
+
+Linear readout (``model.readout: linear``; logits = the readout Linear's output
+averaged over T) becomes an output layer of non-spiking integrators, the way
+lava-dl writes PilotNet's last layer, and the network's ``readout`` is
+``"potential"`` (class = argmax of the final v):
+
+* ``du = 4095`` (u is this step's input), ``dv = 0`` (v sums), ``vth`` at the
+  profile's maximum; v after the run's ``P = T + L`` steps is
+  ``sum_s (W_int s_{s-1}) << (weight_exp + 6) + P * bias``;
+* the per-step bias is ``round(S * b * T / P)``, so the run adds what the
+  float model's T steps add (``T * b``) and ``v / (S * T)`` estimates the float
+  logits; what still differs: weight/bias rounding, and any spikes the last
+  hidden layer sends before its aligned window (bias-driven, steps
+  ``< L - 1``; none without biases), which v also sums;
+* the scale ``S`` is the largest (weights filling the mantissa range at
+  ``weight_exp`` 0 at most) for which the worst case, on all ``P - 1`` steps
+  that can reach the layer every input of one sign active at its maximum,
+  plus P biases, ``max_i |(P - 1) * (sum_j+ w_ij * in_max << (weight_exp + 6))
+  + P * bias_i|`` (and the same for the negative weights), stays at or below
+  ``vth << 6``: v can neither spike nor clip, nor can u wrap. Exponent 0 is kept (netx-exact) while the mantissas keep at least
+  half their range; otherwise a negative ``weight_exp`` lets the mantissas
+  fill the range and the sum's floor shift does the scaling. The bound and
+  its margin are in the layer's report.
 """
 
 from __future__ import annotations
@@ -72,6 +95,9 @@ class LayerReport:
     bias_clip_fraction: float = 0.0
     max_input_per_step: int = 0
     notes: list[str] = field(default_factory=list)
+    readout: Optional[str] = None        # "potential" for the integrator output layer of a linear readout
+    v_bound: Optional[int] = None        # worst-case |v| over the run (potential readout)
+    v_limit: Optional[int] = None        # what v must stay within: vth << 6 (never spikes, never clips)
 
 
 @dataclass
@@ -82,11 +108,22 @@ class QuantizationResult:
 
 
 def _float_layers(model: SNNClassifier) -> list[dict]:
-    """The deployable layer sequence of a float model: synapse, neurons, input shape."""
-    if model.readout != "spikes":
-        raise QuantizationError(
-            "model.readout is 'linear': a non-spiking readout has no Loihi equivalent; "
-            "train with readout 'spikes' (the prediction is then the argmax of output spike counts)")
+    """The deployable spiking layers of a float model: synapse and neurons.
+
+    A linear readout (the final Linear without neurons) is not among them; see
+    :func:`_readout_layer`.
+    """
+    return _split_layers(model)[0]
+
+
+def _readout_layer(model: SNNClassifier) -> Optional[dict]:
+    """The linear readout of a ``readout: linear`` model (kind, weight, bias), else None."""
+    return _split_layers(model)[1]
+
+
+def _split_layers(model: SNNClassifier) -> tuple[list[dict], Optional[dict]]:
+    if model.readout not in ("spikes", "linear"):
+        raise QuantizationError(f"model.readout is {model.readout!r}, expected 'spikes' or 'linear'")
     layers = []
     pending: dict = {}
     for module in model.body:
@@ -113,9 +150,16 @@ def _float_layers(model: SNNClassifier) -> list[dict]:
         else:
             raise QuantizationError(f"layer {type(module).__name__} cannot be deployed to Loihi "
                                     f"(supported: Linear, Conv2d, Flatten, spiking neurons)")
-    if pending.get("weight") is not None:
-        raise QuantizationError("the model ends in synapses without neurons; the output layer must spike")
-    return layers
+    readout = None
+    if model.readout == "linear":
+        if pending.get("kind") != "dense" or pending.get("flatten"):
+            raise QuantizationError("model.readout is 'linear' but the model does not end in a Linear layer "
+                                    "without neurons; expected ... -> Linear as the last module")
+        readout = pending
+    elif pending.get("weight") is not None:
+        raise QuantizationError("the model ends in synapses without neurons; with model.readout 'spikes' the "
+                                "output layer must spike")
+    return layers, readout
 
 
 def _neuron_params(neurons) -> tuple[float, Optional[float], float]:
@@ -224,6 +268,96 @@ def _bias(b: np.ndarray, scale: float, profile: HardwareProfile) -> tuple[np.nda
     return mant.astype(np.int64), int(e), clip
 
 
+def _readout_bound(w_int: np.ndarray, exp: int, bias_eff: np.ndarray, in_max: int, steps: int,
+                   profile: HardwareProfile) -> int:
+    """Worst-case |v| of an integrator layer (du 4095, dv 0) over a run of ``steps`` steps.
+
+    Per neuron and sign: every input whose weight has that sign at ``in_max``
+    on each of the ``steps - 1`` steps that can reach the layer (one step of
+    synaptic delay), plus ``steps`` biases. Reachable when inputs are free.
+    """
+    w = w_int.reshape(w_int.shape[0], -1).astype(np.int64)
+    pos = np.clip(w, 0, None).sum(1) * int(in_max)
+    neg = np.clip(-w, 0, None).sum(1) * int(in_max)
+    # Lava shifts the sum: a right shift floors (a negative sum's magnitude rounds up)
+    up = pos << exp if exp >= 0 else pos >> -exp
+    down = neg << exp if exp >= 0 else -((-neg) >> -exp)
+    sh = profile.neuron.activation_shift
+    b = steps * np.asarray(bias_eff, dtype=np.int64)
+    hi = (steps - 1) * (up << sh) + b
+    lo = -(steps - 1) * (down << sh) + b
+    return int(max(np.abs(hi).max(initial=0), np.abs(lo).max(initial=0)))
+
+
+def _quantize_readout(fl: dict, index: int, encoding: InputEncoding, profile: HardwareProfile, time_steps: int,
+                      latency: int) -> tuple[DenseLayer, LayerReport]:
+    """The linear readout as an integrator output layer (see the module docstring)."""
+    shift = profile.neuron.activation_shift
+    graded_in = index == 0 and encoding.kind == "graded"
+    w = fl["weight"].detach().double().numpy()
+    if graded_in:
+        w = w / encoding.scale
+    in_max = (2**encoding.bits - 1) if graded_in else 1
+    b = fl["bias"].detach().double().numpy() if fl["bias"] is not None else np.zeros(w.shape[0])
+    T, P = int(time_steps), int(time_steps) + int(latency)
+    b_step = b * T / P                      # P per-step biases add up to the float model's T
+    v_limit = int(min(profile.vth_max << profile.neuron.vth_shift, profile.state_max))
+    notes: list[str] = []
+    # |v| per unit scale in the worst case (float weights): (P - 1) steps of every input of one sign plus P biases
+    pos, neg = np.clip(w, 0, None).sum(1) * in_max, np.clip(-w, 0, None).sum(1) * in_max
+    per_unit = float(np.maximum(np.abs((P - 1) * pos + P * b_step),
+                                np.abs((P - 1) * neg - P * b_step)).max(initial=0.0))
+    s_lim = v_limit / per_unit if per_unit > 0 else float("inf")
+    fill = _full_range(w, profile)
+    exp = 0
+    if fill == 0:
+        scale = s_lim if np.isfinite(s_lim) else 2.0**shift
+        notes.append("all weights are zero" if not np.any(w) else "no weight has the sign this profile allows")
+    elif fill * 2.0**shift <= s_lim:
+        scale = fill * 2.0**shift                        # full range at exponent 0 fits the bound
+    elif s_lim >= fill * 2.0**shift / 2:
+        scale = s_lim                                    # exponent 0 (netx-exact), at least half the range
+    else:
+        exp = int(math.floor(math.log2(s_lim / (fill * 2.0**shift))))
+        if exp < profile.weights.exp_min:
+            exp, scale = profile.weights.exp_min, s_lim
+            notes.append("the readout's worst case needs a weight exponent below the profile's minimum; "
+                         "the weights use only part of the mantissa range")
+        else:
+            scale = min(s_lim, fill * 2.0 ** (exp + shift))
+    for _ in range(8):                                   # rounding can push the bound over: shrink and redo
+        w_int, clip, err = _quantize_weights(w, scale, exp, profile)
+        bias_mant, bias_exp, bias_clip = _bias(b_step, scale, profile)
+        bias_eff = bias_mant << bias_exp
+        v_bound = _readout_bound(w_int, exp, bias_eff, in_max, P, profile)
+        if v_bound <= v_limit:
+            break
+        scale *= v_limit / v_bound * (1 - 1e-6)
+    else:
+        notes.append(f"could not keep the worst-case |v| {v_bound} within {v_limit}: v can clip or spike")
+    vth = profile.vth_max
+    nrn = Neurons(du=profile.decay_max, dv=0, vth=vth, bias_mant=bias_mant.reshape(-1), bias_exp=bias_exp)
+    layer = DenseLayer(weight=w_int.reshape(w.shape[0], -1), neurons=nrn, weight_exp=exp,
+                       num_weight_bits=profile.weights.bits, sign_mode=profile.weights.sign_mode,
+                       name=f"layer{index}")
+    notes.append(f"integrator readout (du {profile.decay_max}, dv 0, never spikes): worst-case |v| over the "
+                 f"{P}-step run is {v_bound} = {100 * v_bound / v_limit:.0f}% of vth << "
+                 f"{profile.neuron.vth_shift} = {v_limit}; per-step bias = bias * T/(T+L) = bias * {T}/{P}")
+    if exp != 0:
+        notes.append(f"weight exponent {exp} keeps the weights' resolution under the bound; netx holds plain "
+                     f"integer weights, so lava-dl gets this layer only approximately")
+    if bias_clip > 0:
+        notes.append(f"{100 * bias_clip:.1f}% of the readout biases clip")
+    report = LayerReport(
+        index=index, kind="dense", shape=list(layer.out_shape), scale=scale, weight_exp=exp, vth=vth,
+        bias_exp=bias_exp, du=nrn.du, dv=0, weight_clip_fraction=clip, weight_rel_error=err,
+        weight_levels_used=int(np.unique(w_int).size), threshold_rel_error=0.0, leak_float=1.0, leak_fixed=1.0,
+        bias_clip_fraction=bias_clip, notes=notes, readout="potential", v_bound=v_bound, v_limit=v_limit)
+    report.max_input_per_step = int(np.abs(w_int).reshape(w_int.shape[0], -1).sum(1).max() * in_max
+                                    * 2.0 ** (exp + shift)) if w_int.size else 0
+    return layer, report
+
+
 def input_encoding_for(model: SNNClassifier, profile: HardwareProfile) -> InputEncoding:
     """The fixed-point input path of a model's encoder."""
     if isinstance(model.encoder, PoissonEncoder):
@@ -250,7 +384,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
     # (graded 8-bit pixels) reached 4x its threshold in one step and wrapped u
     state_headroom = profile.neuron.state_bits - 1 - profile.neuron.activation_shift - 4
     vth_target = int(vth_target or min(profile.vth_max, 2**state_headroom))
-    float_layers = _float_layers(model)
+    float_layers, readout = _split_layers(model)
     shape: tuple[int, ...] = tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder) else tuple(input_shape)
     ir_layers: list[Layer] = []
     reports: list[LayerReport] = []
@@ -322,9 +456,19 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         ir_layers.append(layer)
         reports.append(report)
         shape = layer.out_shape
+    if readout is not None:
+        n_in = int(np.prod(shape))
+        if readout["weight"].shape[1] != n_in:
+            raise QuantizationError(f"the readout Linear has {readout['weight'].shape[1]} inputs, the layer "
+                                    f"before it {n_in} outputs")
+        layer, report = _quantize_readout(readout, len(ir_layers), encoding, profile, time_steps,
+                                          latency=len(ir_layers) + 1)
+        ir_layers.append(layer)
+        reports.append(report)
     network = Network(input_shape=tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder)
                       else tuple(input_shape), layers=ir_layers, time_steps=time_steps,
-                      input_encoding=encoding, profile=profile.name, metadata={"source": name})
+                      input_encoding=encoding, profile=profile.name, metadata={"source": name},
+                      readout="potential" if readout is not None else "spikes")
     network.validate(name or "quantized network")
     resources = check_resources(network, profile)
     return QuantizationResult(network, reports, resources)
