@@ -116,6 +116,9 @@ def training_loss(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: torc
     if r.mppd.rho > 0:
         loss = loss + r.mppd.rho * v
     terms["mppd"] = float(v.detach())
+    if any(layers[i].gain is not None for i in idx):
+        with torch.no_grad():
+            terms["mppd_after_gain"] = float(mppd_penalty(clean_rec, pert_rec, layers, idx, after_gain=True))
     if r.bound.weight > 0:
         b = bound_penalty(clean_rec, pert_rec, layers, r.bound.window)
         loss = loss + r.bound.weight * b
@@ -191,7 +194,35 @@ def _chip_noise_step(model: SNNClassifier, cfg: RunConfig, x: torch.Tensor, y: t
     return loss, terms
 
 
+@torch.no_grad()
+def epoch_diagnostics(model: SNNClassifier) -> dict[str, float]:
+    """Per-epoch state of the parameters the MS-MPPD/weight-decay trade-off acts on.
+
+    ``gain{i}_min``, ``gain{i}_mean``, ``gain{i}_max``: the DLIF gain p[t] of
+    spiking layer ``i`` (index into ``model.spiking_layers()``; LIF layers have
+    none). ``wnorm.<parameter name>``: the Frobenius norm of every weight
+    (dense, conv, recurrent and BatchNorm scales). Without weight decay,
+    W -> cW, p -> p/c leaves the network unchanged but shrinks the penalty
+    (measured before p), so the two together show whether p absorbs it.
+    """
+    out: dict[str, float] = {}
+    for i, layer in enumerate(model.spiking_layers()):
+        if layer.gain is not None:
+            g = layer.gain.detach().double()
+            out.update({f"gain{i}_min": float(g.min()), f"gain{i}_mean": float(g.mean()),
+                        f"gain{i}_max": float(g.max())})
+    for name, param in model.named_parameters():
+        if name.endswith("weight"):
+            out[f"wnorm.{name}"] = float(param.detach().double().norm())
+    return out
+
+
 def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """SGD or Adam over *all* parameters with the config's weight decay.
+
+    One parameter group on purpose: the reference decays every parameter,
+    the DLIF gain p included, so p cannot absorb the MS-MPPD penalty for free.
+    """
     t = cfg.training
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -237,6 +268,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
     a folder that already holds a checkpoint is an error unless ``force``.
     ``stop_after`` stops after that many epochs in total (the run stays
     resumable), e.g. to train in chunks.
+
+    Each line of ``metrics.jsonl`` is one epoch: ``train_<term>`` (batch means
+    of :func:`training_loss`'s terms; ``train_mppd`` is the MS-MPPD value V of
+    the regularized layers under the training perturbation, logged whenever a
+    perturbed pass exists, ``train_mppd_after_gain`` the same after p[t]),
+    ``test_acc``, ``lr``, timings and :func:`epoch_diagnostics` (gain p per
+    spiking layer, the norm of every weight) at the end of the epoch.
     """
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
@@ -327,7 +365,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
             logits = predict(model, data.x_test, generator=epoch_generator(cfg.seed, -1))
             record = {"epoch": epoch + 1, **{f"train_{k}": v / seen for k, v in sums.items()},
                       "test_acc": accuracy(logits, data.y_test), "lr": opt.param_groups[0]["lr"],
-                      "train_seconds": train_time, "train_samples_per_s": seen / train_time}
+                      "train_seconds": train_time, "train_samples_per_s": seen / train_time,
+                      **epoch_diagnostics(model)}
             metrics.append(record)
             with open(out / METRICS_NAME, "a") as fh:
                 fh.write(json.dumps(record) + "\n")

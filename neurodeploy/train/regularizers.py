@@ -64,15 +64,21 @@ def select_layers(layers: Sequence[torch.nn.Module], which: Union[str, Sequence[
 
 
 def mppd_penalty(clean: Sequence, perturbed: Sequence, layers: Sequence[torch.nn.Module],
-                 indices: Sequence[int]) -> torch.Tensor:
+                 indices: Sequence[int], after_gain: bool = False) -> torch.Tensor:
     """MS-MPPD: mean over (t, batch, neurons) of eps[t]^2, averaged over ``indices``.
 
     ``clean`` and ``perturbed`` are the recordings of the two passes; the clean
-    current is detached.
+    current is detached. The reference measures the current before the DLIF
+    gain p[t]; ``after_gain`` measures ``p[t] * dI[t]`` instead, what the
+    membrane really integrates (a diagnostic: does p undo the penalty?).
     """
     terms = []
     for i in indices:
         d_current = clean[i].current.detach() - perturbed[i].current
+        gain = getattr(layers[i], "gain", None)
+        if after_gain and gain is not None:
+            steps = d_current.shape[0]
+            d_current = d_current * gain[:steps].view(steps, *([1] * (d_current.dim() - 1)))
         eps = perturbation_dynamics(d_current, *_leaks(layers[i]))
         terms.append(eps.pow(2).mean())
     return torch.stack(terms).mean()
