@@ -250,3 +250,22 @@ def test_tiny_bn_conv_trains_deploys_and_fixed_point_tracks_float(tmp_path):
     assert float_spikes.mean() > 0.05
     assert float((float_spikes == chip_spikes).mean()) > 0.99
     assert main(["export", str(tmp_path / "run"), "--format", "nir", "--out", str(tmp_path / "bn.nir")]) == 0
+
+
+def test_data_driven_init_scales_the_batchnorm_not_the_conv():
+    """Scaling a conv before BatchNorm is normalised away; the BatchNorm's affine scale sets the current."""
+    from neurodeploy.models.builders import data_driven_init
+
+    model = _model()
+    model.train()
+    convs = [m.module.weight.detach().clone() for m in model.body
+             if isinstance(m, TimeFolded) and isinstance(m.module, torch.nn.Conv2d)]
+    x = torch.rand(64, *SHAPE)
+    data_driven_init(model, x, 0.5)
+    after = [m.module.weight for m in model.body if isinstance(m, TimeFolded) and isinstance(m.module, torch.nn.Conv2d)]
+    assert all(torch.equal(a, b) for a, b in zip(after, convs))
+    assert all(not torch.allclose(bn.weight, torch.ones_like(bn.weight)) for bn in _bns(model))
+    with torch.no_grad(), record_activity(model) as rec:
+        model(x)
+    for r in rec[:2]:                                  # the two BatchNorm-fed layers
+        assert float(r.current.std()) == pytest.approx(0.5, rel=0.05)
