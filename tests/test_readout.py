@@ -217,6 +217,20 @@ def test_quantized_linear_readout_model_lava_matches_emulator():
     assert first_difference(res.network, x, emu, lav) is None
 
 
+@pytest.mark.parametrize("name", ["spike-drop", "current-noise", "membrane-noise"])
+def test_potential_readout_under_step_noise_lava_matches_emulator(name):
+    from neurodeploy.noise.hardware import StepNoise
+
+    T = 4
+    net = quantize_model(_linear_model([10], T=T, seed=5), (1, 8, 8), load_profile("loihi2"), time_steps=T).network
+    x = np.random.default_rng(6).integers(0, 256, (3, T, 1, 8, 8))
+    noise = StepNoise(name, {"spike-drop": 0.3, "current-noise": 0.4, "membrane-noise": 0.4}[name], 9)
+    emu = run_network(net, x, record_state=True, step_noise=noise, sample_ids=[4, 1, 8])
+    lav = run_network(net, x, backend="lava", record_state=True, step_noise=noise, sample_ids=[4, 1, 8])
+    _assert_same_readout(emu, lav, name)
+    assert not np.array_equal(emu.output_v, run_network(net, x).output_v), "the noise must change v"
+
+
 # --------------------------------------------------------------------------- agreement on v
 def test_first_difference_compares_the_output_v():
     net = _hand_integrator()
