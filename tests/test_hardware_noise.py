@@ -35,7 +35,7 @@ from neurodeploy.noise.hardware import (
 from neurodeploy.quant import ProfileError, load_profile
 from neurodeploy.quant.quantizer import _float_layers
 
-ALL = ("gaussian", "uniform", "salt-pepper", "fgsm", "pgd", "weight-mismatch", "bit-flip", "dead-neuron",
+ALL = ("gaussian", "uniform", "salt-pepper", "fgsm", "pgd", "pgd10", "pgd20", "apgd-ce", "weight-mismatch", "bit-flip", "dead-neuron",
        "stuck-neuron", "spike-drop", "current-noise", "membrane-noise", "threshold-mismatch")
 
 
@@ -129,7 +129,7 @@ def test_vocabulary_is_complete_and_kinded():
     assert set(NETWORK_NOISE_NAMES) == {"weight-mismatch", "bit-flip", "dead-neuron", "stuck-neuron",
                                         "threshold-mismatch"}
     assert set(STEP_NOISE_NAMES) == {"spike-drop", "current-noise", "membrane-noise"}
-    for name in ("gaussian", "uniform", "salt-pepper", "fgsm", "pgd"):
+    for name in ("gaussian", "uniform", "salt-pepper", "fgsm", "pgd", "pgd10", "pgd20", "apgd-ce"):
         assert NOISES[name].kind == "input"
     for name in ("salt-pepper", "bit-flip", "dead-neuron", "stuck-neuron", "spike-drop"):
         assert NOISES[name].upper == 1.0
@@ -173,7 +173,7 @@ def test_profile_noise_section():
     # command line over profile: NAME:LEVELS wins, bare NAME takes the profile's levels
     specs = resolve_noise_specs(["gaussian:0,0.5", "bit-flip"], "noisy-edge")
     assert specs[0].levels == (0.0, 0.5) and specs[1].levels == defaults["bit-flip"]
-    assert len(resolve_noise_specs(["all"], "noisy-edge")) == 13
+    assert len(resolve_noise_specs(["all"], "noisy-edge")) == len(ALL) == 16
     with pytest.raises(NoiseSpecError, match="no levels given"):
         resolve_noise_specs(["bit-flip"], "loihi2")
 
