@@ -119,10 +119,23 @@ class Deployment:
                                                  .generate_state(1)[0]))
 
 
+CALIBRATION_SAMPLES = 256
+
+
 def _quantize(run_dir: Path, cfg: RunConfig, ckpt: dict, trained: SNNClassifier, deploy: SNNClassifier,
               profile: HardwareProfile, finetune_epochs: int) -> Deployment:
+    """Quantize ``deploy``, calibrated on the first training samples (deterministic: the same network
+    every time the deployment is made or loaded)."""
+    from ..data import load_dataset
+
     shape = tuple(ckpt["input_shape"])
-    quant = quantize_model(deploy, shape, profile, time_steps=cfg.data.time_steps or shape[0], name=cfg.name)
+    T = cfg.data.time_steps or shape[0]
+    first = quantize_model(deploy, shape, profile, time_steps=T, name=cfg.name)
+    data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 0x63616C]).generate_state(1)[0]))
+    cal = chip_inputs(deploy, first.network, data.x_train[:CALIBRATION_SAMPLES], gen)
+    quant = quantize_model(deploy, shape, profile, time_steps=T, name=cfg.name,
+                           calibration=cal.float_sequence(0, len(cal)), calibration_repeat=T if cal.repeated else None)
     return Deployment(Path(run_dir), cfg, ckpt, trained, deploy, quant, profile, finetune_epochs)
 
 

@@ -94,6 +94,7 @@ class LayerReport:
     recurrent_rel_error: Optional[float] = None
     bias_clip_fraction: float = 0.0
     max_input_per_step: int = 0
+    peak_current: Optional[float] = None   # largest |input current| / threshold on the calibration inputs
     notes: list[str] = field(default_factory=list)
     readout: Optional[str] = None        # "potential" for the integrator output layer of a linear readout
     v_bound: Optional[int] = None        # worst-case |v| over the run (potential readout)
@@ -366,9 +367,53 @@ def input_encoding_for(model: SNNClassifier, profile: HardwareProfile) -> InputE
     return InputEncoding(kind="graded", bits=bits, scale=float(2**bits - 1))
 
 
+def peak_currents(model: SNNClassifier, calibration: torch.Tensor, repeat: Optional[int] = None) -> list[float]:
+    """Per spiking layer, the largest ``|p * I|`` (gain times input current, recurrent part included)
+    over the calibration inputs, in thresholds.
+
+    ``calibration`` is an encoded time-major input as the chip receives it
+    (:meth:`SNNClassifier.run_encoded`; ``repeat`` for direct encoding).
+    """
+    from ..neurons.modules import record_activity
+
+    peaks = []
+    with torch.no_grad(), record_activity(model) as recs:
+        model.eval()
+        model.run_encoded(calibration, repeat=repeat)
+    for layer, rec in zip(model.spiking_layers(), recs):
+        gain = float(layer.gain.detach().abs().max()) if layer.gain is not None else 1.0
+        peaks.append(float(rec.current.abs().max()) * gain / float(layer.p.v_th))
+    return peaks
+
+
+def _state_cap(profile: HardwareProfile, peak: float, margin: float = 1.25) -> int:
+    """Largest vth for which ``v <= (vth << 6) * (1 + margin * peak)`` stays inside the signed state.
+
+    v passes the threshold by at most one step's input u before it resets, and
+    u is ``peak`` thresholds at most on the calibration inputs (``margin`` for
+    stronger unseen ones); past the state u wraps and v clips, and the
+    network no longer computes what the float model does.
+    """
+    limit = 2 ** (profile.neuron.state_bits - 1) - 1
+    return max(1, int(limit / (2.0**profile.neuron.activation_shift * (1 + margin * peak))))
+
+
 def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
-                   time_steps: int, vth_target: Optional[int] = None, name: str = "") -> QuantizationResult:
-    """Map a trained float model to a fixed-point :class:`Network` for ``profile``."""
+                   time_steps: int, vth_target: Optional[int] = None, name: str = "",
+                   calibration: Optional[torch.Tensor] = None,
+                   calibration_repeat: Optional[int] = None) -> QuantizationResult:
+    """Map a trained float model to a fixed-point :class:`Network` for ``profile``.
+
+    BatchNorm is folded into the convs first (eval statistics). With
+    ``calibration`` (encoded inputs, see :func:`peak_currents`), a layer whose
+    input current reaches many thresholds gets a lower threshold scale so its
+    u and v cannot leave the 24-bit state (a strongly driven recurrent layer
+    otherwise wraps u and loses most of its accuracy).
+    """
+    from ..models.folding import fold_batchnorm, has_batchnorm
+
+    if has_batchnorm(model):
+        model = fold_batchnorm(model)
     if model.normalize is not None:
         raise QuantizationError("models with input normalisation cannot be deployed yet: fold it into the first "
                                 "layer or train without model.normalize_mean/std")
@@ -385,6 +430,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
     state_headroom = profile.neuron.state_bits - 1 - profile.neuron.activation_shift - 4
     vth_target = int(vth_target or min(profile.vth_max, 2**state_headroom))
     float_layers, readout = _split_layers(model)
+    peaks = peak_currents(model, calibration, calibration_repeat) if calibration is not None else None
     shape: tuple[int, ...] = tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder) else tuple(input_shape)
     ir_layers: list[Layer] = []
     reports: list[LayerReport] = []
@@ -405,7 +451,14 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
                 # spike inputs: one scale for both matrices keeps exponent 0 for both (netx's dense_rec);
                 # graded inputs carry a 1/255 factor, so sharing would crush the input weights
                 joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
-        exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, vth_target)
+        target = vth_target
+        if peaks is not None and _state_cap(profile, peaks[i]) < target:
+            target = _state_cap(profile, peaks[i])
+        exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
+        if target < vth_target:
+            notes.append(f"input current reaches {peaks[i]:.1f} thresholds on the calibration inputs: "
+                         f"threshold scale capped at vth {target} so u and v stay in the "
+                         f"{profile.neuron.state_bits}-bit state")
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
         vth_back = vth * 2.0**profile.neuron.activation_shift / scale
@@ -425,6 +478,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
             weight_levels_used=int(np.unique(w_int).size), threshold_rel_error=abs(vth_back - theta) / theta,
             leak_float=leak, leak_fixed=1 - dv / 4096, bias_clip_fraction=bias_clip, notes=notes,
         )
+        report.peak_current = peaks[i] if peaks is not None else None
         if gain is not None:
             report.gain_mean = g
             report.gain_spread = float(np.abs(gain - g).max() / abs(g)) if g != 0 else float("inf")
