@@ -31,8 +31,9 @@ find_python310() {
 
 # lava-dl's netx reads our HDF5 exports in the tests. lava-dl 0.6.0 pins torch 2.3,
 # so it is installed without its dependencies (netx needs none beyond the lock
-# but opencv; <4.11 keeps numpy < 2).
-extras=(lava-dl==0.6.0 opencv-python-headless==4.10.0.84)
+# but opencv; <4.11 keeps numpy < 2). torchattacks (APGD-CE) asks for torchvision,
+# which it never imports and which breaks beside this torch: also without deps.
+extras=(lava-dl==0.6.0 opencv-python-headless==4.10.0.84 torchattacks==3.5.1)
 key="$( { cat requirements.lock; echo "${extras[@]}"; } | sha256sum | cut -c1-12)"
 venv="${NEURODEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/neurodeploy/venv-$key}"
 mkdir -p "$(dirname "$venv")"
