@@ -458,3 +458,22 @@ def test_cuda_inputs_with_cpu_generator():
     y = torch.tensor([0, 1, 2, 3], device="cuda")
     out = pgd(m, x.cuda(), y, EPS, 2 / 255, 3, generator=gen(0))
     assert out.device.type == "cuda" and (out.cpu() - x).abs().max() <= EPS + TOL
+
+
+def test_apgd_ce_from_torchattacks_is_bounded_reproducible_and_leaves_the_global_rng():
+    from neurodeploy.attacks import apgd_ce
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)                      # every sample correct: APGD attacks them all
+    state = torch.random.get_rng_state()
+    a = apgd_ce(model, x, y, 0.1, torch.Generator().manual_seed(3))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = apgd_ce(model, x, y, 0.1, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert (a - x).abs().max() <= 0.1 + 1e-6 and a.min() >= 0 and a.max() <= 1
+    flipped = (model(a).argmax(1) != y).float().mean()
+    assert flipped > 0                                          # it finds adversarial examples,
+    assert flipped >= (model(fgsm(model, x, y, 0.1)).argmax(1) != y).float().mean()   # at least as FGSM does
+    assert torch.equal(apgd_ce(model, x, y, 0.0, torch.Generator()), x)
