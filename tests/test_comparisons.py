@@ -332,3 +332,16 @@ def test_poisson_sweep_with_attacks_is_reproducible_and_level0_is_clean():
     assert getattr(model.encoder, "generator", None) is None
     clean = {r[0]: r[3:] for r in a if r[2] == 0.0}
     assert all(r[3:] == clean[r[0]] for r in a if r[2] == 0.0)
+
+
+def test_a_run_from_before_a_new_config_key_is_still_the_same_run(tmp_path):
+    """A key added to the config since a run was trained takes its default: the run is reused."""
+    import torch as _torch
+
+    path = _config(tmp_path)
+    run = tmp_path / "run"
+    assert ensure_run(load_config(path), run, progress=False, log=lambda s: None) == "trained"
+    ck = load_checkpoint(run / "checkpoint.pt")
+    del ck["config"]["model"]["batchnorm"]          # as written before model.batchnorm existed
+    _torch.save(ck, run / "checkpoint.pt")
+    assert ensure_run(load_config(path), run, progress=False, log=lambda s: None) == "reused"

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..backends import run_network
-from ..config import RunConfig, load_config
+from ..config import RunConfig, config_from_dict, load_config
 from ..data import load_dataset
 from ..fileio import atomic_path
 from ..ir import ConvLayer, Network
@@ -99,7 +99,9 @@ def ensure_run(cfg: RunConfig, run_dir: Path, *, force: bool = False, progress: 
         train(cfg, run_dir, progress=progress, log=log, data=data)
         return "trained"
     saved = load_checkpoint(ckpt_path)
-    diff = config_differences(saved["config"], cfg.to_dict())
+    # read through the config loader: keys added since the run was trained take their defaults
+    stored = config_from_dict(saved["config"], f"{ckpt_path}:config").to_dict()
+    diff = config_differences(stored, cfg.to_dict())
     epochs_only = set(diff) == {"training.epochs"} and diff["training.epochs"][1] > diff["training.epochs"][0]
     if diff and not epochs_only:
         if not force:
