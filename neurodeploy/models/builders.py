@@ -113,7 +113,8 @@ class SNNClassifier(torch.nn.Module):
         ``repeat``: ``seq`` holds one step that repeats ``repeat`` times (direct
         encoding); the stateless layers before the first neurons (normalise,
         flatten, first dense/conv) then run once and are broadcast over T:
-        identical values, T times less work.
+        identical values, T times less work. A body without neurons (``hidden:
+        []`` with a linear readout) is stateless throughout: it runs once.
         """
         if repeat is not None:
             if seq.shape[0] != 1:
@@ -122,12 +123,13 @@ class SNNClassifier(torch.nn.Module):
                 seq = self.normalize(seq)
             state: list = [None] * len(self.body)
             modules = list(self.body)
-            first = self.body.stateful_layers.index(True)
+            stateful = list(self.body.stateful_layers)
+            first = stateful.index(True) if True in stateful else len(modules)
             for module in modules[:first]:
                 seq = module(seq)
             seq = seq.expand(repeat, *seq.shape[1:])
             for i, module in enumerate(modules[first:], first):
-                if self.body.stateful_layers[i]:
+                if stateful[i]:
                     seq, state[i] = module(seq, state[i])
                 else:
                     seq = module(seq)

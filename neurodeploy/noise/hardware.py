@@ -10,8 +10,11 @@ Shared draw protocol
 --------------------
 ``rng = numpy.random.default_rng(seed)``; layers are visited in IR order
 (= the deployable layer order of the float model, one spiking population per
-layer) and every layer draws, whatever the level (common random numbers: the
-perturbation grows smoothly with the level and level 0 is the clean network):
+layer, then a linear readout's integrator layer) and every layer draws,
+whatever the level (common random numbers: the perturbation grows smoothly
+with the level and level 0 is the clean network); a potential readout's
+integrator layer (the last) draws for the weight noises only (see "Linear
+readout" below):
 
 ===================== ====================================================================
 noise                 draws per layer, in this order
@@ -85,6 +88,44 @@ Semantics
   threshold is scaled by the same factor, ``theta * vth' / vth`` (so the float
   threshold moves exactly as the rounded fixed-point one).
 
+Linear readout (``Network.readout == "potential"``)
+---------------------------------------------------
+A ``model.readout: linear`` model deploys its readout Linear as an extra,
+last IR layer of non-spiking integrators (du 4095, dv 0, vth at the maximum;
+the class is the argmax of its final v; :func:`readout_index`). Decision:
+
+* ``weight-mismatch`` and ``bit-flip`` perturb its weights too: on the chip the
+  readout synapses are ordinary synapses. IR: exactly as for any layer (the
+  noises act on the mantissas; the layer's ``weight_exp``, possibly negative,
+  is untouched). Float: the readout Linear's weights (``_readout_layer``) get
+  the same factors / flipped mantissas, a mantissa unit being ``2**(weight_exp
+  + 6) / scale`` with the readout layer's scale from the quantization report
+  (no gain; times the input scale when it reads the graded input directly).
+  The quantizer's worst-case bound on ``|v|`` holds for the clean weights; a
+  perturbed readout could in principle exceed it (v clips or spikes), which the
+  emulator and Lava reproduce alike (a worst case far above any real input).
+* ``dead-neuron``, ``stuck-neuron``, ``threshold-mismatch`` and ``spike-drop``
+  act on spiking populations only: the integrator has no spikes to kill,
+  force or drop, and its threshold must stay at the maximum (a lower one would
+  make it spike and reset). The last hidden layer's spikes *are* dropped on
+  their way to the readout (they reach a synapse).
+* ``current-noise`` and ``membrane-noise`` act on spiking populations only,
+  too, in the float model, the emulator and Lava alike. Their level is a
+  fraction of the population's threshold, and the integrator has none: its
+  ``vth`` is the profile's maximum only to keep it from spiking, so ``level *
+  vth`` would be a per-step noise of ``level`` times the whole 24-bit range of
+  v (it would dwarf the readout's signal, clip v and make it spike), with no
+  float counterpart. A readout noise needs its own reference amplitude (an
+  extension; not modelled).
+
+The integrator sums all ``P = T + L`` simulated steps, the float readout the
+``T`` aligned ones: spikes a hidden layer sends outside its aligned window add
+to v and not to the float logits (as the quantizer notes for bias-driven
+spikes); notably a stuck neuron of the last hidden layer puts ``P - 1`` spikes
+into v, ``T`` into the float logits. Weight mismatch clips on the chip, not in
+float (as for every layer), which matters more for a readout whose mantissas
+fill the range.
+
 Step noises (drawn anew at every simulated step)
 ------------------------------------------------
 ``spike-drop``, ``current-noise`` and ``membrane-noise`` are a
@@ -156,6 +197,8 @@ __all__ = [
     "perturb_network",
     "perturb_float_model",
     "chosen_neurons",
+    "readout_index",
+    "spiking_layer_indices",
     "step_noise_draws",
     "float_step_rows",
     "step_noise_integers",
@@ -167,6 +210,7 @@ __all__ = [
 ]
 
 _U_LIM = 2**23          # |u| <= 2**23 (24-bit wrap), v clips to +-2**23
+WEIGHT_NOISES = ("weight-mismatch", "bit-flip")   # the only network noises that reach a potential readout
 _INT32_MAX = 2**31 - 1
 
 
@@ -206,9 +250,12 @@ def draw_network_noise(network: Network, name: str, seed: int) -> list[LayerDraw
                              f"(network noises: {', '.join(NETWORK_NOISE_NAMES)})")
     rng = np.random.default_rng(seed)
     draws = []
-    for shp in _layer_shapes(network):
+    readout = readout_index(network)
+    for i, shp in enumerate(_layer_shapes(network)):
         d = LayerDraws()
-        if name == "weight-mismatch":
+        if i == readout and name not in WEIGHT_NOISES:
+            pass        # the integrator readout: only its synapses are perturbed (module docstring)
+        elif name == "weight-mismatch":
             d.weight = rng.standard_normal(shp["weight"])
             if shp["weight_rec"] is not None:
                 d.weight_rec = rng.standard_normal(shp["weight_rec"])
@@ -222,6 +269,17 @@ def draw_network_noise(network: Network, name: str, seed: int) -> list[LayerDraw
             d.factor = float(rng.standard_normal())
         draws.append(d)
     return draws
+
+
+def readout_index(network: Network) -> Optional[int]:
+    """Index of the non-spiking integrator output layer of a potential readout, else None."""
+    return len(network.layers) - 1 if network.readout == "potential" and network.layers else None
+
+
+def spiking_layer_indices(network: Network) -> list[int]:
+    """Indices of the spiking populations of ``network`` (every layer but a potential readout's integrator)."""
+    readout = readout_index(network)
+    return [i for i in range(len(network.layers)) if i != readout]
 
 
 def chosen_neurons(draws: LayerDraws, level: float) -> np.ndarray:
@@ -377,7 +435,8 @@ def _forced_bias(name: str, vth: int, neg_b: np.ndarray, pos_b: np.ndarray, exp:
 
 
 def _dead_or_stuck(network: Network, net: Network, name: str, draws: list[LayerDraws], level: float) -> None:
-    for i, (layer, d) in enumerate(zip(net.layers, draws)):
+    for i in spiking_layer_indices(net):
+        layer, d = net.layers[i], draws[i]
         idx = chosen_neurons(d, level)
         if idx.size == 0:
             continue
@@ -463,8 +522,9 @@ def perturb_network(network: Network, name: str, level: float, seed: int) -> Net
     elif name in ("dead-neuron", "stuck-neuron"):
         _dead_or_stuck(network, net, name, draws, level)
     elif name == "threshold-mismatch":
-        for layer, d in zip(net.layers, draws):
-            layer.neurons.vth = _mismatched_vth(int(layer.neurons.vth), level, d.factor)
+        for i in spiking_layer_indices(net):
+            layer = net.layers[i]
+            layer.neurons.vth = _mismatched_vth(int(layer.neurons.vth), level, draws[i].factor)
     applied = list(net.metadata.get("noise", []))
     net.metadata = {**net.metadata, "noise": applied + [{"name": name, "level": level, "seed": int(seed)}]}
     return net
@@ -572,20 +632,16 @@ def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: i
     the gradient of a loss of the copy, parameter by parameter, is the
     straight-through gradient for the model (noise-aware training).
     """
-    from ..quant.quantizer import _float_layers
-
     level = _check_name_level(name, level)
     out = copy.deepcopy(model)
     if level == 0:
         return out
     network = _network_of(quantized)
-    layers = _float_layers(out)
-    if len(layers) != len(network.layers):
-        raise HardwareNoiseError(f"the model has {len(layers)} deployable layers but the quantized network "
-                                 f"has {len(network.layers)}; pass the quantization of this model")
+    pairs = _float_ir_pairs(out, network, with_readout=name in WEIGHT_NOISES)
     draws = draw_network_noise(network, name, seed)
     with torch.no_grad():
-        for i, (fl, d, layer) in enumerate(zip(layers, draws, network.layers)):
+        for i, fl in pairs:
+            d, layer = draws[i], network.layers[i]
             w = fl["weight"]
             if tuple(w.shape) != tuple(np.shape(layer.weight)):
                 raise HardwareNoiseError(f"layer {i}: float weight shape {tuple(w.shape)} differs from the "
@@ -596,10 +652,10 @@ def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: i
                     wr = fl["weight_rec"]
                     wr.mul_(torch.as_tensor(1.0 + level * d.weight_rec, dtype=wr.dtype))
             elif name == "bit-flip":
-                pairs = [("weight", "weight", d.weight, int(layer.weight_exp))]
+                parts = [("weight", "weight", d.weight, int(layer.weight_exp))]
                 if d.weight_rec is not None:
-                    pairs.append(("weight_rec", "weight_rec", d.weight_rec, int(layer.weight_rec_exp)))
-                for fkey, ikey, u, exp in pairs:
+                    parts.append(("weight_rec", "weight_rec", d.weight_rec, int(layer.weight_rec_exp)))
+                for fkey, ikey, u, exp in parts:
                     orig = np.asarray(getattr(layer, ikey)).astype(np.int64)
                     flipped = _flip_weights(orig, u, level, layer.sign_mode, layer.num_weight_bits)
                     changed = torch.as_tensor(flipped != orig)
@@ -617,6 +673,30 @@ def perturb_float_model(model: torch.nn.Module, name: str, level: float, seed: i
                 ratio = _mismatched_vth(vth, level, d.factor) / vth if vth > 0 else 1.0
                 neurons.p = neurons.p._replace(v_th=neurons.p.v_th * ratio)
     return out
+
+
+def _float_ir_pairs(model: torch.nn.Module, network: Network, with_readout: bool) -> list[tuple[int, dict]]:
+    """``(IR layer index, float layer)`` of every spiking layer and, ``with_readout``, of the linear readout.
+
+    The float model's deployable spiking layers are the IR's spiking layers in
+    order; a ``readout: linear`` model's readout Linear is the IR's integrator
+    output layer (:func:`readout_index`). Raises :class:`HardwareNoiseError`
+    where ``network`` is not the quantization of ``model``.
+    """
+    from ..quant.quantizer import _float_layers, _readout_layer
+
+    layers = _float_layers(model)
+    spiking = spiking_layer_indices(network)
+    linear = getattr(model, "readout", "spikes") == "linear"
+    if linear != (readout_index(network) is not None) or len(layers) != len(spiking):
+        raise HardwareNoiseError(
+            f"the model has {len(layers)} spiking layers and {'a linear' if linear else 'a spiking'} readout, "
+            f"the quantized network {len(spiking)} spiking layers and readout {network.readout!r}; "
+            f"pass the quantization of this model")
+    pairs = list(zip(spiking, layers))
+    if with_readout and linear:
+        pairs.append((readout_index(network), _readout_layer(model)))
+    return pairs
 
 
 # --------------------------------------------------------------------------- step noise draws
@@ -702,14 +782,16 @@ class StepNoise:
 
 
 def step_noise_layers(network: Network, name: str) -> list[int]:
-    """Layers a step noise acts on: every population for current/membrane noise;
-    for spike-drop the populations whose spikes reach a synapse (every layer but
-    a non-recurrent output layer; the readout itself is never masked)."""
+    """Layers a step noise acts on: every spiking population for current/membrane
+    noise; for spike-drop the spiking populations whose spikes reach a synapse
+    (every layer but a non-recurrent spiking output layer; the readout itself is
+    never masked). A potential readout's integrator output layer gets none
+    (module docstring, "Linear readout")."""
     last = len(network.layers) - 1
+    spiking = spiking_layer_indices(network)
     if name != "spike-drop":
-        return list(range(last + 1))
-    return [i for i, layer in enumerate(network.layers)
-            if i < last or getattr(layer, "weight_rec", None) is not None]
+        return spiking
+    return [i for i in spiking if i < last or getattr(network.layers[i], "weight_rec", None) is not None]
 
 
 def fixed_step_noise(network: Network, noise: Optional[StepNoise], samples) -> list:
@@ -762,15 +844,12 @@ class FloatStepNoise:
 
     def __init__(self, model: torch.nn.Module, noise: StepNoise, network: Network):
         from ..neurons.modules import RecurrentSpikingNeurons
-        from ..quant.quantizer import _float_layers
 
         self.noise = noise
         self.network = network
         self.model = model
-        self.layers = [fl["neurons"] for fl in _float_layers(model)]
-        if len(self.layers) != len(network.layers):
-            raise HardwareNoiseError(f"the model has {len(self.layers)} deployable layers but the quantized "
-                                     f"network has {len(network.layers)}; pass the quantization of this model")
+        # IR index -> spiking float layer (a potential readout's integrator has none and gets no step noise)
+        self.layers = {i: fl["neurons"] for i, fl in _float_ir_pairs(model, network, with_readout=False)}
         self.active_layers = step_noise_layers(network, noise.name) if noise.active else []
         self.values: dict[int, torch.Tensor] = {}
         self.T = int(network.time_steps)
