@@ -242,9 +242,21 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     except ImportError:  # pragma: no cover - installed by scripts/env.sh
         raise AttackUnavailable("APGD-CE needs torchattacks (scripts/env.sh installs it)") from None
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    # torchattacks takes a 3-d tensor for one image: hand it every sample as a (1, 1, N) "image"
+    shape = x.shape[1:]
+    flat = _Reshaped(model, shape)
     with torch.random.fork_rng(devices=[]), _eval_mode(model):
-        attack = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
-        return attack(x, y).detach()
+        attack = torchattacks.APGD(flat, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
+        return attack(x.reshape(len(x), 1, 1, -1), y).detach().reshape(len(x), *shape)
+
+
+class _Reshaped(nn.Module):
+    def __init__(self, model: nn.Module, shape) -> None:
+        super().__init__()
+        self.model, self.shape = model, tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.reshape(len(x), *self.shape))
 
 
 def evaluate_accuracy(

@@ -477,3 +477,14 @@ def test_apgd_ce_from_torchattacks_is_bounded_reproducible_and_leaves_the_global
     assert flipped > 0                                          # it finds adversarial examples,
     assert flipped >= (model(fgsm(model, x, y, 0.1)).argmax(1) != y).float().mean()   # at least as FGSM does
     assert torch.equal(apgd_ce(model, x, y, 0.0, torch.Generator()), x)
+
+
+def test_apgd_ce_takes_sequences():
+    """torchattacks reads a 3-d tensor as one image; sequences (B, T, F) must stay a batch."""
+    from neurodeploy.attacks import apgd_ce
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x = torch.rand(6, 4, 3, generator=torch.Generator().manual_seed(1))
+    a = apgd_ce(model, x, model(x).argmax(1), 0.2, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and (a - x).abs().max() <= 0.2 + 1e-6 and not torch.equal(a, x)

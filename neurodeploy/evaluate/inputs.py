@@ -103,7 +103,8 @@ def float_run(model: SNNClassifier, inputs: ChipInputs, batch_size: int = 250,
         with record_activity(model) as recs:
             out = model.run_encoded(inputs.float_sequence(i, j), repeat=T if inputs.repeated else None)
         counts.append(out.sum(0).numpy())
-        layers.append(torch.stack([r.spikes.flatten(2).sum((0, 2)) for r in recs], 1).numpy())
+        layers.append(torch.stack([r.spikes.flatten(2).sum((0, 2)) for r in recs], 1).numpy() if recs
+                      else np.zeros((j - i, 0)))          # no spiking layer: a linear readout alone
         # the chip's answer: the argmax of output spike counts (ties -> lowest index, as numpy)
         preds.append(np.argmax(counts[-1] if model.readout == "spikes" else model.logits(out).numpy(), axis=1))
     return {"predictions": np.concatenate(preds), "output_counts": np.concatenate(counts).astype(np.int64),
