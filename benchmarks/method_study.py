@@ -366,6 +366,14 @@ def run_study(budget: Budget, families: list[str], runs: Path, out: Path, log=pr
                 log(f"[{done}/{total}] {fam} {arm.name} seed {seed}: clean "
                     f"{100 * evals[-1]['rows'][0]['accuracy']:.1f}% ({time.perf_counter() - t0:.0f} s)")
             results["families"][fam][arm.name] = evals
+    old = out / "results.json"
+    if old.is_file():
+        # families run in an earlier call (the study can run in pieces) stay in the results
+        prev = json.loads(old.read_text())
+        if prev.get("budget") == budget.name and prev.get("settings") == json.loads(json.dumps(budget.key())):
+            for fam, arms in prev["families"].items():
+                results["families"].setdefault(fam, arms)
+    results["families"] = {f: results["families"][f] for f in FAMILIES if f in results["families"]}
     results["differences"] = differences(results)
     results["seconds"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
