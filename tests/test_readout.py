@@ -28,7 +28,11 @@ from neurodeploy.ir import DenseLayer, InputEncoding, IRError, Network, Neurons
 from neurodeploy.models import build_model
 from neurodeploy.quant import load_profile, quantize_model
 
-PILOTNET = Path("../shared/fixtures/lava-dl/netx/gts/pilotnet_lif/network.net")
+# the shared fixtures sit beside the checkout (../shared) or inside it (shared/), found from this file
+_ROOT = Path(__file__).resolve().parent.parent
+_FIXTURES = next((p for p in (_ROOT.parent / "shared" / "fixtures", _ROOT / "shared" / "fixtures") if p.is_dir()),
+                 _ROOT.parent / "shared" / "fixtures")
+PILOTNET = _FIXTURES / "lava-dl/netx/gts/pilotnet_lif/network.net"
 V_LIMIT = 131071 << 6
 
 
@@ -293,6 +297,8 @@ def test_netx_spiking_network_reads_as_spikes_and_bad_readout_attribute(tmp_path
 def test_read_pilotnet_style_integrator_output(tmp_path):
     """PilotNet's dense tail as lava-dl wrote it (LOIHI neurons, 1-D output weight, scalar bias,
     integrator last layer): read as a potential readout with du 4095, dv 0, vth 131071."""
+    if not PILOTNET.is_file():
+        pytest.skip(f"the shared lava-dl fixtures are not beside this checkout ({PILOTNET})")
     path = tmp_path / "tail.net"
     with h5py.File(PILOTNET) as src, h5py.File(path, "w") as dst:
         g = dst.create_group("layer")
