@@ -73,6 +73,7 @@ def build(run_dir: Path, config: Path, epochs: int, profile: str, log=print):
     from neurodeploy.config import load_config
     from neurodeploy.data import load_dataset
     from neurodeploy.evaluate.deployment import load_deployment
+    from neurodeploy.evaluate.inputs import encoding_generator
     from neurodeploy.train.checkpoint import CHECKPOINT_NAME
     from neurodeploy.train.loop import train
 
@@ -84,7 +85,7 @@ def build(run_dir: Path, config: Path, epochs: int, profile: str, log=print):
     dep = load_deployment(run_dir, profile, log=log)
     cfg, ckpt, network = dep.cfg, dep.checkpoint, dep.network
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
-    inputs = dep.inputs(data.x_test, dep.encoder_generator(cfg.seed)).values
+    inputs = dep.inputs(data.x_test, encoding_generator(cfg.seed)).values
     run_info = {"run_dir": rel(run_dir), "epochs_trained": int(ckpt.get("epoch", -1)),
                 "trained_by_this_benchmark": trained_here, "config_name": cfg.name,
                 "dataset": cfg.data.dataset, "encoder": cfg.data.encoder}

@@ -15,7 +15,7 @@ from neurodeploy.config import config_from_dict, load_config
 from neurodeploy.data import load_dataset
 from neurodeploy.evaluate.agreement import BackendDisagreement, first_difference, wilson_interval
 from neurodeploy.evaluate.deployment import deployable_model, load_deployment
-from neurodeploy.evaluate.inputs import chip_inputs, float_run
+from neurodeploy.evaluate.inputs import chip_inputs, encoding_generator, float_run
 from neurodeploy.evaluate.pipeline import ensure_run, run_pipeline
 from neurodeploy.models import build_model
 from neurodeploy.quant import load_profile, quantize_model
@@ -132,7 +132,7 @@ def test_every_view_of_a_deploy_folder_is_the_reported_model(deployed):
     data = load_dataset(cfg.data.dataset, seed=cfg.seed)
     x, y = data.x_test, data.y_test
     assert report["test_samples"] == len(y)
-    inputs = dep.inputs(x, dep.encoder_generator(cfg.seed))
+    inputs = dep.inputs(x, encoding_generator(cfg.seed))
     # fixed point: the exported netx file, read back and run
     net = read_netx(run / "loihi2" / "network.net")
     fixed = run_network(net, inputs.values).predictions()

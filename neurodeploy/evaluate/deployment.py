@@ -33,10 +33,10 @@ from ..models import SNNClassifier
 from ..models.folding import fold_batchnorm
 from ..neurons.modules import spiking_layers
 from ..quant import HardwareProfile, load_profile, quantize_model
-from ..quant.quantizer import QuantizationResult
+from ..quant.quantizer import QuantizationResult, input_encoding_for
 from ..train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ..train.loop import RunError, load_run
-from .inputs import ChipInputs, chip_inputs
+from .inputs import ChipInputs, chip_inputs, encode_inputs, encoding_generator
 
 MANIFEST_NAME = "deployment.json"
 FINETUNED_NAME = "finetuned.pt"
@@ -113,11 +113,6 @@ class Deployment:
         """Chip inputs of samples ``x`` for this network (see :func:`chip_inputs`)."""
         return chip_inputs(self.model, self.network, x, generator)
 
-    def encoder_generator(self, seed: int, tag: int = 0) -> torch.Generator:
-        """The seeded generator of the input encoding (Poisson spikes) for ``seed``."""
-        return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x656E63, tag])
-                                                 .generate_state(1)[0]))
-
 
 CALIBRATION_SAMPLES = 256
 
@@ -130,10 +125,9 @@ def _quantize(run_dir: Path, cfg: RunConfig, ckpt: dict, trained: SNNClassifier,
 
     shape = tuple(ckpt["input_shape"])
     T = cfg.data.time_steps or shape[0]
-    first = quantize_model(deploy, shape, profile, time_steps=T, name=cfg.name)
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 0x63616C]).generate_state(1)[0]))
-    cal = chip_inputs(deploy, first.network, data.x_train[:CALIBRATION_SAMPLES], gen)
+    cal = encode_inputs(deploy, input_encoding_for(deploy, profile), T, data.x_train[:CALIBRATION_SAMPLES],
+                        encoding_generator(cfg.seed, "calibration"))
     quant = quantize_model(deploy, shape, profile, time_steps=T, name=cfg.name,
                            calibration=cal.float_sequence(0, len(cal)), calibration_repeat=T if cal.repeated else None)
     return Deployment(Path(run_dir), cfg, ckpt, trained, deploy, quant, profile, finetune_epochs)
@@ -151,8 +145,7 @@ def prepare_deployment(run_dir: Path, profile: str, finetune: int = 0, *, progre
     hw = load_profile(profile)
     folder = run_dir / hw.name
     source = file_digest(run_dir / CHECKPOINT_NAME)
-    deploy = deployable_model(trained)
-    tuned_digest = None
+    deploy, tuned_digest = None, None
     if finetune > 0:
         old = _read_manifest(folder)
         tuned = folder / FINETUNED_NAME
@@ -166,7 +159,7 @@ def prepare_deployment(run_dir: Path, profile: str, finetune: int = 0, *, progre
             finetune_quantized(run_dir, profile, finetune, progress=progress)
         deploy = _load_finetuned(folder / FINETUNED_NAME, trained)
         tuned_digest = file_digest(folder / FINETUNED_NAME)
-    deployment = _quantize(run_dir, cfg, ckpt, trained, deploy, hw, finetune)
+    deployment = _quantize(run_dir, cfg, ckpt, trained, deploy or deployable_model(trained), hw, finetune)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / MANIFEST_NAME) as tmp:
         tmp.write_text(json.dumps({"profile": hw.name, "finetune_epochs": finetune, "checkpoint_sha256": source,
@@ -191,13 +184,13 @@ def load_deployment(run_dir: Path, profile: str, log: Callable[[str], None] = pr
         raise RunError(f"{folder / MANIFEST_NAME}: made from an earlier checkpoint of {run_dir} (it was trained "
                        f"again since); rerun `neurodeploy pipeline` or `neurodeploy quantize {run_dir}`")
     epochs = int(manifest.get("finetune_epochs") or 0)
-    deploy = deployable_model(trained)
-    if epochs > 0:
-        tuned = folder / FINETUNED_NAME
-        if not tuned.is_file() or file_digest(tuned) != manifest.get("finetuned_sha256"):
-            raise RunError(f"{tuned}: missing or changed since {folder / MANIFEST_NAME} was written; "
-                           f"rerun `neurodeploy pipeline` or `neurodeploy quantize --finetune {epochs}`")
-        deploy = _load_finetuned(tuned, trained)
+    if epochs == 0:
+        return _quantize(run_dir, cfg, ckpt, trained, deployable_model(trained), hw, 0)
+    tuned = folder / FINETUNED_NAME
+    if not tuned.is_file() or file_digest(tuned) != manifest.get("finetuned_sha256"):
+        raise RunError(f"{tuned}: missing or changed since {folder / MANIFEST_NAME} was written; "
+                       f"rerun `neurodeploy pipeline` or `neurodeploy quantize --finetune {epochs}`")
+    deploy = _load_finetuned(tuned, trained)
     return _quantize(run_dir, cfg, ckpt, trained, deploy, hw, epochs)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
-from ..ir import Network
+from ..ir import InputEncoding, Network
 from ..models import SNNClassifier
 from ..neurons.modules import record_activity
 
@@ -58,14 +58,30 @@ def _compact(values: np.ndarray, max_value: int) -> np.ndarray:
     return values.astype(np.uint8 if max_value <= 255 else np.int32, copy=False)
 
 
+def encoding_generator(seed: int, stream: str = "inputs") -> torch.Generator:
+    """The seeded generator that encodes evaluation inputs (Poisson spikes) for ``seed``.
+
+    One derivation for every caller (the pipeline, sweeps, calibration), each
+    ``stream`` a stream of its own; never torch's global RNG.
+    """
+    tag = int.from_bytes(stream.encode(), "little") % (2**31)
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x656E63, tag]).generate_state(1)[0]))
+
+
 def chip_inputs(model: SNNClassifier, network: Network, x: np.ndarray | torch.Tensor,
                 generator: Optional[torch.Generator] = None) -> ChipInputs:
     """Encode samples ``x`` (in [0, 1]) once into the integer inputs of ``network``.
 
-    Poisson spikes need ``generator`` (a seeded :class:`torch.Generator`):
-    the same seed gives the same spikes, another seed other spikes.
+    Poisson spikes need ``generator`` (a seeded :class:`torch.Generator`, e.g.
+    :func:`encoding_generator`): the same seed gives the same spikes, another
+    seed other spikes.
     """
-    enc = network.input_encoding
+    return encode_inputs(model, network.input_encoding, int(network.time_steps), x, generator)
+
+
+def encode_inputs(model: SNNClassifier, enc: InputEncoding, time_steps: int, x: np.ndarray | torch.Tensor,
+                  generator: Optional[torch.Generator] = None) -> ChipInputs:
+    """:func:`chip_inputs` for an input encoding and step count (before there is a network)."""
     x_np = x.detach().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if isinstance(model.encoder, PoissonEncoder):
         if generator is None:
@@ -81,7 +97,7 @@ def chip_inputs(model: SNNClassifier, network: Network, x: np.ndarray | torch.Te
     if not isinstance(model.encoder, DirectEncoder):
         raise ValueError(f"encoder {type(model.encoder).__name__} has no chip input path")
     # a read-only view repeating the sample over T (the emulator computes repeated steps once)
-    return ChipInputs(np.broadcast_to(ints[:, None], (ints.shape[0], network.time_steps, *ints.shape[1:])),
+    return ChipInputs(np.broadcast_to(ints[:, None], (ints.shape[0], time_steps, *ints.shape[1:])),
                       scale, True)
 
 

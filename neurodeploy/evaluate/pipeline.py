@@ -39,7 +39,7 @@ from ..train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ..train.loop import RunError, set_threads, train
 from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
 from .deployment import prepare_deployment
-from .inputs import float_run
+from .inputs import encoding_generator, float_run
 
 
 def fan_out(network: Network) -> list[float]:
@@ -179,7 +179,7 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
 
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
     x, y = data.x_test[:test_samples], data.y_test[:test_samples]
-    inputs = dep.inputs(x, dep.encoder_generator(cfg.seed))      # encoded once, fed to every rung
+    inputs = dep.inputs(x, encoding_generator(cfg.seed))      # encoded once, fed to every rung
     nz = inputs.nonzeros()
     trained = float_run(dep.trained, inputs)
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from ..data.encoders import PoissonEncoder
 from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
 from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
-from .inputs import ChipInputs, chip_inputs, float_run
+from .inputs import ChipInputs, chip_inputs, encoding_generator, float_run
 from .pipeline import synaptic_ops
 from ..noise.specs import NoiseSpec, NoiseSpecError, resolve_noise_specs
 from ..noise.specs import parse_noise_spec  # noqa: F401  (re-exported)
@@ -87,16 +87,11 @@ def _perturbed_inputs(model: torch.nn.Module, spec: NoiseSpec, level: float, x: 
                       for i in range(0, len(x), batch_size)])
 
 
-def _encoder_generator(seed: int) -> torch.Generator:
-    # the same Poisson spikes for every noise and level, so level 0 is the clean result
-    return torch.Generator().manual_seed(noise_seed(seed, "encoder", 0))
-
-
 def _float_row(model: torch.nn.Module, inputs: Optional[ChipInputs], xp: torch.Tensor, y: np.ndarray, seed: int,
                batch_size: int, step_hooks=None, network=None) -> dict:
     if inputs is None:
         # no deployable network (float-only sweep of a model that cannot be quantized): pixels in, own encoder
-        g = _encoder_generator(seed)
+        g = encoding_generator(seed)
         acts = [model.activity(xp[i:i + batch_size], g) for i in range(0, len(xp), batch_size)]
         pred = torch.cat([a["logits"] for a in acts]).argmax(1).numpy()
         layer_spikes = torch.cat([a["spikes_per_layer"] for a in acts]).numpy()
@@ -168,7 +163,8 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                     else:
                         xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
                     # encoded once: the same integers for the float model, the emulator and Lava
-                    inputs = chip_inputs(model, network, xp, _encoder_generator(seed)) if network is not None \
+                    # the same Poisson stream at every noise and level, so level 0 is the clean result
+                    inputs = chip_inputs(model, network, xp, encoding_generator(seed)) if network is not None \
                         else None
                     results, preds = {}, {}
                     if "float" in backends:

@@ -61,7 +61,7 @@ import torch
 from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
 from ..models.builders import SNNClassifier, TimeFolded
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
-from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
+from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity
 from .profile import HardwareProfile
 
 
@@ -374,8 +374,6 @@ def peak_currents(model: SNNClassifier, calibration: torch.Tensor, repeat: Optio
     ``calibration`` is an encoded time-major input as the chip receives it
     (:meth:`SNNClassifier.run_encoded`; ``repeat`` for direct encoding).
     """
-    from ..neurons.modules import record_activity
-
     peaks = []
     with torch.no_grad(), record_activity(model) as recs:
         model.eval()
@@ -451,9 +449,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
                 # spike inputs: one scale for both matrices keeps exponent 0 for both (netx's dense_rec);
                 # graded inputs carry a 1/255 factor, so sharing would crush the input weights
                 joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
-        target = vth_target
-        if peaks is not None and _state_cap(profile, peaks[i]) < target:
-            target = _state_cap(profile, peaks[i])
+        target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
         exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
         if target < vth_target:
             notes.append(f"input current reaches {peaks[i]:.1f} thresholds on the calibration inputs: "
