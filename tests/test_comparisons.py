@@ -345,3 +345,19 @@ def test_a_run_from_before_a_new_config_key_is_still_the_same_run(tmp_path):
     del ck["config"]["model"]["batchnorm"]          # as written before model.batchnorm existed
     _torch.save(ck, run / "checkpoint.pt")
     assert ensure_run(load_config(path), run, progress=False, log=lambda s: None) == "reused"
+
+
+def test_a_malformed_deployment_manifest_is_a_clear_error(deployed, tmp_path, capsys):
+    import shutil
+
+    run, _ = deployed
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    manifest = copy / "loihi2" / "deployment.json"
+    for text, needle in (("{not json", "not readable JSON"), ('{"finetune_epochs": "two"}', "integer 'finetune_epochs'")):
+        manifest.write_text(text)
+        with pytest.raises(RunError, match=needle) as err:
+            load_deployment(copy, "loihi2", log=lambda s: None)
+        assert "deployment.json" in str(err.value)
+        assert main(["evaluate", str(copy), "--noise", "gaussian:0", "--samples", "10", "--quiet"]) == 2
+        assert "deployment.json" in capsys.readouterr().err
