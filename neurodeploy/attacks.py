@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import NeurodeployError
+
 __all__ = [
     "EVAL_EPS",
     "FGSM_AT_STEP",
@@ -221,7 +223,7 @@ def pgd(
     return x_adv.detach()
 
 
-class AttackUnavailable(RuntimeError):
+class AttackUnavailable(NeurodeployError, RuntimeError):
     """An attack needs a library that is not installed."""
 
 

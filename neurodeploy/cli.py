@@ -10,6 +10,7 @@ is written.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,21 +18,7 @@ from typing import Optional, Sequence
 import yaml
 
 from .config import ConfigError
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: printed as one line, exit status 2."""
-    from .backends.base import BackendError
-    from .data import DataError
-    from .evaluate.robustness import NoiseSpecError
-    from .io import NetxExportError, NetxFormatError
-    from .ir import IRError
-    from .quant import ProfileError, QuantizationError
-    from .train.checkpoint import CheckpointError
-    from .train.loop import RunError
-
-    return (ConfigError, DataError, CheckpointError, RunError, NoiseSpecError, ProfileError, QuantizationError,
-            IRError, BackendError, NetxFormatError, NetxExportError)
+from .errors import NeurodeployError
 
 
 def _parse_set(items: Sequence[str]) -> dict:
@@ -309,15 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _process_setup() -> None:
+    """Process-wide settings that belong to the command, not to ``import neurodeploy``."""
+    import os
+    import warnings
+
+    # Idle OpenMP threads otherwise spin; on a small shared machine (2 cores) a
+    # spinning second thread made training up to ~20x slower whenever another
+    # process ran. Must be set before torch starts OpenMP; respects a user's value.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Norse 1.1.0 calls torch.jit.script at import time, which current torch flags
+    # as deprecated on every run; the warning is Norse's, not the user's to act on.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``neurodeploy`` console script."""
+    _process_setup()
     from .evaluate.agreement import BackendDisagreement
 
     args = build_parser().parse_args(argv)
-    user_errors = _user_errors()
+    # SIGTERM (kill, a job scheduler) takes the same clean path as Ctrl-C
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
-    except user_errors as exc:
+    except NeurodeployError as exc:
         print(f"neurodeploy {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BackendDisagreement as exc:

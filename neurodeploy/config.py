@@ -16,8 +16,10 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .errors import NeurodeployError
 
-class ConfigError(ValueError):
+
+class ConfigError(NeurodeployError, ValueError):
     """A model configuration is malformed; the message names file and key."""
 
 

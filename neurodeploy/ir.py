@@ -40,11 +40,13 @@ from typing import Optional, Union
 
 import numpy as np
 
+from .errors import NeurodeployError
+
 SIGN_MODES = ("mixed", "excitatory", "inhibitory")
 READOUTS = ("spikes", "potential")
 
 
-class IRError(ValueError):
+class IRError(NeurodeployError, ValueError):
     """A network description is inconsistent; the message names layer and field."""
 
 

@@ -5,6 +5,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="$("$repo/scripts/env.sh")"
 cd "$repo"
+# idle OpenMP threads spin otherwise (2-core machines); the CLI sets the same
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 set +e
 "$py" -m pytest "$@"

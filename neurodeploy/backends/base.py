@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import NeurodeployError
 from ..ir import ConvLayer, DenseLayer, Network
 
 __all__ = [
@@ -49,7 +50,7 @@ NUM_WEIGHT_BITS_RANGE = (1, 8)
 GRADED_BITS_RANGE = (1, 24)            # Loihi graded spikes carry at most 24 bits
 
 
-class BackendError(RuntimeError):
+class BackendError(NeurodeployError, RuntimeError):
     """A backend cannot run this network or these inputs; the message says why."""
 
 

@@ -25,6 +25,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..errors import NeurodeployError
+
 __all__ = ["DATASETS", "DataError", "DatasetSplit", "load_dataset", "read_idx"]
 
 DATASETS: tuple[str, ...] = ("mnist5k", "digits", "vowels", "fashion-mnist", "cifar10")
@@ -32,7 +34,7 @@ DATASETS: tuple[str, ...] = ("mnist5k", "digits", "vowels", "fashion-mnist", "ci
 PathLike = Union[str, Path]
 
 
-class DataError(ValueError):
+class DataError(NeurodeployError, ValueError):
     """A data set is unknown, missing or malformed; the message says how to fix it."""
 
 

@@ -123,6 +123,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..errors import NeurodeployError
 from ..ir import ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons
 
 __all__ = ["NetxFormatError", "NetxExportError", "NetxInexactWarning", "write_netx", "read_netx", "FORMAT_VERSION",
@@ -139,7 +140,7 @@ READOUTS = ("spikes", "potential")
 PathLike = Union[str, os.PathLike]
 
 
-class NetxFormatError(ValueError):
+class NetxFormatError(NeurodeployError, ValueError):
     """A netx HDF5 file cannot be read; the message names file, layer, field, value and expectation."""
 
     def __init__(self, message: str, *, path: Optional[str] = None, layer: Optional[int] = None,
@@ -148,7 +149,7 @@ class NetxFormatError(ValueError):
         self.path, self.layer, self.field = path, layer, field
 
 
-class NetxExportError(ValueError):
+class NetxExportError(NeurodeployError, ValueError):
     """A network cannot be written as a netx file that reproduces it exactly; names layer and field."""
 
     def __init__(self, message: str, *, layer: Optional[int] = None, field: Optional[str] = None) -> None:

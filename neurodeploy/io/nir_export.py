@@ -74,6 +74,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..errors import NeurodeployError
 from ..fileio import atomic_path
 from ..models.builders import SNNClassifier, TimeFolded
 from ..models.folding import fold_batchnorm, has_batchnorm
@@ -82,7 +83,7 @@ from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
 __all__ = ["NIRExportError", "export_nir", "build_nir_graph"]
 
 
-class NIRExportError(ValueError):
+class NIRExportError(NeurodeployError, ValueError):
     """The model cannot be written as an exact NIR graph; the message says which layer and why."""
 
 

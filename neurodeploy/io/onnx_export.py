@@ -54,6 +54,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 import torch
 
+from ..errors import NeurodeployError
 from ..fileio import atomic_path
 from ..models.builders import SNNClassifier, TimeFolded
 from ..models.folding import fold_batchnorm, has_batchnorm
@@ -67,7 +68,7 @@ INTERFACE_KEY = "neurodeploy.step_interface"
 OPSET = 17
 
 
-class ONNXExportError(ValueError):
+class ONNXExportError(NeurodeployError, ValueError):
     """The model cannot be exported as an ONNX step graph; the message says why."""
 
 

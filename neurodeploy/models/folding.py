@@ -17,6 +17,7 @@ import copy
 import torch
 from norse.torch.module.sequential import SequentialState
 
+from ..errors import NeurodeployError
 from .builders import SNNClassifier, TimeFolded
 
 __all__ = ["BatchNormFoldError", "fold_batchnorm", "has_batchnorm"]
@@ -24,7 +25,7 @@ __all__ = ["BatchNormFoldError", "fold_batchnorm", "has_batchnorm"]
 _BN = torch.nn.modules.batchnorm._BatchNorm
 
 
-class BatchNormFoldError(ValueError):
+class BatchNormFoldError(NeurodeployError, ValueError):
     """A BatchNorm layer cannot be folded; the message names the layer and why."""
 
 

@@ -185,6 +185,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..errors import NeurodeployError
 from ..backends.base import BIAS_EXP_RANGE, BIAS_MANT_RANGE, VTH_MAX, effective_weights, input_max, shift
 from ..ir import ConvLayer, DenseLayer, Network
 from .specs import NETWORK_NOISE_NAMES, NOISES, STEP_NOISE_NAMES, NoiseSpecError, check_level
@@ -214,7 +215,7 @@ WEIGHT_NOISES = ("weight-mismatch", "bit-flip")   # the only network noises that
 _INT32_MAX = 2**31 - 1
 
 
-class HardwareNoiseError(ValueError):
+class HardwareNoiseError(NeurodeployError, ValueError):
     """A network noise cannot be applied to this network; the message names layer and reason."""
 
 

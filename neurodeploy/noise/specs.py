@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
+from ..errors import NeurodeployError
+
 __all__ = [
     "NOISE_KINDS",
     "NoiseType",
@@ -116,7 +118,7 @@ NETWORK_NOISE_NAMES = tuple(n for n, t in NOISES.items() if t.kind == "network")
 STEP_NOISE_NAMES = tuple(n for n, t in NOISES.items() if t.kind == "step")
 
 
-class NoiseSpecError(ValueError):
+class NoiseSpecError(NeurodeployError, ValueError):
     """A noise spec (``NAME:LEVELS``) or level is malformed; the message names the spec."""
 
 

@@ -13,10 +13,12 @@ from typing import Any, Union
 
 import yaml
 
+from ..errors import NeurodeployError
+
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
 
 
-class ProfileError(ValueError):
+class ProfileError(NeurodeployError, ValueError):
     """A hardware profile file is malformed; the message names file and key."""
 
 

@@ -58,6 +58,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import NeurodeployError
 from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
 from ..models.builders import SNNClassifier, TimeFolded
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
@@ -65,7 +66,7 @@ from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_ac
 from .profile import HardwareProfile
 
 
-class QuantizationError(ValueError):
+class QuantizationError(NeurodeployError, ValueError):
     """The model cannot be mapped to the profile; the message says why, with numbers."""
 
 

@@ -13,6 +13,7 @@ from typing import Any, Union
 
 import torch
 
+from ..errors import NeurodeployError
 from ..fileio import atomic_path
 
 FORMAT = "neurodeploy-checkpoint"
@@ -20,7 +21,7 @@ VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NeurodeployError, ValueError):
     """A checkpoint file is missing, unreadable or not ours."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import NeurodeployError
 from ..attacks import fgsm
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import DatasetSplit, load_dataset
@@ -33,7 +34,7 @@ METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.yaml"
 
 
-class RunError(RuntimeError):
+class RunError(NeurodeployError, RuntimeError):
     """A run folder is in a state the requested command cannot use."""
 
 
