@@ -20,3 +20,19 @@ def small_quantized_model(arch="mlp", hidden=(6,), **over):
     m = build_model(cfg, shape, 3)
     res = quantize_model(m, shape, load_profile("loihi2"), time_steps=25 if arch == "srnn" else 4)
     return m, res, shape
+
+
+def require_module(name: str, reason: str):
+    """Import ``name``; skip the test when it is missing, except under CI (``CI=true``), where it fails.
+
+    The README's test command installs every optional extra, so in CI a
+    missing package is a broken environment, not a reason to skip.
+    """
+    import importlib
+    import os
+
+    import pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=reason)

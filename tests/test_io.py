@@ -14,6 +14,7 @@ from neurodeploy.io import NetxExportError, NetxFormatError, read_netx, write_ne
 from neurodeploy.io.netx_hdf5 import _ir_bias, _ir_synapse, _lava_sign_mode
 from neurodeploy.ir import ConvLayer, DenseLayer, InputEncoding, Network, Neurons
 from neurodeploy.models.builders import build_model
+from _helpers import require_module
 
 # --------------------------------------------------------------------------- IR networks by hand
 
@@ -340,7 +341,7 @@ def test_extras_that_disagree_with_netx_datasets_are_detected(tmp_path):
 
 
 def test_lava_dl_netx_loads_our_file_with_our_parameters(tmp_path):
-    netx = pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
+    netx = require_module("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
     for net in (_conv_net(), _rec_net()):
         path = write_netx(net, tmp_path / "net.h5")
         bits = net.input_encoding.bits if net.input_encoding.kind == "graded" else 0
@@ -376,7 +377,7 @@ def test_lava_dl_netx_loads_our_file_with_our_parameters(tmp_path):
 @pytest.mark.parametrize("make", [_conv_net, _rec_net])
 def test_lava_dl_netx_runs_our_file_like_the_emulator(tmp_path, make):
     """End to end: netx builds Lava processes from our file; fixed_pt Lava == our emulator, spike for spike."""
-    netx = pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
+    netx = require_module("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.sink import RingBuffer as Sink

@@ -27,6 +27,7 @@ from neurodeploy.io import NetxFormatError, NetxInexactWarning, read_netx, write
 from neurodeploy.ir import DenseLayer, InputEncoding, IRError, Network, Neurons
 from neurodeploy.models import build_model
 from neurodeploy.quant import load_profile, quantize_model
+from _helpers import require_module
 
 # the shared fixtures sit beside the checkout (../shared) or inside it (shared/), found from this file
 _ROOT = Path(__file__).resolve().parent.parent
@@ -319,7 +320,7 @@ def test_read_pilotnet_style_integrator_output(tmp_path):
 def test_lava_dl_netx_loads_and_runs_our_readout_like_the_emulator(tmp_path):
     """lava-dl's netx builds the Lava processes from our file; its output population's v after
     T + latency steps is our emulator's output v."""
-    netx = pytest.importorskip("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
+    netx = require_module("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer as Source
