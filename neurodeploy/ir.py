@@ -35,15 +35,19 @@ convert at their boundary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import numpy as np
 
-from .errors import NeurodeployError
+from .errors import NeurodeployError, bounded
 
 SIGN_MODES = ("mixed", "excitatory", "inhibitory")
 READOUTS = ("spikes", "potential")
+VTH_MAX = 2**17 - 1                         # Loihi's 17-bit threshold mantissa
+IR_INT_RANGE = (-(2**31), 2**31 - 1)        # weights and bias mantissas: 32-bit integers
+IR_EXP_RANGE = (-32, 32)                    # weight/bias exponents: shifts of 32-bit values stay in int64
 
 
 class IRError(NeurodeployError, ValueError):
@@ -189,57 +193,126 @@ class Network:
         return [layer.out_shape for layer in self.layers]
 
     def validate(self, source: str = "network") -> "Network":
-        """Check shapes and integer types; raise :class:`IRError` naming the problem."""
-        if not self.layers:
+        """Check types, shapes and value ranges; raise :class:`IRError` naming the layer and field.
+
+        Robust to any field value (a float where an integer belongs, a bytes
+        or object array, a complex or bool dtype): every problem is an
+        :class:`IRError`, never another exception. The ranges are what the
+        IR's integer arithmetic represents safely (``IR_INT_RANGE``,
+        ``IR_EXP_RANGE``, 1..8 weight bits, Loihi's 12-bit decays and 17-bit
+        threshold); the backends check the tighter limits Lava needs.
+        """
+        if not isinstance(self.layers, list) or not self.layers:
             raise IRError(f"{source}: the network has no layers")
-        if self.time_steps < 1:
-            raise IRError(f"{source}: time_steps is {self.time_steps}, expected >= 1")
-        if self.readout not in READOUTS:
-            raise IRError(f"{source}: readout {self.readout!r}, expected one of {READOUTS}")
-        if self.input_encoding.kind not in ("graded", "spikes"):
-            raise IRError(f"{source}: input encoding {self.input_encoding.kind!r}, expected 'graded' or 'spikes'")
+        _check_int(source, "time_steps", self.time_steps, 1, None)
+        if not isinstance(self.readout, str) or self.readout not in READOUTS:
+            raise IRError(f"{source}: readout {bounded(self.readout)}, expected one of {READOUTS}")
+        enc = self.input_encoding
+        if not isinstance(enc, InputEncoding):
+            raise IRError(f"{source}: input_encoding is a {type(enc).__name__}, expected an InputEncoding")
+        if not isinstance(enc.kind, str) or enc.kind not in ("graded", "spikes"):
+            raise IRError(f"{source}: input encoding {bounded(enc.kind)}, expected 'graded' or 'spikes'")
+        _check_int(source, "input encoding bits", enc.bits, 1, 32)
+        if not _is_real(enc.scale) or not math.isfinite(float(enc.scale)) or float(enc.scale) <= 0:
+            raise IRError(f"{source}: input encoding scale is {bounded(enc.scale)}, expected a finite number > 0")
+        if not isinstance(self.profile, str):
+            raise IRError(f"{source}: profile is {bounded(self.profile)}, expected a string")
+        if not isinstance(self.metadata, dict):
+            raise IRError(f"{source}: metadata is a {type(self.metadata).__name__}, expected a dict")
+        if not isinstance(self.input_shape, (tuple, list)) or not self.input_shape \
+                or not all(_is_int(s) and s >= 1 for s in self.input_shape):
+            raise IRError(f"{source}: input_shape is {bounded(self.input_shape)}, expected a tuple of positive "
+                          f"integers")
         shape: tuple[int, ...] = tuple(int(s) for s in self.input_shape)
         for i, layer in enumerate(self.layers):
             where = f"{source}: layer {i}"
+            if not isinstance(layer, (DenseLayer, ConvLayer)):
+                raise IRError(f"{where}: unsupported layer type {type(layer).__name__}")
+            if not isinstance(layer.name, str):
+                raise IRError(f"{where}: name is {bounded(layer.name)}, expected a string")
             for name in ("weight", "weight_rec"):
                 w = getattr(layer, name, None)
-                if w is None:
-                    continue
-                if not np.issubdtype(np.asarray(w).dtype, np.integer):
-                    raise IRError(f"{where}: {name} has dtype {np.asarray(w).dtype}, expected integers")
-            if layer.sign_mode not in SIGN_MODES:
-                raise IRError(f"{where}: sign_mode {layer.sign_mode!r}, expected one of {SIGN_MODES}")
+                if w is not None:
+                    _check_int_array(where, name, w)
+            if not isinstance(layer.sign_mode, str) or layer.sign_mode not in SIGN_MODES:
+                raise IRError(f"{where}: sign_mode {bounded(layer.sign_mode)}, expected one of {SIGN_MODES}")
+            _check_int(where, "weight_exp", layer.weight_exp, *IR_EXP_RANGE)
+            _check_int(where, "num_weight_bits", layer.num_weight_bits, 1, 8)
             if isinstance(layer, DenseLayer):
+                _check_int(where, "weight_rec_exp", layer.weight_rec_exp, *IR_EXP_RANGE)
                 if layer.weight.ndim != 2:
                     raise IRError(f"{where}: dense weight has shape {layer.weight.shape}, expected (out, in)")
-                n_in = int(np.prod(shape))
+                n_in = math.prod(shape)
                 if layer.weight.shape[1] != n_in:
                     raise IRError(f"{where}: dense weight has {layer.weight.shape[1]} inputs, "
                                   f"but the previous layer has {n_in} outputs (shape {shape})")
                 out = layer.weight.shape[0]
                 if layer.weight_rec is not None and layer.weight_rec.shape != (out, out):
                     raise IRError(f"{where}: weight_rec has shape {layer.weight_rec.shape}, expected {(out, out)}")
-            elif isinstance(layer, ConvLayer):
+            else:
                 if layer.weight.ndim != 4:
                     raise IRError(f"{where}: conv weight has shape {layer.weight.shape}, expected (out, in, kH, kW)")
-                if tuple(layer.in_shape) != shape:
+                _check_int_tuple(where, "in_shape", layer.in_shape, 3, 1)
+                _check_int_tuple(where, "stride", layer.stride, 2, 1)
+                _check_int_tuple(where, "padding", layer.padding, 2, 0)
+                _check_int_tuple(where, "dilation", layer.dilation, 2, 1)
+                _check_int(where, "groups", layer.groups, 1, None)
+                if tuple(int(s) for s in layer.in_shape) != shape:
                     raise IRError(f"{where}: conv expects input {tuple(layer.in_shape)}, previous layer gives {shape}")
                 if layer.weight.shape[1] * layer.groups != shape[0]:
                     raise IRError(f"{where}: conv weight has {layer.weight.shape[1]} input channels x "
                                   f"{layer.groups} groups, input has {shape[0]} channels")
+                if layer.weight.shape[0] % layer.groups:
+                    raise IRError(f"{where}: conv groups {layer.groups} do not divide the "
+                                  f"{layer.weight.shape[0]} output channels")
                 if min(layer.out_shape) < 1:
                     raise IRError(f"{where}: conv output shape {layer.out_shape} is empty")
-            else:
-                raise IRError(f"{where}: unsupported layer type {type(layer).__name__}")
-            n_out = int(np.prod(layer.out_shape))
+            n_out = math.prod(layer.out_shape)
+            if n_out < 1:
+                raise IRError(f"{where}: the layer has no neurons (output shape {layer.out_shape})")
             nrn = layer.neurons
+            if not isinstance(nrn, Neurons):
+                raise IRError(f"{where}: neurons is a {type(nrn).__name__}, expected Neurons")
+            _check_int_array(where, "bias_mant", nrn.bias_mant)
             if nrn.bias_mant.shape != (n_out,):
                 raise IRError(f"{where}: bias has shape {nrn.bias_mant.shape}, expected ({n_out},)")
-            for key, lo, hi in (("du", 0, 4095), ("dv", 0, 4095)):
-                val = getattr(nrn, key)
-                if not lo <= val <= hi:
-                    raise IRError(f"{where}: neuron {key} is {val}, expected {lo}..{hi}")
-            if nrn.vth < 0:
-                raise IRError(f"{where}: neuron vth is {nrn.vth}, expected >= 0")
+            for key, lo, hi in (("du", 0, 4095), ("dv", 0, 4095), ("vth", 0, VTH_MAX), ("bias_exp", *IR_EXP_RANGE)):
+                _check_int(where, f"neuron {key}", getattr(nrn, key), lo, hi)
             shape = tuple(int(s) for s in layer.out_shape)
         return self
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_int(where: str, name: str, value: object, lo: Optional[int], hi: Optional[int]) -> None:
+    if not _is_int(value):
+        raise IRError(f"{where}: {name} is {bounded(value)} ({type(value).__name__}), expected an integer")
+    v = int(value)  # type: ignore[call-overload]
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise IRError(f"{where}: {name} is {bounded(v)}, expected {rng}")
+
+
+def _check_int_tuple(where: str, name: str, value: object, n: int, lo: int) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != n or not all(_is_int(v) and v >= lo for v in value):
+        raise IRError(f"{where}: {name} is {bounded(value)}, expected {n} integers >= {lo}")
+
+
+def _check_int_array(where: str, name: str, value: object) -> None:
+    """An integer numpy array (not bool, bytes, object, float or complex) with values in ``IR_INT_RANGE``."""
+    if not isinstance(value, np.ndarray):
+        raise IRError(f"{where}: {name} is a {type(value).__name__} ({bounded(value)}), expected an integer "
+                      f"numpy array")
+    if value.dtype.kind not in "iu":
+        raise IRError(f"{where}: {name} has dtype {value.dtype}, expected integers")
+    if value.size:
+        lo, hi = int(value.min()), int(value.max())
+        if lo < IR_INT_RANGE[0] or hi > IR_INT_RANGE[1]:
+            raise IRError(f"{where}: {name} spans {lo}..{hi}, expected {IR_INT_RANGE[0]}..{IR_INT_RANGE[1]} "
+                          f"(32-bit integers)")
