@@ -156,7 +156,7 @@ def test_noise_aware_training_with_chip_noise(tmp_path):
     assert a.metrics[0]["train_loss"] > 0
 
 
-@pytest.mark.parametrize("value, needle", [("gaussian", "not a chip-instance noise"), ("wobble", "wobble")])
+@pytest.mark.parametrize("value, needle", [("gaussian", "chip-instance noise"), ("wobble", "wobble")])
 def test_noise_aware_training_rejects_bad_noise(value, needle):
     from neurodeploy.config import ConfigError
 

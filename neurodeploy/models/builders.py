@@ -11,15 +11,21 @@ recurrent dense.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Optional, Sequence
 
 import torch
 from norse.torch.module.sequential import SequentialState
 
 from ..config import ModelConfig, RunConfig
+from ..errors import NeurodeployError, bounded
 from ..ir import conv_out_shape
 from ..data.encoders import DirectEncoder, make_encoder
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity, spiking_layers
+
+
+class ModelBuildError(NeurodeployError, ValueError):
+    """A config cannot be built for the data's sample shape (arch and data disagree, a size below 1)."""
 
 
 class TimeFolded(torch.nn.Module):
@@ -159,12 +165,30 @@ class SNNClassifier(torch.nn.Module):
         return {"logits": logits, "spikes_per_layer": counts}
 
 
+def _check_sizes(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> None:
+    """Sizes the config loader does not bound but torch needs positive (a checkpoint's config is untrusted)."""
+    def positive(v: object) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+
+    if not input_shape or not all(positive(d) for d in input_shape):
+        raise ModelBuildError(f"sample shape {bounded(tuple(input_shape))}: expected positive integers")
+    if not positive(n_classes):
+        raise ModelBuildError(f"{bounded(n_classes)} classes: expected a positive integer")
+    for key in ("hidden", "channels", "strides"):
+        values = getattr(cfg, key)
+        if not all(positive(v) for v in values):
+            raise ModelBuildError(f"model.{key}: {bounded(values)}: every size must be >= 1")
+    if cfg.arch == "conv" and cfg.kernel_size < 1:
+        raise ModelBuildError(f"model.kernel_size: {cfg.kernel_size} must be >= 1")
+
+
 def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_steps: Optional[int]) -> SequentialState:
     neuron = cfg.neuron
     layers: list[torch.nn.Module] = []
+    _check_sizes(cfg, input_shape, n_classes)
     if cfg.arch == "srnn":
         if len(input_shape) != 2:
-            raise ValueError(f"arch 'srnn' needs sequence data (steps, features), got sample shape {input_shape}")
+            raise ModelBuildError(f"arch 'srnn' needs sequence data (steps, features), got sample shape {input_shape}")
         size = input_shape[1]
         for h in cfg.hidden:
             layers.append(RecurrentSpikingNeurons(size, h, neuron, time_steps, bias=cfg.bias))
@@ -172,7 +196,7 @@ def _body(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, time_s
     else:
         if cfg.arch == "conv":
             if len(input_shape) != 3:
-                raise ValueError(f"arch 'conv' needs image data (C, H, W), got sample shape {input_shape}")
+                raise ModelBuildError(f"arch 'conv' needs image data (C, H, W), got sample shape {input_shape}")
             c, h, w = input_shape
             strides = cfg.strides or [1] * len(cfg.channels)
             pad = cfg.kernel_size // 2
@@ -211,9 +235,9 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], n_classes: int) ->
     time_steps = cfg.data.time_steps
     if cfg.data.encoder == "temporal":
         if len(input_shape) != 2:
-            raise ValueError(f"encoder 'temporal' needs sequence data (steps, features), got sample shape {input_shape}")
+            raise ModelBuildError(f"encoder 'temporal' needs sequence data (steps, features), got sample shape {input_shape}")
         if time_steps is not None and time_steps != input_shape[0]:
-            raise ValueError(f"data.time_steps={time_steps} but the sequences have {input_shape[0]} steps")
+            raise ModelBuildError(f"data.time_steps={time_steps} but the sequences have {input_shape[0]} steps")
         time_steps = input_shape[0]
     encoder = make_encoder(cfg.data.encoder, time_steps if cfg.data.encoder != "temporal" else None)
     m = cfg.model

@@ -48,6 +48,9 @@ def _fold_into(conv: torch.nn.Conv2d, bn: _BN, where: str) -> None:
                                  f"{conv.out_channels} output channels")
     # float64 so folding adds no rounding beyond the final cast
     var = bn.running_var.double()
+    if bool((var + bn.eps <= 0).any()):
+        raise BatchNormFoldError(f"{where}: BatchNorm running_var has {int((var + bn.eps <= 0).sum())} value(s) "
+                                 f"<= -eps (smallest {float(var.min()):g}); a variance cannot be negative")
     mean = bn.running_mean.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import NeurodeployError
+from ..errors import NeurodeployError, bounded
 from ..attacks import fgsm
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import DatasetSplit, load_dataset
+from ..fileio import atomic_path, require_regular_file, write_text_atomic
 from ..models import SNNClassifier, build_model
-from ..models.builders import data_driven_init
+from ..models.builders import ModelBuildError, data_driven_init
 from ..neurons.modules import record_activity
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
 from .regularizers import bound_penalty, gain_penalty, mppd_penalty, select_layers, snn_rat_step
 
 METRICS_NAME = "metrics.jsonl"
@@ -248,14 +250,267 @@ class TrainResult:
     metrics: list[dict]
 
 
-def load_run(run_dir: str | Path) -> tuple[RunConfig, SNNClassifier, dict]:
-    """Rebuild the trained model of a run folder from its checkpoint."""
-    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
-    cfg = config_from_dict(ckpt["config"], f"{run_dir}/{CHECKPOINT_NAME}:config")
-    model = build_model(cfg, tuple(ckpt["input_shape"]), int(ckpt["n_classes"]))
+# --------------------------------------------------------------------------- run folders
+
+
+def checkpoint_config(ckpt: dict, path: str | Path) -> RunConfig:
+    """The run config a checkpoint (from :func:`load_checkpoint`) holds, validated.
+
+    A config that fails validation is the config loader's one-line error,
+    prefixed with ``path``; an epoch past the config's ``training.epochs`` is
+    a :class:`CheckpointError`.
+    """
+    cfg = config_from_dict(ckpt["config"], f"{path}:config")
+    if ckpt["epoch"] > cfg.training.epochs:
+        raise CheckpointError(f"{path}: epoch {ckpt['epoch']} is past the config's training.epochs "
+                              f"{cfg.training.epochs}; the checkpoint is inconsistent")
+    return cfg
+
+
+def load_model_state(model: torch.nn.Module, state: dict, where: str | Path) -> None:
+    """``model.load_state_dict(state)`` after :func:`check_state_dict` (one line per mismatch, finite values)."""
+    check_state_dict(model.state_dict(), state, str(where))
+    model.load_state_dict(state)
+
+
+def model_from_checkpoint(cfg: RunConfig, ckpt: dict, path: str | Path) -> SNNClassifier:
+    """The model ``cfg`` builds for the checkpoint's sample shape and classes, with the checkpoint's weights.
+
+    The model is first built on the meta device (no memory) and the state dict
+    checked against it, so a config with huge layers that its weights do not
+    match is refused before anything is allocated.
+    """
+    shape, n_classes = tuple(int(d) for d in ckpt["input_shape"]), int(ckpt["n_classes"])
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(cfg, shape, n_classes)
+    except ModelBuildError as exc:
+        raise CheckpointError(f"{path}: its config cannot be built for input_shape {list(shape)}: {exc}") from None
+    check_state_dict(skeleton.state_dict(), ckpt["model"], f"{path}: model")
+    model = build_model(cfg, shape, n_classes)
     model.load_state_dict(ckpt["model"])
+    return model
+
+
+def _short(value: object) -> str:
+    """A bounded repr that never expands a nested container (a YAML alias bomb stays small)."""
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple, dict)) for v in value):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, dict):
+        return f"<mapping of {len(value)} keys>"
+    return bounded(value)
+
+
+def _same_value(a: object, b: object) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(b, (int, float)):
+        return isinstance(a, (int, float)) and (a == b or (a != a and b != b))
+    return type(a) is type(b) and a == b
+
+
+def _record_difference(record: object, expected: dict, defaults: Optional[dict], prefix: str = ""
+                       ) -> Optional[tuple[str, str, str]]:
+    """The first dotted key where ``record`` differs from ``expected``: ``(key, record's, expected's)``.
+
+    A key missing from the record is no difference when the expected value is
+    the default (a record written before the key existed).
+    """
+    if not isinstance(record, dict):
+        return prefix or "<top level>", _short(record), "a mapping"
+    for key in record:
+        if key not in expected:
+            return (f"{prefix}.{key}" if prefix else str(key)), _short(record[key]), "no such key"
+    for key, want in expected.items():
+        where = f"{prefix}.{key}" if prefix else key
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if key not in record:
+            if isinstance(defaults, dict) and key in defaults and _same_value(want, default):
+                continue
+            return where, "missing", _short(want)
+        if isinstance(want, dict):
+            found = _record_difference(record[key], want, default if isinstance(default, dict) else None, where)
+            if found:
+                return found
+        elif not _same_value(record[key], want):
+            return where, _short(record[key]), _short(want)
+    return None
+
+
+MAX_RECORD_BYTES = 1 << 20
+
+
+def check_config_record(run_dir: str | Path, cfg: RunConfig) -> None:
+    """Check the run folder's ``config.yaml`` against the checkpoint's config ``cfg``.
+
+    ``config.yaml`` is a record, written by ``train`` from the checkpoint's
+    config; it is never what a run uses. So that editing it never passes
+    without a word, a record that differs is a :class:`RunError` naming the
+    first differing key. No ``config.yaml`` is no error (nothing to contradict).
+    """
+    import yaml
+
+    path = Path(run_dir) / CONFIG_NAME
+    if not os.path.lexists(path):
+        return
+    require_regular_file(path, "run config record")
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise RunError(f"{path}: {path.stat().st_size} bytes, far more than a config record; it was not written "
+                       f"by neurodeploy train (restore it or delete it)")
+    try:
+        record = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not valid YAML"
+        raise RunError(f"{path}: {problem}; it is the record of {CHECKPOINT_NAME}'s config (restore it or "
+                       f"delete it; train rewrites it)") from None
+    found = _record_difference(record, cfg.to_dict(), RunConfig().to_dict())
+    if found:
+        key, there, want = found
+        raise RunError(f"{path}: {key} is {there} there but {want} in {CHECKPOINT_NAME}; config.yaml is only a "
+                       f"record of the checkpoint's config, which the run uses: undo the edit (or delete the "
+                       f"file), or train a new run folder with the changed config")
+
+
+def load_run_checkpoint(run_dir: str | Path) -> tuple[RunConfig, dict]:
+    """The validated checkpoint of a run folder and its config, checked against ``config.yaml``.
+
+    Everything a command needs before it uses a run: :func:`load_checkpoint`
+    (safe load, structure), :func:`checkpoint_config` and
+    :func:`check_config_record`. The weights are checked against the config by
+    :func:`model_from_checkpoint`.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, path)
+    check_config_record(run_dir, cfg)
+    return cfg, ckpt
+
+
+def load_run(run_dir: str | Path) -> tuple[RunConfig, SNNClassifier, dict]:
+    """Rebuild the trained model of a run folder from its checkpoint (all of it checked first)."""
+    cfg, ckpt = load_run_checkpoint(run_dir)
+    model = model_from_checkpoint(cfg, ckpt, Path(run_dir) / CHECKPOINT_NAME)
     model.eval()
     return cfg, model, ckpt
+
+
+def read_metrics(path: str | Path, epochs: int) -> list[dict]:
+    """The records of the first ``epochs`` epochs in a run's ``metrics.jsonl``, checked.
+
+    Line ``n`` must be a JSON object with ``"epoch": n`` and numbers as
+    values. Lines after ``epochs`` belong to an epoch that crashed before its
+    checkpoint was written (possibly cut short) and are not read. Any problem
+    is a :class:`RunError` naming the file and the line.
+    """
+    path = Path(path)
+    if epochs == 0:
+        return []
+    hint = "restore it, or train a new run folder"
+    if not os.path.lexists(path):
+        raise RunError(f"{path}: missing, but {CHECKPOINT_NAME} is at epoch {epochs}: the metrics of its epochs "
+                       f"would be lost; {hint}")
+    require_regular_file(path, "metrics file")
+    records: list[dict] = []
+    with open(path, "rb") as fh:
+        for n in range(1, epochs + 1):
+            raw = fh.readline()
+            if not raw:
+                raise RunError(f"{path}: {n - 1} epoch record(s), but {CHECKPOINT_NAME} is at epoch {epochs}; {hint}")
+            where = f"{path}: line {n}"
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise RunError(f"{where}: not UTF-8 text; {hint}") from None
+            except json.JSONDecodeError as exc:
+                raise RunError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}; a truncated or edited "
+                               f"line); {hint}") from None
+            except (ValueError, RecursionError):
+                raise RunError(f"{where}: not a JSON object neurodeploy writes (too deeply nested or a huge "
+                               f"number); {hint}") from None
+            if not isinstance(record, dict):
+                raise RunError(f"{where}: {_short(record)} is not an epoch record (a JSON object); {hint}")
+            if not (type(record.get("epoch")) is int and record["epoch"] == n):
+                raise RunError(f"{where}: epoch is {_short(record.get('epoch'))}, expected {n}; {hint}")
+            for key, value in record.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise RunError(f"{where}: {bounded(key)} is {_short(value)}, expected a number; {hint}")
+            records.append(record)
+    return records
+
+
+_OPT_STATE_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
+
+
+def _fits(got: object, want: object, where: str) -> None:
+    """``got`` (from a checkpoint) has the structure and types of ``want`` (a fresh state dict's)."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            raise CheckpointError(f"{where} is {_short(got)}; expected a mapping")
+        extra = [k for k in got if k not in want]
+        if extra:
+            raise CheckpointError(f"{where}: unexpected key {bounded(extra[0])}")
+        for key in want:
+            if key in got:
+                _fits(got[key], want[key], f"{where}[{bounded(key)}]")
+    elif isinstance(want, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            raise CheckpointError(f"{where} is {_short(got)}; expected {len(want)} item(s)")
+        for i, (g, w) in enumerate(zip(got, want)):
+            _fits(g, w, f"{where}[{i}]")
+    elif isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{where} is {_short(got)}; expected a tensor of shape {tuple(want.shape)}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{where} holds non-finite values")
+    elif isinstance(want, bool) or want is None or isinstance(want, str):
+        if type(got) is not type(want):
+            raise CheckpointError(f"{where} is {_short(got)}; expected {type(want).__name__}")
+    elif isinstance(want, (int, float)):
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
+            raise CheckpointError(f"{where} is {_short(got)}; expected a finite number")
+    elif type(got) is not type(want):
+        raise CheckpointError(f"{where} is {_short(got)}; expected {type(want).__name__}")
+
+
+def _restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, state: dict,
+                            path: Path) -> None:
+    """Load the optimizer and scheduler states of a checkpoint being resumed, each checked first."""
+    for key in ("optimizer", "scheduler"):
+        if key not in state:
+            raise CheckpointError(f"{path}: no {key} state, so the run cannot be resumed (it can still be "
+                                  f"evaluated or quantized); train a new run folder to continue training")
+    fresh, saved = opt.state_dict(), state["optimizer"]
+    extra = [k for k in saved if k not in ("state", "param_groups")]
+    if extra or "param_groups" not in saved:
+        what = f"unexpected key {bounded(extra[0])}" if extra else "no param_groups"
+        raise CheckpointError(f"{path}: optimizer: {what}; expected an optimizer state dict")
+    _fits(saved["param_groups"], fresh["param_groups"], f"{path}: optimizer param_groups")
+    groups = []
+    for got, want in zip(saved["param_groups"], fresh["param_groups"]):
+        if list(got.get("params", [])) != list(want["params"]):
+            raise CheckpointError(f"{path}: optimizer: param_groups lists other parameters than the model has")
+        groups.append({**want, **got})   # keys a newer torch added keep the config's values
+    params = [p for group in opt.param_groups for p in group["params"]]
+    opt_state = saved.get("state", {})
+    if not isinstance(opt_state, dict):
+        raise CheckpointError(f"{path}: optimizer state is {_short(opt_state)}; expected a mapping")
+    for index, entry in opt_state.items():
+        where = f"{path}: optimizer state[{bounded(index)}]"
+        if type(index) is not int or not 0 <= index < len(params) or not isinstance(entry, dict):
+            raise CheckpointError(f"{where}: not the state of one of the model's {len(params)} parameters")
+        for key, value in entry.items():
+            if key not in _OPT_STATE_KEYS:
+                raise CheckpointError(f"{where}: unknown entry {bounded(key)}")
+            if value is None and key == "momentum_buffer":
+                continue
+            want = torch.zeros(()) if key == "step" else params[index].detach()
+            _fits(value, want, f"{where}[{key!r}]")
+    opt.load_state_dict({"state": opt_state, "param_groups": groups})
+    _fits(state["scheduler"], sched.state_dict(), f"{path}: scheduler")
+    sched.load_state_dict(state["scheduler"])
 
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
@@ -276,29 +531,40 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
     perturbed pass exists, ``train_mppd_after_gain`` the same after p[t]),
     ``test_acc``, ``lr``, timings and :func:`epoch_diagnostics` (gain p per
     spiking layer, the norm of every weight) at the end of the epoch.
+
+    Files: only ``checkpoint.pt``, ``metrics.jsonl`` and ``config.yaml``,
+    directly inside ``out_dir``, each written atomically. ``config.yaml`` is
+    a record of the checkpoint's config (resuming checks it:
+    :func:`check_config_record`); a resumed run's ``metrics.jsonl`` is
+    checked line by line (:func:`read_metrics`).
     """
     out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; expected a run folder (or a new path for one)")
+    # every file train writes is one of these three, directly inside `out`, written atomically
+    # (temporary file beside it, then a rename; a symbolic link there is replaced, never followed)
+    ckpt_path, metrics_path, record_path = out / CHECKPOINT_NAME, out / METRICS_NAME, out / CONFIG_NAME
     start_epoch = 0
     state = None
     if resume:
-        if not ckpt_path.is_file():
+        if not os.path.lexists(ckpt_path):
             raise RunError(f"{out}: nothing to resume (no {CHECKPOINT_NAME}); drop --resume to start a new run")
-        state = load_checkpoint(ckpt_path)
         # the run folder's own config wins: the resumed run is the same run
-        cfg = config_from_dict(state["config"], f"{ckpt_path}:config")
+        cfg, state = load_run_checkpoint(out)
         if extend_to is not None and extend_to > cfg.training.epochs:
             cfg.training.epochs = int(extend_to)  # the cosine schedule stretches over the new total
         start_epoch = int(state["epoch"])
-    elif ckpt_path.exists() and not force:
+    elif os.path.lexists(ckpt_path) and not force:
         raise RunError(f"{out}: already holds a trained run; use --resume to continue it or --force to overwrite")
 
     set_threads(cfg.threads)
     if data is None:
         data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
+    if state is not None and tuple(state["input_shape"]) != tuple(data.input_shape):
+        raise RunError(f"{ckpt_path}: trained on samples of shape {list(state['input_shape'])}, but data set "
+                       f"{cfg.data.dataset!r} now has {list(data.input_shape)}; it cannot be resumed on it")
     torch.manual_seed(cfg.seed)  # parameter initialisation
     model = build_model(cfg, data.input_shape, data.n_classes)
-    out.mkdir(parents=True, exist_ok=True)  # only once data and model are known to work
     if state is None and cfg.model.init_current_std is not None:
         data_driven_init(model, torch.as_tensor(data.x_train[:256]), cfg.model.init_current_std)
     x_train = torch.as_tensor(data.x_train)
@@ -307,23 +573,45 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, steps_per_epoch)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        metrics_lines = (out / METRICS_NAME).read_text().splitlines() if (out / METRICS_NAME).exists() else []
-        metrics = [json.loads(line) for line in metrics_lines][:start_epoch]
+        load_model_state(model, state["model"], f"{ckpt_path}: model")
+        _restore_training_state(model, opt, sched, state, ckpt_path)
+        metrics = read_metrics(metrics_path, start_epoch)
     else:
         metrics = []
-    dump_config(cfg, out / CONFIG_NAME)
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # only once data and model are known to work
+    except OSError as exc:
+        raise RunError(f"{out}: cannot create the run folder ({exc.strerror})") from None
+
+    def write_record() -> None:
+        with atomic_path(record_path) as tmp:
+            dump_config(cfg, tmp)
+
+    def write_metrics() -> None:
+        write_text_atomic(metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
+
+    record_written = False
 
     def save(epochs_done: int) -> None:
+        nonlocal record_written
         save_checkpoint(ckpt_path, {
             "config": cfg.to_dict(), "epoch": epochs_done, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "input_shape": list(data.input_shape), "n_classes": data.n_classes,
         })
-    # rewrite the metrics file to exactly the completed epochs (drops lines of a crashed epoch)
-    (out / METRICS_NAME).write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        if not record_written:
+            # config.yaml records the checkpoint's config: rewritten right after the first checkpoint
+            # of a resumed (extended) or overwritten run, so the two never disagree for an epoch
+            write_record()
+            record_written = True
+
+    if not os.path.lexists(ckpt_path):
+        write_record()   # a new run: its config is on record from the start
+        record_written = True
+    if state is not None or not os.path.lexists(ckpt_path):
+        # rewrite the metrics file to exactly the completed epochs (drops lines of a crashed epoch);
+        # a run being overwritten (--force) keeps its files until its first new epoch is saved
+        write_metrics()
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -369,13 +657,13 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
                       "train_seconds": train_time, "train_samples_per_s": seen / train_time,
                       **epoch_diagnostics(model)}
             metrics.append(record)
-            with open(out / METRICS_NAME, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            write_metrics()   # before the checkpoint: a crash in between leaves a line resume drops
             save(epoch + 1)
             if not progress:
                 log(f"epoch {epoch + 1}/{cfg.training.epochs}: loss {record['train_loss']:.4f} "
                     f"test acc {record['test_acc']:.4f}")
     if state is None and cfg.training.epochs == 0:
+        write_metrics()
         save(0)  # an untrained run is still a run (useful for tests and export checks)
     model.eval()
     return TrainResult(out, model, data, metrics)
