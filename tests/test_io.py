@@ -317,7 +317,7 @@ def test_not_hdf5_and_missing_files(tmp_path):
     bogus.write_text("this is not HDF5")
     with pytest.raises(NetxFormatError, match="not an HDF5 file"):
         read_netx(bogus)
-    with pytest.raises(NetxFormatError, match="no such file"):
+    with pytest.raises(NetxFormatError, match="netx file not found"):
         read_netx(tmp_path / "missing.h5")
     empty = tmp_path / "empty.h5"
     h5py.File(empty, "w").close()
