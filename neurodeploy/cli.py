@@ -1,10 +1,16 @@
 """The ``neurodeploy`` command line.
 
 Every user-facing error (bad config, missing data, bad noise spec, unusable
-run folder) is printed as one clear line and exits with status 2; no deep
-traceback reaches the user. An emulator/Lava disagreement (a bug of ours,
-found by ``pipeline`` and ``evaluate``) exits with status 3 after the report
-is written.
+run folder, a bad option value) is printed as one clear line and exits with
+status 2; no deep traceback reaches the user. Options and inputs are checked
+before any long work starts (option values by their argparse types; output
+paths, input files and their shapes before training, quantizing or running).
+An emulator/Lava disagreement (a bug of ours, found by ``pipeline`` and
+``evaluate``) exits with status 3 after the report is written.
+
+Every file a command writes lies under the folder or file the user named:
+folders named after a profile's or a config's ``name:`` are checked with
+:func:`neurodeploy.fileio.inside`.
 """
 
 from __future__ import annotations
@@ -13,12 +19,77 @@ import argparse
 import signal
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import yaml
 
 from .config import ConfigError
-from .errors import NeurodeployError
+from .errors import NeurodeployError, bounded
+from .fileio import FileAccessError, check_output_file, check_output_folder, inside, require_regular_file
+
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 100_000      # = neurodeploy.evaluate.inputs.MAX_STEPS (not imported: it pulls in torch)
+MAX_SAMPLES = 10**9
+MAX_EPOCHS = 100_000
+MAX_REPEATS = 1000
+
+
+def _bounded_int(lo: int, hi: int, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse ``type=``: an integer in ``lo..hi`` (a clean usage error, exit 2, otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{bounded(text)} is not an integer; expected {what} "
+                                             f"in {lo}..{hi}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{bounded(value)} is out of range; expected {what} in {lo}..{hi}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _path_text(text: str) -> str:
+    """An argparse ``type=`` for paths: not empty, no NUL byte."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("empty path")
+    if "\x00" in str(text):
+        raise argparse.ArgumentTypeError(f"{bounded(text)}: a NUL byte in a path")
+    return str(text)
+
+
+def _path(text: str) -> Path:
+    """An argparse ``type=``: a non-empty path."""
+    return Path(_path_text(text))
+
+
+_seed = _bounded_int(0, MAX_SEED, "a seed")
+_samples = _bounded_int(1, MAX_SAMPLES, "a sample count")
+_lava_samples = _bounded_int(0, MAX_SAMPLES, "a sample count (0: no Lava)")
+_steps = _bounded_int(1, MAX_STEPS, "a step count")
+_epochs = _bounded_int(1, MAX_EPOCHS, "an epoch count")
+_finetune = _bounded_int(0, MAX_EPOCHS, "an epoch count (0: post-training quantization)")
+_repeats = _bounded_int(1, MAX_REPEATS, "a repeat count")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``neurodeploy simulate: error: argument --steps: ...``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _require_run(run: Path) -> Path:
+    """A run folder must hold its checkpoint (checked before any work)."""
+    from .train.checkpoint import CHECKPOINT_NAME
+
+    if not run.is_dir():
+        raise FileAccessError(f"{run}: run folder not found (expected a folder made by `neurodeploy train` "
+                              f"or `neurodeploy pipeline`)")
+    require_regular_file(run / CHECKPOINT_NAME, f"checkpoint of run folder {run}")
+    return run
 
 
 def _parse_set(items: Sequence[str]) -> dict:
@@ -43,8 +114,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     if args.data_dir is not None:
         overrides["data.data_dir"] = str(args.data_dir)
+    require_regular_file(args.config, "--config")
     cfg = load_config(args.config, overrides)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    out = Path(args.out) if args.out else inside(Path("runs"), cfg.name, what=f"{args.config}: name")
+    check_output_folder(out, "--out" if args.out else "run folder")
     result = train(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     last = result.metrics[-1] if result.metrics else {}
     acc = last.get("test_acc")
@@ -55,30 +128,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.robustness import evaluate_runs, parse_backends
 
+    backends = parse_backends(args.backends)
+    runs = [_require_run(Path(r)) for r in [*args.runs, *(args.compare or [])]]
+    report = check_output_folder(args.report, "--report") if args.report is not None else None
     evaluate_runs(
-        runs=[Path(r) for r in args.runs] + [Path(r) for r in (args.compare or [])],
+        runs=runs,
         noise_specs=args.noise or [],
         repeats=args.repeats,
         seed=args.seed,
         samples=args.samples,
-        report_dir=Path(args.report) if args.report else None,
+        report_dir=report,
         progress=not args.quiet,
-        backends=parse_backends(args.backends),
+        backends=backends,
         profile=args.profile,
         lava_samples=args.lava_samples,
     )
     return 0
 
 
-def _quantize_run(run: Path, profile: str, finetune: int = 0, progress: bool = True):
+def _quantize_run(run: Path, profile: str, finetune: int = 0, progress: bool = True,
+                  report_folder: Optional[Path] = None, report_stem: str = "quantization"):
+    """Deploy ``run`` for ``profile``; the quantization report goes to ``report_folder`` (default: the
+    deploy folder ``RUN/<profile name>``) as ``<report_stem>.{json,md}``. Returns the deployment and the
+    report's Markdown path."""
     from .evaluate.deployment import prepare_deployment
     from .quant.report import print_report, write_report
 
     dep = prepare_deployment(run, profile, finetune, progress=progress)
-    write_report(dep.quantized, dep.folder)
+    _, md = write_report(dep.quantized, report_folder if report_folder is not None else dep.folder, report_stem)
     if progress:
-        print_report(dep.quantized)
-    return dep.cfg, dep.model, dep.checkpoint, dep.quantized, dep.folder
+        print_report(dep.quantized, details=md)
+    return dep, md
 
 
 def _write_netx(network, path: Path) -> None:
@@ -87,6 +167,11 @@ def _write_netx(network, path: Path) -> None:
 
     from .io import NetxInexactWarning, write_netx
 
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileAccessError(f"{path.parent}: cannot create the output folder ({exc.strerror})") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NetxInexactWarning)
         write_netx(network, path, exact=False)
@@ -96,11 +181,20 @@ def _write_netx(network, path: Path) -> None:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .evaluate.deployment import deploy_folder
+    from .quant import load_profile
 
-    _, _, _, result, out = _quantize_run(Path(args.run), args.profile, args.finetune, not args.quiet)
-    path = Path(args.out) if args.out else out / "network.net"
-    _write_netx(result.network, path)
-    print(f"quantized network written to {path}; report in {out}/quantization.{{json,md}}")
+    run = _require_run(Path(args.run))
+    folder = deploy_folder(run, load_profile(args.profile))   # RUN/<profile name>, inside the run folder
+    if args.out is not None:
+        # the network and its report where the user asked: q.net, q.quantization.{json,md}
+        path = check_output_file(args.out, "--out")
+        report_folder, stem = path.parent, f"{path.stem}.quantization"
+    else:
+        path, report_folder, stem = folder / "network.net", folder, "quantization"
+    dep, md = _quantize_run(run, args.profile, args.finetune, not args.quiet, report_folder, stem)
+    _write_netx(dep.quantized.network, path)
+    print(f"quantized network written to {path}; report in {md.with_suffix('')}.{{json,md}}")
     return 0
 
 
@@ -108,80 +202,110 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .io import export_nir, export_onnx, read_netx
     from .train import load_run
 
-    run = Path(args.run)
+    run = _require_run(Path(args.run))
+    default = {"hdf5": "network.net", "nir": "model.nir", "onnx": "model_step.onnx"}[args.format]
+    path = check_output_file(args.out if args.out is not None else run / default, "--out")
     if args.format == "hdf5":
+        from .evaluate.deployment import deploy_folder
         from .quant import load_profile
 
-        existing = run / load_profile(args.profile).name / "network.net"
+        existing = deploy_folder(run, load_profile(args.profile)) / "network.net"
         if existing.is_file():
             network = read_netx(existing)
         else:
             print(f"no quantized network in {existing.parent}; quantizing for {args.profile} first")
-            network = _quantize_run(run, args.profile, progress=not args.quiet)[3].network
-        path = Path(args.out) if args.out else run / "network.net"
+            network = _quantize_run(run, args.profile, progress=not args.quiet)[0].network
         _write_netx(network, path)
     else:
         cfg, model, ckpt = load_run(run)
         shape = tuple(ckpt["input_shape"])
         if args.format == "nir":
-            path = Path(args.out) if args.out else run / "model.nir"
             export_nir(model, path, input_shape=shape, time_steps=cfg.data.time_steps or shape[0])
         else:
-            path = Path(args.out) if args.out else run / "model_step.onnx"
-            export_onnx(model, path)
+            export_onnx(model, path, input_shape=shape)
     print(f"{args.format} written to {path}")
     return 0
+
+
+def _simulate_data(args: argparse.Namespace, network):
+    """Encoded test samples of ``--data`` for ``network``: (inputs, labels); shapes checked first."""
+    import numpy as np
+
+    from .backends import BackendError
+    from .data import load_dataset
+    from .evaluate.inputs import memory_available
+
+    data = load_dataset(args.data, seed=args.seed, data_dir=args.data_dir)
+    net_shape = tuple(int(d) for d in network.input_shape)
+    per_step = tuple(data.input_shape[1:]) if data.kind == "sequence" else tuple(data.input_shape)
+    if int(np.prod(per_step)) != int(np.prod(net_shape)):
+        raise BackendError(f"--data {args.data}: samples of shape {tuple(data.input_shape)} "
+                           f"({int(np.prod(per_step))} values per step), but the network {args.network} takes "
+                           f"input shape {net_shape} ({int(np.prod(net_shape))} values)")
+    if data.kind == "sequence":
+        if args.steps is not None:
+            raise BackendError(f"--steps {args.steps}: the sequences of --data {args.data} have "
+                               f"{data.input_shape[0]} steps each; drop --steps")
+        network.time_steps = int(data.input_shape[0])
+    elif args.steps is not None:
+        network.time_steps = args.steps
+    x = data.x_test[:args.samples]
+    labels = data.y_test[:args.samples]
+    need = len(x) * int(network.time_steps) * int(np.prod(net_shape)) * 17   # int64 inputs, copies, outputs
+    avail = memory_available()
+    if avail is not None and need > avail:
+        raise BackendError(f"--data {args.data}: {len(x)} samples x {network.time_steps} steps need about "
+                           f"{need / 2**30:.3g} GiB of memory, {avail / 2**30:.3g} GiB is available; "
+                           f"pass --samples or --steps")
+    enc = network.input_encoding.encode(x)
+    inputs = enc if data.kind == "sequence" else np.repeat(enc[:, None], network.time_steps, axis=1)
+    return inputs.reshape(len(x), inputs.shape[1], *net_shape), labels
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .backends import BackendError, run_network
+    from .backends.base import input_max
+    from .fileio import atomic_path
     from .io import read_netx
 
-    network = read_netx(args.network)
+    if (args.input is None) == (args.data is None):
+        raise BackendError("give either --input SPIKES.npy or --data NAME" + (", not both" if args.input else ""))
+    if args.input is not None and (args.samples is not None or args.steps is not None):
+        raise BackendError(f"--{'samples' if args.samples is not None else 'steps'} applies to --data only; "
+                           f"with --input the array's shape (samples, steps, ...) decides")
+    out = check_output_file(args.out, "--out")
+    network = read_netx(require_regular_file(args.network, "netx network file"))
     labels = None
     if args.input is not None:
-        try:
-            inputs = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"{args.input}: not a readable .npy array ({exc})") from None
-        if inputs.ndim < 2:
-            raise BackendError(f"{args.input}: shape {inputs.shape}, expected (samples, steps, "
-                               f"{', '.join(map(str, network.input_shape))})")
+        from .evaluate.inputs import load_input_npy
+
+        inputs = load_input_npy(args.input, network.input_shape, input_max(network), what="--input")
         network.time_steps = int(inputs.shape[1])  # the input decides how many steps to feed
-    elif args.data is not None:
-        from .data import load_dataset
-
-        data = load_dataset(args.data, seed=args.seed, data_dir=args.data_dir)
-        x = data.x_test[:args.samples]
-        labels = data.y_test[:args.samples]
-        if args.steps is not None:
-            network.time_steps = args.steps
-        enc = network.input_encoding.encode(x)
-        inputs = enc if data.kind == "sequence" else np.repeat(enc[:, None], network.time_steps, axis=1)
-        inputs = inputs.reshape(len(x), inputs.shape[1], *network.input_shape)
     else:
-        raise BackendError("give --input SPIKES.npy or --data NAME")
+        inputs, labels = _simulate_data(args, network)
     result = run_network(network, inputs, backend=args.backend, progress=not args.quiet)
-    out = {"output_spikes": result.output_spikes, "spike_counts": result.spike_counts,
-           "predictions": result.predictions(), "latency": np.int64(result.latency),
-           "time_steps": np.int64(result.time_steps)}
+    saved = {"output_spikes": result.output_spikes, "spike_counts": result.spike_counts,
+             "predictions": result.predictions(), "latency": np.int64(result.latency),
+             "time_steps": np.int64(result.time_steps)}
     if labels is not None:
-        out["labels"] = labels
+        saved["labels"] = labels
         print(f"accuracy {float(np.mean(result.predictions() == labels)):.4f} on {len(labels)} samples")
-    from .fileio import atomic_path
-
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **out)
-    print(f"{args.backend}: {len(inputs)} samples -> {args.out}")
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **saved)
+    print(f"{args.backend}: {len(inputs)} samples -> {out}")
     return 0
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from .evaluate.pipeline import run_pipeline
 
-    report = run_pipeline(Path(args.config), run_dir=Path(args.out) if args.out else None, profile=args.profile,
+    require_regular_file(args.config, "--config")
+    run_dir = inside(Path("runs"), args.config.stem, what="--config file name") if args.out is None \
+        else Path(args.out)
+    check_output_folder(run_dir, "--out" if args.out is not None else "run folder")
+    report = run_pipeline(Path(args.config), run_dir=run_dir, profile=args.profile,
                           lava_samples=args.lava_samples, test_samples=args.samples, epochs=args.epochs,
                           seed=args.seed, finetune=args.finetune, force=args.force, progress=not args.quiet)
     t, f, q = report["trained_float"], report["float"], report["fixed_point"]
@@ -210,18 +334,18 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="neurodeploy",
         description="Train robust spiking neural networks (Norse) and deploy them to Loihi-class fixed point "
                     "(quantize, export netx HDF5 / NIR / ONNX, simulate on Lava or the bit-exact emulator).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a config in models/")
-    p.add_argument("--config", required=True, type=Path, help="model file, e.g. models/mnist5k-mlp-dlif.yaml")
-    p.add_argument("--out", type=Path, help="run folder (default runs/<config name>)")
-    p.add_argument("--epochs", type=int, help="override training.epochs")
-    p.add_argument("--seed", type=int, help="override the seed (data split, init, noise)")
-    p.add_argument("--data-dir", type=Path, help="folder with local fashion-mnist / cifar10 files")
+    p.add_argument("--config", required=True, type=_path, help="model file, e.g. models/mnist5k-mlp-dlif.yaml")
+    p.add_argument("--out", type=_path_text, help="run folder (default runs/<config name>)")
+    p.add_argument("--epochs", type=_epochs, help="override training.epochs")
+    p.add_argument("--seed", type=_seed, help="override the seed (data split, init, noise)")
+    p.add_argument("--data-dir", type=_path, help="folder with local fashion-mnist / cifar10 files")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set regularizer.mppd.rho=0.5")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -234,22 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="+", help="more run folders to compare side by side")
     p.add_argument("--noise", action="append", metavar="NAME:L1,L2,...",
                    help="noise and levels, e.g. gaussian:0,0.1,0.2 or pgd:0,8/255 (repeatable)")
-    p.add_argument("--repeats", type=int, default=1, help="seeds per noise level")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the noise")
-    p.add_argument("--samples", type=int, help="evaluate only the first N test samples")
-    p.add_argument("--report", help="folder for JSON, Markdown and PNG results")
+    p.add_argument("--repeats", type=_repeats, default=1, help="seeds per noise level")
+    p.add_argument("--seed", type=_seed, default=0, help="base seed of the noise")
+    p.add_argument("--samples", type=_samples, help="evaluate only the first N test samples")
+    p.add_argument("--report", type=_path_text, help="folder for JSON, Markdown and PNG results")
     p.add_argument("--backends", default="float",
                    help="comma-separated: float (torch), emulator (fixed point, all samples), lava (subset)")
     p.add_argument("--profile", default="loihi2", help="hardware profile of the fixed-point network")
-    p.add_argument("--lava-samples", type=int, default=100, help="samples per level on Lava")
+    p.add_argument("--lava-samples", type=_lava_samples, default=100, help="samples per level on Lava")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("quantize", help="quantize a trained run to fixed point for a hardware profile")
     p.add_argument("run", help="run folder (runs/X)")
     p.add_argument("--profile", default="loihi2", help="profile name in hw_profiles/ or a profile file")
-    p.add_argument("--out", help="netx HDF5 file to write (default RUN/<profile>/network.net)")
-    p.add_argument("--finetune", type=int, default=0, metavar="N",
+    p.add_argument("--out", type=_path_text,
+                   help="netx HDF5 file to write, its report beside it (default RUN/<profile>/network.net)")
+    p.add_argument("--finetune", type=_finetune, default=0, metavar="N",
                    help="quantization-aware fine-tuning epochs (straight-through rounding) before quantizing")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_quantize)
@@ -257,41 +382,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run as netx HDF5 (fixed point), NIR or ONNX (float)")
     p.add_argument("run", help="run folder (runs/X)")
     p.add_argument("--format", required=True, choices=("hdf5", "nir", "onnx"))
-    p.add_argument("--out", help="output file")
+    p.add_argument("--out", type=_path_text, help="output file (default in the run folder)")
     p.add_argument("--profile", default="loihi2", help="profile for hdf5 when the run is not quantized yet")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("simulate", help="run a netx HDF5 network on Lava or the emulator")
-    p.add_argument("network", help="netx HDF5 network (.net/.h5)")
+    p.add_argument("network", type=_path_text, help="netx HDF5 network (.net/.h5)")
     p.add_argument("--backend", choices=("lava", "emulator"), default="emulator")
-    p.add_argument("--input", help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
+    p.add_argument("--input", type=_path_text, help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
     p.add_argument("--data", help="encode this data set's test split instead of --input")
-    p.add_argument("--samples", type=int, help="first N test samples with --data")
-    p.add_argument("--steps", type=int, help="input steps per sample with --data (default: the network's T)")
-    p.add_argument("--seed", type=int, default=0, help="data split seed with --data")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--samples", type=_samples, help="first N test samples with --data")
+    p.add_argument("--steps", type=_steps,
+                   help=f"input steps per sample with --data, 1..{MAX_STEPS} (default: the network's T)")
+    p.add_argument("--seed", type=_seed, default=0, help="data split seed with --data")
+    p.add_argument("--data-dir", type=_path)
+    p.add_argument("--out", required=True, type=_path_text, help="output .npz")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("pipeline", help="the end-to-end job: train, quantize, export, compare float vs fixed point")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument("--config", required=True, type=_path)
+    p.add_argument("--out", type=_path_text, help="run folder (default runs/<config file name>)")
     p.add_argument("--profile", default="loihi2")
-    p.add_argument("--lava-samples", type=int, default=200, help="test samples to run on Lava (0: skip Lava)")
-    p.add_argument("--samples", type=int, help="limit the test split (default: all)")
-    p.add_argument("--finetune", type=int, default=2, metavar="N",
+    p.add_argument("--lava-samples", type=_lava_samples, default=200, help="test samples to run on Lava (0: skip Lava)")
+    p.add_argument("--samples", type=_samples, help="limit the test split (default: all)")
+    p.add_argument("--finetune", type=_finetune, default=2, metavar="N",
                    help="quantization-aware fine-tuning epochs before quantizing (0: post-training only)")
-    p.add_argument("--epochs", type=int, help="override training.epochs (a larger count extends a finished run)")
-    p.add_argument("--seed", type=int, help="override the seed (data split, init, noise, spike encoding)")
+    p.add_argument("--epochs", type=_epochs, help="override training.epochs (a larger count extends a finished run)")
+    p.add_argument("--seed", type=_seed, help="override the seed (data split, init, noise, spike encoding)")
     p.add_argument("--force", action="store_true",
                    help="retrain when the run folder holds a run of another config (default: refuse)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pipeline)
 
     p = sub.add_parser("datasets", help="list the data sets and whether they are available")
-    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--data-dir", type=_path)
     p.set_defaults(func=_cmd_datasets)
     return parser
 
@@ -319,7 +445,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _process_setup()
     from .evaluate.agreement import BackendDisagreement
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:   # a usage error (one line, status 2) or --help (status 0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     # SIGTERM (kill, a job scheduler) takes the same clean path as Ctrl-C
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -25,7 +25,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ..errors import NeurodeployError
+from ..errors import NeurodeployError, bounded
 
 __all__ = ["DATASETS", "DataError", "DatasetSplit", "load_dataset", "read_idx"]
 
@@ -327,21 +327,99 @@ _CIFAR_HOW = ("download and unpack the python version, https://www.cs.toronto.ed
               "it gives ROOT/cifar-10-batches-py/; copy ROOT here and pass --data-dir ROOT")
 
 
+def _latin1_encode(obj: object, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles (protocol 2) use it for bytes: str -> latin-1 bytes only."""
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(f"_codecs.encode({bounded(obj, 40)}, {bounded(encoding, 20)}): only "
+                                     f"latin-1 text is expected in a CIFAR-10 batch")
+    return obj.encode("latin-1")
+
+
+def _numpy_core():
+    """numpy's ``multiarray`` and ``numeric`` modules (``numpy._core`` in numpy 2, ``numpy.core`` before)."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:
+        from numpy.core import multiarray, numeric
+    return multiarray, numeric
+
+
+def _empty_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """numpy's ``_reconstruct`` as ``ndarray.__reduce__`` uses it: an empty ndarray, filled by its state.
+
+    numpy always pickles ``_reconstruct(ndarray, (0,), b'b')``; anything else
+    (a subclass, a huge shape that would allocate memory) is refused.
+    """
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or shape != (0,):
+        raise pickle.UnpicklingError(f"_reconstruct({bounded(subtype, 30)}, {bounded(shape, 30)}): expected "
+                                     f"(numpy.ndarray, (0,)) as numpy pickles arrays")
+    return _numpy_core()[0]._reconstruct(np.ndarray, (0,), dtype)
+
+
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR-10 batch pickle refers to: numpy's array reconstruction, nothing else.
+
+    The official batches (Python 2 cPickle) reference ``numpy.core.multiarray._reconstruct``,
+    ``numpy.ndarray`` and ``numpy.dtype``; the same dict pickled by Python 3 / numpy 2 adds
+    ``_codecs.encode`` (bytes in protocol 2) or ``numpy.core.numeric._frombuffer`` (protocol 5).
+    """
+    numeric = _numpy_core()[1]
+    found = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for module in ("numpy.core", "numpy._core"):
+        found[(f"{module}.multiarray", "_reconstruct")] = _empty_reconstruct
+        if hasattr(numeric, "_frombuffer"):
+            found[(f"{module}.numeric", "_frombuffer")] = numeric._frombuffer
+    return found
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, bytes, str, numbers and numpy arrays.
+
+    ``pickle.load`` would run whatever a file names (``os.system``, ``eval``);
+    a CIFAR-10 batch needs nothing but numpy's array reconstruction, so every
+    other global is refused with a :class:`DataError` naming the file.
+    """
+
+    def __init__(self, file, path: Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self._path = path
+        self._allowed = _cifar_globals()
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - see the class docstring
+        found = self._allowed.get((module, name))
+        if found is None:
+            raise DataError(f"cifar10: {self._path}: refused to unpickle the global "
+                            f"{bounded(f'{module}.{name}', 60)} (a CIFAR-10 batch holds only a dict of "
+                            f"numpy arrays, bytes and lists; this file is not one and may run code)")
+        return found
+
+    def persistent_load(self, pid):  # noqa: D102
+        raise DataError(f"cifar10: {self._path}: refused a persistent id in the pickle (not a CIFAR-10 batch)")
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch: a pickled dict with b"data" (N, 3072) uint8 and b"labels"."""
+    """One CIFAR-10 python batch: a pickled dict with b"data" (N, 3072) uint8 and b"labels".
+
+    Read with :class:`_CifarUnpickler`: no code from the file ever runs.
+    """
     try:
         with open(path, "rb") as f:
-            # pickle runs code from the file: only point data_dir at files you trust
-            # (torchvision reads these batches the same way).
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, path).load()
+    except DataError:
+        raise
     except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
-        raise DataError(f"cifar10: {path}: cannot unpickle a CIFAR-10 batch: {type(exc).__name__}: {exc}") from exc
+        raise DataError(f"cifar10: {path}: cannot unpickle a CIFAR-10 batch: {type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:160]}") from None
     if not isinstance(batch, dict):
         raise DataError(f"cifar10: {path}: expected a pickled dict, found {type(batch).__name__}")
     missing = [k for k in (b"data", b"labels") if k not in batch]
     if missing:
         raise DataError(f"cifar10: {path}: missing key(s) {missing}, expected a dict with b'data' and b'labels'; "
-                        f"found keys {list(batch)[:8]}")
+                        f"found keys {bounded(list(batch)[:8])}")
     data = np.asarray(batch[b"data"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"cifar10: {path}: b'data' is {data.dtype} with shape {data.shape}, "

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..fileio import atomic_path
+from ..fileio import inside, write_text_atomic
 from ..ir import Network
 from ..models import SNNClassifier
 from ..models.folding import fold_batchnorm
@@ -97,7 +97,8 @@ class Deployment:
 
     @property
     def folder(self) -> Path:
-        return self.run_dir / self.profile.name
+        """``RUN/<profile name>``, refused if the profile's name would lead out of the run folder."""
+        return deploy_folder(self.run_dir, self.profile)
 
     def describe(self) -> str:
         """One line: what the deployable float model is."""
@@ -115,6 +116,12 @@ class Deployment:
 
 
 CALIBRATION_SAMPLES = 256
+
+
+def deploy_folder(run_dir: Path, profile: HardwareProfile) -> Path:
+    """The deploy folder ``run_dir/<profile name>``: a :class:`~neurodeploy.fileio.FileAccessError` if the
+    name (read from the profile file) is absolute, holds ``..`` or otherwise leaves ``run_dir``."""
+    return inside(run_dir, profile.name, what=f"{getattr(profile, 'source', '') or 'hardware profile'}: name")
 
 
 def _quantize(run_dir: Path, cfg: RunConfig, ckpt: dict, trained: SNNClassifier, deploy: SNNClassifier,
@@ -141,9 +148,9 @@ def prepare_deployment(run_dir: Path, profile: str, finetune: int = 0, *, progre
     of the same trained checkpoint and epoch count is reused.
     """
     run_dir = Path(run_dir)
-    cfg, trained, ckpt = load_run(run_dir)
     hw = load_profile(profile)
-    folder = run_dir / hw.name
+    folder = deploy_folder(run_dir, hw)   # before anything is written there
+    cfg, trained, ckpt = load_run(run_dir)
     source = file_digest(run_dir / CHECKPOINT_NAME)
     deploy, tuned_digest = None, None
     if finetune > 0:
@@ -160,10 +167,9 @@ def prepare_deployment(run_dir: Path, profile: str, finetune: int = 0, *, progre
         deploy = _load_finetuned(folder / FINETUNED_NAME, trained)
         tuned_digest = file_digest(folder / FINETUNED_NAME)
     deployment = _quantize(run_dir, cfg, ckpt, trained, deploy or deployable_model(trained), hw, finetune)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / MANIFEST_NAME) as tmp:
-        tmp.write_text(json.dumps({"profile": hw.name, "finetune_epochs": finetune, "checkpoint_sha256": source,
-                                   "finetuned_sha256": tuned_digest}, indent=1))
+    write_text_atomic(folder / MANIFEST_NAME, json.dumps({"profile": hw.name, "finetune_epochs": finetune,
+                                                          "checkpoint_sha256": source,
+                                                          "finetuned_sha256": tuned_digest}, indent=1))
     return deployment
 
 
@@ -174,9 +180,9 @@ def load_deployment(run_dir: Path, profile: str, log: Callable[[str], None] = pr
     its fixed-point network no longer belongs to the trained model.
     """
     run_dir = Path(run_dir)
-    cfg, trained, ckpt = load_run(run_dir)
     hw = load_profile(profile)
-    folder = run_dir / hw.name
+    folder = deploy_folder(run_dir, hw)
+    cfg, trained, ckpt = load_run(run_dir)
     manifest = _read_manifest(folder)
     if manifest is None:
         return _quantize(run_dir, cfg, ckpt, trained, deployable_model(trained), hw, 0)

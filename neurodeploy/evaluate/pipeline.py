@@ -32,13 +32,13 @@ import numpy as np
 from ..backends import run_network
 from ..config import RunConfig, config_from_dict, load_config
 from ..data import load_dataset
-from ..fileio import atomic_path
+from ..fileio import atomic_path, inside, write_text_atomic
 from ..ir import ConvLayer, Network
 from ..quant.report import print_report, report_dict, write_report
 from ..train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ..train.loop import RunError, set_threads, train
 from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
-from .deployment import prepare_deployment
+from .deployment import deploy_folder, prepare_deployment
 from .inputs import encoding_generator, float_run
 
 
@@ -155,17 +155,21 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
         overrides["training.epochs"] = epochs
     if seed is not None:
         overrides["seed"] = seed
+    from ..quant import load_profile
+
     cfg = load_config(config, overrides)
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / Path(config).stem
+    run_dir = Path(run_dir) if run_dir is not None else inside(Path("runs"), Path(config).stem,
+                                                               what=f"{config}: file name")
+    deploy_folder(run_dir, load_profile(profile))    # a bad profile fails before training, not after
     training = ensure_run(cfg, run_dir, force=force, progress=progress, log=log)
     dep = prepare_deployment(run_dir, profile, finetune, progress=progress, log=log)
     cfg = dep.cfg
     set_threads(cfg.threads)
     network, out = dep.network, dep.folder
     out.mkdir(parents=True, exist_ok=True)
-    write_report(dep.quantized, out)
+    _, quant_md = write_report(dep.quantized, out)
     if progress:
-        print_report(dep.quantized)
+        print_report(dep.quantized, details=quant_md)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NetxInexactWarning)
         write_netx(network, out / "network.net", exact=False)
@@ -249,10 +253,8 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
     report["seconds"] = time.perf_counter() - t_start
     message = describe_difference(difference, "the pipeline's Lava subset") if difference else None
     report["error"] = message
-    with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(_markdown(report))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1))
+    write_text_atomic(out / "report.md", _markdown(report))
     with atomic_path(out / "report.png") as tmp:
         _plot(report, deploy, emu_counts, tmp)
     if progress:
@@ -284,18 +286,18 @@ def ladder_rows(report: dict) -> list[tuple[str, list[dict]]]:
     return out
 
 
-def print_ladder(report: dict) -> None:
-    """The loss ladder on the terminal (rich tables)."""
+def print_ladder(report: dict, console=None) -> None:
+    """The loss ladder on the terminal (rich tables, readable in 80 columns)."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = console or Console()
     if report.get("error"):
-        console.print(f"[bold red]ERROR: {report['error']}")
+        console.print(f"ERROR: {report['error']}", style="bold red", markup=False, highlight=False)
     for title, rungs in ladder_rows(report):
         table = Table(title=f"loss ladder on {title}")
-        for col in ("rung", "backend", "accuracy", "95% interval", "same prediction as the rung above"):
-            table.add_column(col, justify="left" if col in ("rung", "backend") else "right")
+        for col in ("rung", "backend", "accuracy", "95% interval", "same prediction as rung above"):
+            table.add_column(col, justify="left" if col in ("rung", "backend") else "right", overflow="fold")
         for r in rungs:
             table.add_row(r["rung"], r["backend"], _pct(r["accuracy"]), _ci(r), _agree(r))
         console.print(table)

@@ -22,6 +22,7 @@ import torch
 from ..attacks import PGD_PRESETS, apgd_ce, fgsm, pgd
 from ..data import load_dataset
 from ..data.encoders import PoissonEncoder
+from ..fileio import atomic_path, check_output_folder, require_regular_file, write_text_atomic
 from ..noise.hardware import StepNoise, float_step_noise_model, perturb_float_model, perturb_network
 from ..noise.input_noise import apply_input_noise
 from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
@@ -248,6 +249,29 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def print_summary(results: dict, console=None) -> None:
+    """Accuracy per (backend, noise, level) of every run as compact rich tables (readable in 80 columns).
+
+    The spread over repeats, the samples and the activity are in the Markdown report.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for run in results["runs"]:
+        table = Table(title=f"{run['name']}: accuracy (%) on {run['samples']} test samples "
+                            f"({results['repeats']} repeat(s))")
+        for col in ("backend", "noise", "level", "mean", "95% interval", "drop"):
+            table.add_column(col, justify="left" if col in ("backend", "noise") else "right", overflow="fold")
+        for s in run["summary"]:
+            drop = "" if s["drop_from_clean"] is None else f"{round(100 * s['drop_from_clean'], 2) + 0.0:.2f}"
+            table.add_row(s["backend"], s["noise"], f"{s['level']:.4g}", f"{100 * s['accuracy_mean']:.2f}",
+                          f"{100 * s['ci95'][0]:.1f}-{100 * s['ci95'][1]:.1f}", drop)
+        console.print(table)
+    for err in results["errors"]:
+        console.print(f"ERROR: {err}", style="bold red", markup=False, highlight=False)
+
+
 def _pct_ci(acc: float, ci: list[float]) -> str:
     return f"{100 * acc:.2f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
@@ -293,6 +317,40 @@ def _markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+LEVEL_AXIS_LIMIT = 1e6   # larger (or non-finite) levels are plotted evenly spaced, labelled with their values
+
+
+def level_axis(levels: Sequence[float]) -> tuple[dict, Callable]:
+    """x positions of sweep ``levels`` and a function that sets an axis up for them, with finite limits.
+
+    Levels of ordinary size are their own positions; levels that matplotlib
+    cannot lay out (huge, e.g. ``gaussian:1e308``, a span that overflows or
+    underflows) are plotted evenly spaced with their values as tick labels,
+    so any legal sweep gets its plot.
+    """
+    levels = [float(v) for v in levels]
+    lo, hi = (min(levels), max(levels)) if levels else (0.0, 1.0)
+    finite = all(np.isfinite(v) for v in levels)
+    span = hi - lo if finite else float("inf")
+    plain = (finite and max(abs(lo), abs(hi)) <= LEVEL_AXIS_LIMIT
+             and (span == 0 or span >= 1e-9 * max(1.0, abs(hi))))
+    if plain:
+        pad = 0.05 * span if span > 0 else max(0.05 * abs(hi), 0.05)
+
+        def setup(ax) -> None:
+            ax.set_xlim(lo - pad, hi + pad)
+        return {v: v for v in levels}, setup
+
+    xmap = {v: float(i) for i, v in enumerate(levels)}
+
+    def setup(ax) -> None:
+        ax.set_xlim(-0.5, len(levels) - 0.5)
+        ax.set_xticks(list(xmap.values()))
+        ax.set_xticklabels([f"{v:.3g}" for v in levels], fontsize=7)
+        ax.set_xlabel("level (evenly spaced)")
+    return xmap, setup
+
+
 def _plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -307,8 +365,8 @@ def _plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False)
     styles = {"float": "-", "emulator": "--", "lava": ":"}
 
-    def curve(ax, pts, key, ci_key, label, style):
-        lv = [p["level"] for p in pts]
+    def curve(ax, pts, key, ci_key, label, style, xmap):
+        lv = [xmap[p["level"]] for p in pts]
         mean = np.array([p[key] for p in pts]) * 100
         lo = np.array([p[ci_key][0] for p in pts]) * 100
         hi = np.array([p[ci_key][1] for p in pts]) * 100
@@ -318,15 +376,19 @@ def _plot(results: dict, path: Path) -> None:
     for k, noise in enumerate(noises):
         ax = axes[(k // ncols) * (2 if has_lava else 1), k % ncols]
         used.append(ax)
+        xmap, set_x = level_axis(sorted({s["level"] for run in results["runs"] for s in run["summary"]
+                                          if s["noise"] == noise}))
+        set_x(ax)
         for run in results["runs"]:
             for backend in ("float", "emulator"):
                 pts = [s for s in run["summary"] if s["noise"] == noise and s["backend"] == backend]
                 if pts:
-                    curve(ax, pts, "accuracy_mean", "ci95", f"{run['name']} [{backend}]", styles[backend])
+                    curve(ax, pts, "accuracy_mean", "ci95", f"{run['name']} [{backend}]", styles[backend], xmap)
         ax.set_title(f"{noise}: all {results['runs'][0]['samples']} samples", fontsize=9)
         if has_lava:
             ax2 = axes[(k // ncols) * 2 + 1, k % ncols]
             used.append(ax2)
+            set_x(ax2)
             n = None
             for run in results["runs"]:
                 pts = [s for s in run["summary"] if s["noise"] == noise and s["backend"] == "lava"]
@@ -335,16 +397,17 @@ def _plot(results: dict, path: Path) -> None:
                 n = pts[0]["samples"]
                 if all("float_accuracy_on_subset" in p for p in pts):
                     curve(ax2, pts, "float_accuracy_on_subset", "float_ci95_on_subset", f"{run['name']} [float]",
-                          styles["float"])
+                          styles["float"], xmap)
                 curve(ax2, pts, "emulator_accuracy_on_subset", "emulator_ci95_on_subset",
-                      f"{run['name']} [emulator]", styles["emulator"])
-                curve(ax2, pts, "accuracy_mean", "ci95", f"{run['name']} [lava]", styles["lava"])
+                      f"{run['name']} [emulator]", styles["emulator"], xmap)
+                curve(ax2, pts, "accuracy_mean", "ci95", f"{run['name']} [lava]", styles["lava"], xmap)
             ax2.set_title(f"{noise}: the first {n} samples (Lava subset)", fontsize=9)
     for ax in axes.flat:
         if ax not in used:
             ax.set_visible(False)
             continue
-        ax.set_xlabel("level")
+        if not ax.get_xlabel():
+            ax.set_xlabel("level")
         ax.set_ylabel("accuracy (%), 95% interval")
         ax.set_ylim(0, 102)     # room for markers at 100%
         ax.grid(alpha=0.3)
@@ -384,11 +447,19 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
     """
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
+
+    from ..train.checkpoint import CHECKPOINT_NAME
 
     if repeats < 1:
         raise NoiseSpecError(f"--repeats {repeats}: must be >= 1")
+    if samples is not None and samples < 1:
+        raise NoiseSpecError(f"--samples {samples}: must be >= 1")
     specs = resolve_noise_specs(noise_specs, profile) or [NoiseSpec("gaussian", (0.0,))]
+    # everything that can be checked is checked before the first (long) sweep
+    for run_dir in runs:
+        require_regular_file(Path(run_dir) / CHECKPOINT_NAME, f"checkpoint of run folder {run_dir}")
+    if report_dir is not None:
+        report_dir = check_output_folder(report_dir, "--report")
     console = Console()
     results = {"seed": seed, "repeats": repeats, "backends": list(backends),
                "noises": [s.__dict__ for s in specs], "runs": [], "errors": []}
@@ -423,29 +494,13 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
                 "network": network_name, "rows": rows, "summary": summarize(rows),
                 "seconds": time.perf_counter() - t0,
             })
-    for run in results["runs"]:
-        table = Table(title=f"{run['name']}: accuracy (%) on {run['samples']} test samples")
-        for col in ("backend", "noise", "level", "samples", "mean", "95% interval", "std", "drop", "spikes/sample"):
-            table.add_column(col, justify="left" if col in ("backend", "noise") else "right")
-        for s in run["summary"]:
-            drop = "" if s["drop_from_clean"] is None else f"{round(100 * s['drop_from_clean'], 2) + 0.0:.2f}"
-            table.add_row(s["backend"], s["noise"], f"{s['level']:.4g}", str(s["samples"]),
-                          f"{100 * s['accuracy_mean']:.2f}", f"{100 * s['ci95'][0]:.1f}-{100 * s['ci95'][1]:.1f}",
-                          f"{100 * s['accuracy_std']:.2f}", drop, f"{s['spikes_per_sample']:.1f}")
-        console.print(table)
-    for err in results["errors"]:
-        console.print(f"[bold red]ERROR: {err}")
+    print_summary(results, console)
     if report_dir is not None:
-        from ..fileio import atomic_path
-
-        report_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(report_dir / "robustness.json") as tmp:
-            tmp.write_text(json.dumps(results, indent=1))
-        with atomic_path(report_dir / "robustness.md") as tmp:
-            tmp.write_text(_markdown(results))
+        write_text_atomic(report_dir / "robustness.json", json.dumps(results, indent=1))
+        write_text_atomic(report_dir / "robustness.md", _markdown(results))
         with atomic_path(report_dir / "robustness.png") as tmp:
             _plot(results, tmp)
-        console.print(f"report written to {report_dir}/robustness.{{json,md,png}}")
+        console.print(f"report written to {report_dir}/robustness.{{json,md,png}}", markup=False, highlight=False)
     if first_error is not None:
         raise BackendDisagreement(*first_error)
     return results

@@ -1,11 +1,13 @@
-"""Per-layer quantization report as JSON and as a table."""
+"""Per-layer quantization report: JSON and the full Markdown table in files, a compact table on the terminal."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
+from ..fileio import write_text_atomic
 from .quantizer import QuantizationResult
 
 COLUMNS = [
@@ -51,25 +53,38 @@ def report_markdown(result: QuantizationResult) -> str:
     return "\n".join(text) + "\n"
 
 
-def print_report(result: QuantizationResult) -> None:
-    """Print the per-layer table with rich."""
+# the terminal summary: few, short columns, readable in 80 columns (the full table is in the Markdown report)
+TERMINAL_COLUMNS = ("layer", "kind", "shape", "w err %", "w clip %", "vth err %")
+
+
+def print_report(result: QuantizationResult, console=None, details: Optional[Path] = None) -> None:
+    """Print a compact per-layer summary with rich; ``details``: the Markdown file with the full table."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"quantization for {result.network.profile} ({result.resources['cores']} cores)")
-    for name, _ in COLUMNS:
-        table.add_column(name, justify="right")
+    columns = [(name, f) for name, f in COLUMNS if name in TERMINAL_COLUMNS]
+    for name, _ in columns:
+        table.add_column(name, justify="left" if name in ("kind", "shape") else "right", overflow="fold")
     for r in result.layers:
-        table.add_row(*(f(r) for _, f in COLUMNS))
-    console = Console()
+        table.add_row(*(f(r) for _, f in columns))
+    console = console or Console()
     console.print(table)
     for r in result.layers:
         for note in r.notes:
-            console.print(f"[yellow]layer {r.index}: {note}")
+            console.print(f"layer {r.index}: {note}", style="yellow", markup=False, highlight=False)
+    if details is not None:
+        console.print(f"all {len(COLUMNS)} columns per layer in {details}", markup=False, highlight=False)
 
 
-def write_report(result: QuantizationResult, folder: Path) -> None:
-    """``quantization.json`` and ``quantization.md`` in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "quantization.json").write_text(json.dumps(report_dict(result), indent=1))
-    (folder / "quantization.md").write_text(report_markdown(result))
+def report_paths(folder: Path, stem: str = "quantization") -> tuple[Path, Path]:
+    """Where :func:`write_report` writes: ``folder/<stem>.json`` and ``folder/<stem>.md``."""
+    return Path(folder) / f"{stem}.json", Path(folder) / f"{stem}.md"
+
+
+def write_report(result: QuantizationResult, folder: Path, stem: str = "quantization") -> tuple[Path, Path]:
+    """``<stem>.json`` and ``<stem>.md`` in ``folder`` (each written atomically); return their paths."""
+    js, md = report_paths(folder, stem)
+    write_text_atomic(js, json.dumps(report_dict(result), indent=1))
+    write_text_atomic(md, report_markdown(result))
+    return js, md
