@@ -242,8 +242,11 @@ def load_yaml(path: Union[str, Path], what: str = "YAML file", *, error: ErrorCl
     path = Path(path)
     try:
         data = _read_bytes(path, what, max_bytes)
-    except FileAccessError as exc:  # the caller's error class, same message
-        raise error(str(exc)) from None
+    except FileAccessError as exc:  # the caller's error class, same message (an absurd path shortened)
+        text = str(exc)
+        if len(str(path)) > 256:
+            text = text.replace(str(path), bounded(str(path), 120)[1:-1])
+        raise error(text) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -31,9 +31,10 @@ def test_shipped_model_builds_and_runs(path):
         assert any(isinstance(m, RecurrentSpikingNeurons) for m in model.modules())
 
 
-def _write(tmp_path, text):
+def _write(tmp_path, text, model=False):
+    """``text`` as bad.yaml; ``model`` adds an (all-defaults) model section, which every config needs."""
     p = tmp_path / "bad.yaml"
-    p.write_text(text)
+    p.write_text(("model: {}\n" if model else "") + text)
     return p
 
 
@@ -52,11 +53,22 @@ def _write(tmp_path, text):
     ("training: [unclosed\n", "not valid YAML"),
 ])
 def test_bad_config_names_key(tmp_path, text, needle):
-    path = _write(tmp_path, text)
+    path = _write(tmp_path, text, model=not text.startswith(("model:", "- ")))
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert needle in str(err.value)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("training:\n  epochs: 3\n", "missing section 'model'"),
+    ("# only a comment\n", "empty"),
+    ("", "empty"),
+])
+def test_config_needs_a_model_section(tmp_path, text, needle):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(path)
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):

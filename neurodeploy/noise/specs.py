@@ -19,6 +19,13 @@ A spec on the command line is ``NAME:L1,L2,...``; levels may be fractions
 ``noise:`` mapping (``hw_profiles/noisy-edge.yaml``), read strictly by
 :func:`noise_from_profile`; :func:`resolve_noise_specs` merges both (the
 command line wins; a bare ``NAME`` takes the profile's levels).
+
+Every level is finite and within its noise's range ``[0, upper]``, checked
+when the spec or the profile is parsed (never after a sweep): probabilities
+and fractions in [0, 1], L-inf budgets in [0, 1] pixels, and every std or
+half-width at most :data:`MAX_STD` (10; past a few units a pixel, weight,
+threshold or membrane perturbation only saturates). A spec has at most
+:data:`MAX_LEVELS` levels.
 """
 
 from __future__ import annotations
@@ -28,9 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import yaml
-
-from ..errors import NeurodeployError
+from ..errors import NeurodeployError, bounded
 
 __all__ = [
     "NOISE_KINDS",
@@ -47,7 +52,10 @@ __all__ = [
     "parse_level",
     "parse_noise_spec",
     "noise_from_profile",
+    "noise_levels_from_section",
     "resolve_noise_specs",
+    "MAX_STD",
+    "MAX_LEVELS",
 ]
 
 NOISE_KINDS = ("input", "network", "step")
@@ -60,20 +68,21 @@ class NoiseType:
     name: str
     kind: str
     meaning: str
-    upper: float = math.inf
+    upper: float = 10.0  # every entry of NOISES gives its own
     unit: str = ""
 
     def describe(self) -> str:
-        bound = "level >= 0" if math.isinf(self.upper) else f"0 <= level <= {self.upper:g}"
-        return f"{self.name} ({self.kind}): {self.meaning}; {bound}"
+        return f"{self.name} ({self.kind}): {self.meaning}; 0 <= level <= {self.upper:g}"
 
 
-_P = 1.0  # probabilities, fractions and bit error rates live in [0, 1]
+_P = 1.0  # probabilities, fractions, bit error rates and L-inf pixel budgets live in [0, 1]
+MAX_STD = 10.0  # stds and half-widths (pixels, relative weight/threshold, fractions of the threshold)
+MAX_LEVELS = 1_000  # levels of one spec (each is a full evaluation)
 
 NOISES: dict[str, NoiseType] = {t.name: t for t in (
     # input noise (samples in [0, 1] pixel space)
-    NoiseType("gaussian", "input", "std of N(0, std^2) added to pixels, clamped to [0,1]", unit="pixel"),
-    NoiseType("uniform", "input", "half-width w of U(-w, w) added to pixels, clamped to [0,1]", unit="pixel"),
+    NoiseType("gaussian", "input", "std of N(0, std^2) added to pixels, clamped to [0,1]", MAX_STD, "pixel"),
+    NoiseType("uniform", "input", "half-width w of U(-w, w) added to pixels, clamped to [0,1]", MAX_STD, "pixel"),
     NoiseType("salt-pepper", "input", "probability that a pixel becomes 0 or 1", _P, "probability"),
     NoiseType("fgsm", "input", "L-inf budget eps of one signed-gradient step (crafted on the float model)",
               _P, "pixel"),
@@ -88,7 +97,7 @@ NOISES: dict[str, NoiseType] = {t.name: t for t in (
     # network noise (fixed per simulated chip instance = seed)
     NoiseType("weight-mismatch", "network",
               "std s of the multiplicative Gaussian w' = w * (1 + s*N(0,1)) on every synaptic weight, "
-              "re-quantized to representable mantissas", unit="relative std"),
+              "re-quantized to representable mantissas", MAX_STD, "relative std"),
     NoiseType("bit-flip", "network",
               "bit error rate: each bit of each stored weight mantissa flips with this probability",
               _P, "probability"),
@@ -99,18 +108,18 @@ NOISES: dict[str, NoiseType] = {t.name: t for t in (
     NoiseType("threshold-mismatch", "network",
               "std s of the multiplicative Gaussian vth' = vth * (1 + s*N(0,1)) on the thresholds "
               "(one factor per neuron population: Lava's LIF holds one vth per population)",
-              unit="relative std"),
+              MAX_STD, "relative std"),
     # step noise (drawn anew every time step; needs backend hooks)
     NoiseType("spike-drop", "step", "probability that each spike is lost on its way to the next layer",
               _P, "probability"),
     NoiseType("current-noise", "step",
               "std of the integer Gaussian noise added to the current u every step, "
               "as a fraction of the layer's threshold (integers round(s * (vth << 6) * N(0,1)) on the chip)",
-              unit="fraction of threshold"),
+              MAX_STD, "fraction of threshold"),
     NoiseType("membrane-noise", "step",
               "std of the integer Gaussian noise added to the voltage v every step, "
               "as a fraction of the layer's threshold (integers round(s * (vth << 6) * N(0,1)) on the chip)",
-              unit="fraction of threshold"),
+              MAX_STD, "fraction of threshold"),
 )}
 
 INPUT_NOISE_NAMES = tuple(n for n, t in NOISES.items() if t.kind == "input")
@@ -144,53 +153,67 @@ class NoiseSpec:
         return NOISES[self.name].kind
 
 
+def _known() -> str:
+    return ", ".join(NOISES)
+
+
 def noise_kind(name: str) -> str:
     """``input``, ``network`` or ``step``; :class:`NoiseSpecError` for an unknown name."""
-    if name not in NOISES:
-        raise NoiseSpecError(f"unknown noise {name!r} (known: {', '.join(NOISES)})")
+    if not isinstance(name, str) or name not in NOISES:
+        raise NoiseSpecError(f"unknown noise {bounded(name)} (known: {_known()})")
     return NOISES[name].kind
 
 
 def check_level(name: str, level: float, where: Optional[str] = None) -> float:
     """Validate one level of noise ``name``; :class:`NoiseSpecError` naming ``where`` (default the noise)."""
-    where = where or f"noise {name!r}"
-    if name not in NOISES:
-        raise NoiseSpecError(f"{where}: unknown noise {name!r} (known: {', '.join(NOISES)})")
+    where = where or f"noise {bounded(name)}"
+    if not isinstance(name, str) or name not in NOISES:
+        raise NoiseSpecError(f"{where}: unknown noise {bounded(name)} (known: {_known()})")
     if isinstance(level, bool) or not isinstance(level, (int, float)):
         try:
             level = float(level)  # numpy scalars
-        except (TypeError, ValueError):
-            raise NoiseSpecError(f"{where}: level {level!r} is not a number") from None
-    level = float(level)
+        except (TypeError, ValueError, OverflowError):
+            raise NoiseSpecError(f"{where}: level {bounded(level)} is not a number") from None
+    try:
+        level = float(level)
+    except OverflowError:  # an int beyond float's range
+        raise NoiseSpecError(f"{where}: level {bounded(level)} is not finite") from None
     if not math.isfinite(level):
         raise NoiseSpecError(f"{where}: level {level} is not finite")
-    meaning, upper = NOISES[name].meaning, NOISES[name].upper
+    noise = NOISES[name]
     if level < 0:
         raise NoiseSpecError(f"{where}: level {level:g} is negative; levels must be >= 0")
-    if level > upper:
-        what = "a probability" if upper == 1.0 else "a level"
-        raise NoiseSpecError(f"{where}: level {level:g} is above {upper:g} ({name} level is {what}: {meaning})")
+    if level > noise.upper:
+        raise NoiseSpecError(f"{where}: level {level:g} is above {noise.upper:g}; expected 0 <= level <= "
+                             f"{noise.upper:g} ({name}: {noise.unit or 'level'})")
     return level
 
 
 def parse_level(text: Any, where: str) -> float:
     """A number from ``0.1``, ``8/255`` or a YAML number; :class:`NoiseSpecError` naming ``where``."""
     if isinstance(text, bool):
-        raise NoiseSpecError(f"{where}: level {text!r} is not a number (use e.g. 0.1 or 8/255)")
+        raise NoiseSpecError(f"{where}: level {bounded(text)} is not a number (use e.g. 0.1 or 8/255)")
     if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = str(text).strip()
+        try:
+            value = float(text)
+        except OverflowError:
+            raise NoiseSpecError(f"{where}: level {bounded(text)} is not finite") from None
+    elif isinstance(text, str):
+        s = text.strip()
+        if len(s) > 100:
+            raise NoiseSpecError(f"{where}: level {bounded(s)} is not a number (use e.g. 0.1 or 8/255)")
         try:
             if "/" in s:
                 num, den = s.split("/", 1)
                 value = float(num) / float(den)
             else:
                 value = float(s)
-        except (ValueError, ZeroDivisionError):
-            raise NoiseSpecError(f"{where}: level {s!r} is not a number (use e.g. 0.1 or 8/255)") from None
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise NoiseSpecError(f"{where}: level {bounded(s)} is not a number (use e.g. 0.1 or 8/255)") from None
+    else:
+        raise NoiseSpecError(f"{where}: level {bounded(text)} is not a number (use e.g. 0.1 or 8/255)")
     if not math.isfinite(value):
-        raise NoiseSpecError(f"{where}: level {text!r} is not finite")
+        raise NoiseSpecError(f"{where}: level {bounded(text)} is not finite")
     return value
 
 
@@ -198,20 +221,23 @@ def parse_noise_spec(spec: str) -> NoiseSpec:
     """Parse ``NAME:L1,L2,...`` (levels may be fractions like ``8/255``).
 
     Errors (:class:`NoiseSpecError`) name the spec: unknown noise, missing or
-    malformed level, negative level, probability above 1.
+    malformed level, negative level, level above the noise's range.
     """
-    where = f"--noise {spec!r}"
+    where = f"--noise {bounded(spec, 60)}"
     if not isinstance(spec, str) or ":" not in spec:
         raise NoiseSpecError(f"{where}: expected NAME:LEVEL[,LEVEL...], e.g. gaussian:0,0.1")
     name, levels_text = spec.split(":", 1)
     name = name.strip()
     if name not in NOISES:
-        raise NoiseSpecError(f"{where}: unknown noise {name!r} (known: {', '.join(NOISES)})")
+        shown = bounded(name, 30) if len(spec) <= 40 else "name"  # a long spec: where shows its start
+        raise NoiseSpecError(f"{where}: unknown noise {shown} (known: {_known()})")
     if not levels_text.strip():
         raise NoiseSpecError(f"{where}: no levels given")
     parts = levels_text.split(",")
+    if len(parts) > MAX_LEVELS:
+        raise NoiseSpecError(f"{where}: {len(parts)} levels, expected at most {MAX_LEVELS}")
     if any(not p.strip() for p in parts):
-        raise NoiseSpecError(f"{where}: empty level in {levels_text!r}")
+        raise NoiseSpecError(f"{where}: empty level in {bounded(levels_text)}")
     levels = tuple(check_level(name, parse_level(p, where), where) for p in parts)
     return NoiseSpec(name, levels)
 
@@ -221,9 +247,40 @@ def _profile_path(profile: Any) -> Path:
 
     if isinstance(profile, HardwareProfile):
         if not profile.source:
-            raise NoiseProfileError(f"profile {profile.name!r} has no source file to read its noise section from")
+            raise NoiseProfileError(f"profile {bounded(profile.name)} has no source file to read its noise "
+                                    f"section from")
         return Path(profile.source)
-    return Path(load_profile(profile).source)  # validates the rest of the profile
+    return Path(load_profile(profile).source)  # validates the rest of the profile, noise section included
+
+
+def noise_levels_from_section(section: Any, src: str) -> dict[str, tuple[float, ...]]:
+    """Levels per noise from a profile's parsed ``noise:`` section (``None``: ``{}``).
+
+    Each entry is ``NAME: [levels]`` (or a single level); levels are numbers
+    or strings like ``"8/255"``. Errors are :class:`NoiseProfileError` naming
+    ``src`` and the key (``noise.NAME``).
+    """
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise NoiseProfileError(f"{src}: noise: expected a mapping NAME: [levels], got {type(section).__name__} "
+                                f"{bounded(section)}")
+    out: dict[str, tuple[float, ...]] = {}
+    for name, value in section.items():
+        key = name if isinstance(name, str) and len(name) <= 40 and name.isprintable() else bounded(name, 40)
+        where = f"{src}: noise.{key}"
+        if not isinstance(name, str) or name not in NOISES:
+            raise NoiseProfileError(f"{where}: unknown noise (known: {_known()})")
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise NoiseProfileError(f"{where}: no levels given")
+        if len(items) > MAX_LEVELS:
+            raise NoiseProfileError(f"{where}: {len(items)} levels, expected at most {MAX_LEVELS}")
+        try:
+            out[name] = tuple(check_level(name, parse_level(v, where), where) for v in items)
+        except NoiseSpecError as exc:
+            raise NoiseProfileError(str(exc)) from None
+    return out
 
 
 def noise_from_profile(profile: Union[str, Path, Any]) -> dict[str, tuple[float, ...]]:
@@ -236,26 +293,12 @@ def noise_from_profile(profile: Union[str, Path, Any]) -> dict[str, tuple[float,
     levels raise :class:`NoiseProfileError` (a ``ProfileError`` and a
     ``NoiseSpecError``) naming the file and the key (``noise.NAME``).
     """
+    from ..yamlio import load_yaml
+
     path = _profile_path(profile)
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml(path, "hardware profile", error=NoiseProfileError)
     section = data.get("noise") if isinstance(data, dict) else None
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise NoiseProfileError(f"{path}: noise: expected a mapping NAME: [levels], got {type(section).__name__}")
-    out: dict[str, tuple[float, ...]] = {}
-    for name, value in section.items():
-        where = f"{path}: noise.{name}"
-        if name not in NOISES:
-            raise NoiseProfileError(f"{where}: unknown noise {name!r} (known: {', '.join(NOISES)})")
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise NoiseProfileError(f"{where}: no levels given")
-        try:
-            out[name] = tuple(check_level(name, parse_level(v, where), where) for v in items)
-        except NoiseSpecError as exc:
-            raise NoiseProfileError(str(exc)) from None
-    return out
+    return noise_levels_from_section(section, str(path))
 
 
 def resolve_noise_specs(specs: Sequence[str], profile: Union[str, Path, Any, None] = None) -> list[NoiseSpec]:
@@ -269,19 +312,22 @@ def resolve_noise_specs(specs: Sequence[str], profile: Union[str, Path, Any, Non
     defaults = noise_from_profile(profile) if profile is not None else {}
     out: list[NoiseSpec] = []
     for spec in specs:
+        if not isinstance(spec, str):
+            raise NoiseSpecError(f"--noise {bounded(spec)}: expected NAME or NAME:LEVEL[,LEVEL...]")
         text = spec.strip()
         if ":" in text:
             out.append(parse_noise_spec(text))
         elif text == "all":
             if not defaults:
-                raise NoiseSpecError(f"--noise {spec!r}: no profile with a noise section to take the levels from")
+                raise NoiseSpecError(f"--noise {bounded(spec)}: no profile with a noise section to take the "
+                                     f"levels from")
             out += [NoiseSpec(n, lv) for n, lv in defaults.items()]
         else:
             if text not in NOISES:
-                raise NoiseSpecError(f"--noise {spec!r}: unknown noise {text!r} (known: {', '.join(NOISES)})")
+                raise NoiseSpecError(f"--noise {bounded(spec, 60)}: unknown noise (known: {_known()})")
             if text not in defaults:
-                raise NoiseSpecError(f"--noise {spec!r}: no levels given and the profile declares no default "
-                                     f"levels for {text!r}; use {text}:L1,L2,...")
+                raise NoiseSpecError(f"--noise {bounded(spec)}: no levels given and the profile declares no "
+                                     f"default levels for {text!r}; use {text}:L1,L2,...")
             out.append(NoiseSpec(text, defaults[text]))
     if not specs:
         out = [NoiseSpec(n, lv) for n, lv in defaults.items()]
