@@ -441,7 +441,8 @@ def _check_training(t: TrainingConfig, m: ModelConfig, src: str) -> None:
         except NoiseSpecError as exc:
             raise ConfigError(f"{src}: training.hardware_noise: {exc}") from None
         if kind != "network":
-            raise ConfigError(f"{src}: training.hardware_noise: {_v(t.hardware_noise)} is a {kind} noise; "
+            article = "an" if kind == "input" else "a"
+            raise ConfigError(f"{src}: training.hardware_noise: {_v(t.hardware_noise)} is {article} {kind} noise; "
                               f"expected a chip-instance noise ({', '.join(NETWORK_NOISE_NAMES)})")
         try:
             check_level(t.hardware_noise, t.hardware_noise_level, "training.hardware_noise_level")
@@ -504,10 +505,15 @@ def _check_regularizer(cfg: RunConfig, src: str) -> None:
     _check_range(r.rat_beta, 0.0, 1.0, "regularizer.rat_beta", src)
 
 
+def _dataset_key(name: str) -> str:
+    """The data set name as neurodeploy.data.load_dataset looks it up (case and spaces ignored)."""
+    return name.strip().lower()
+
+
 def _check_data_fit(cfg: RunConfig, src: str) -> None:
     """The encoder, architecture and sizes against the data set's kind and shape (no data is loaded)."""
     d, m, t = cfg.data, cfg.model, cfg.training
-    kind, shape = DATASET_INFO[d.dataset]
+    kind, shape = DATASET_INFO[_dataset_key(d.dataset)]
     name = _v(d.dataset)
     if kind == "image":
         if d.encoder not in _IMAGE_ENCODERS:
@@ -551,7 +557,7 @@ def validate(cfg: RunConfig, src: str = "<config>", *, check_data: bool = True) 
     check_name(cfg.name, "name", src)
     _check_int(cfg.seed, 0, MAX_SEED, "seed", src)
     _check_int(cfg.threads, 1, MAX_THREADS, "threads", src)
-    _check_choice(d.dataset, tuple(DATASET_INFO), "data.dataset", src)
+    _check_choice(_dataset_key(d.dataset), tuple(DATASET_INFO), "data.dataset", src)
     if d.data_dir is not None:
         _check_text(d.data_dir, "data.data_dir", src)
     _check_choice(d.encoder, ENCODERS, "data.encoder", src)
@@ -627,7 +633,7 @@ def apply_overrides(data: dict, overrides: dict, src: str) -> dict:
             path.append(part)
             where = ".".join(path)
             if part not in hints:
-                raise ConfigError(f"{src}: --set {bounded(dotted)}: unknown key {where!r} "
+                raise ConfigError(f"{src}: --set {bounded(dotted)}: unknown key {bounded(where)} "
                                   f"{_expected_keys(cls, part)}")
             if i == len(parts) - 1:
                 node[part] = value
