@@ -130,9 +130,10 @@ def test_srnn_with_bound_penalty(tmp_path):
 
 def test_cli_train_end_to_end(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["train", "--config", "models/mnist5k-mlp-lif.yaml", "--out", str(out), "--epochs", "0", "--quiet"])
+    untrained = ["--set", "training.epochs=0"]     # --epochs takes 1 and up
+    rc = main(["train", "--config", "models/mnist5k-mlp-lif.yaml", "--out", str(out), *untrained, "--quiet"])
     assert rc == 0 and (out / "checkpoint.pt").is_file()
-    assert main(["train", "--config", "models/mnist5k-mlp-lif.yaml", "--out", str(out), "--epochs", "0"]) == 2
+    assert main(["train", "--config", "models/mnist5k-mlp-lif.yaml", "--out", str(out), *untrained]) == 2
     assert "--resume" in capsys.readouterr().err
 
 

@@ -24,7 +24,7 @@ from ..data import load_dataset
 from ..models.builders import RoundSTE
 from ..train.checkpoint import save_checkpoint
 from ..train.loop import _optimizer, epoch_generator, random_shift, set_threads, training_loss
-from ..train.loop import load_run, predict, accuracy
+from ..train.loop import RunError, load_run, predict, accuracy
 from .profile import HardwareProfile, load_profile
 from .quantizer import _choose_exp_and_scale, _float_layers, _neuron_params, _recurrent_exp, input_encoding_for
 
@@ -103,6 +103,9 @@ def finetune_quantized(run: Path, profile_name: str, epochs: int, *, progress: b
             idx = perm[b * cfg.training.batch_size:(b + 1) * cfg.training.batch_size]
             xb = random_shift(x_train[idx], cfg.training.augment_shift, g)
             loss, _ = training_loss(model, cfg, xb, y_train[idx], g)
+            if not torch.isfinite(loss):
+                raise RunError(f"{run}: fine-tuning loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; "
+                               f"nothing was saved (use fewer --finetune epochs or quantize without fine-tuning)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -58,7 +58,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import NeurodeployError
+from ..errors import NeurodeployError, bounded
 from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
 from ..models.builders import SNNClassifier, TimeFolded
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
@@ -270,6 +270,14 @@ def _bias(b: np.ndarray, scale: float, profile: HardwareProfile) -> tuple[np.nda
     return mant.astype(np.int64), int(e), clip
 
 
+def _check_scale(scale: float, where: str, theta: Optional[float]) -> None:
+    """A membrane scale must be a positive finite number (extreme thresholds or weights can make it inf or 0)."""
+    if not (math.isfinite(scale) and scale > 0):
+        cause = f"threshold {theta:g} and its weights" if theta is not None else "its weights and biases"
+        raise QuantizationError(f"{where}: {cause} give a membrane scale of {scale:g}; the layer's values are "
+                                f"too extreme for fixed point (expected a positive finite scale)")
+
+
 def _readout_bound(w_int: np.ndarray, exp: int, bias_eff: np.ndarray, in_max: int, steps: int,
                    profile: HardwareProfile) -> int:
     """Worst-case |v| of an integrator layer (du 4095, dv 0) over a run of ``steps`` steps.
@@ -327,6 +335,7 @@ def _quantize_readout(fl: dict, index: int, encoding: InputEncoding, profile: Ha
                          "the weights use only part of the mantissa range")
         else:
             scale = min(s_lim, fill * 2.0 ** (exp + shift))
+    _check_scale(scale, f"layer {index} (linear readout)", None)
     for _ in range(8):                                   # rounding can push the bound over: shrink and redo
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         bias_mant, bias_exp, bias_clip = _bias(b_step, scale, profile)
@@ -397,6 +406,32 @@ def _state_cap(profile: HardwareProfile, peak: float, margin: float = 1.25) -> i
     return max(1, int(limit / (2.0**profile.neuron.activation_shift * (1 + margin * peak))))
 
 
+def require_finite(model: torch.nn.Module, when: str = "") -> None:
+    """Refuse (:class:`QuantizationError`, naming the tensor) a model with a NaN or infinite value anywhere.
+
+    Weights, biases, DLIF gains, BatchNorm statistics and every other floating
+    parameter or buffer, and the neurons' threshold and leaks: NaN compares
+    false with everything, so a non-finite model would otherwise quantize to
+    some integers and export and run as if nothing were wrong.
+    """
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.is_floating_point():
+            bad = ~torch.isfinite(tensor.detach())
+            if bool(bad.any()):
+                first = float(tensor.detach()[bad].reshape(-1)[0])
+                raise QuantizationError(f"{name}{when}: {int(bad.sum())} of {tensor.numel()} values are NaN or "
+                                        f"infinite (e.g. {first}); a model with non-finite weights cannot be "
+                                        f"quantized (retrain it, or quantize a checkpoint from before it diverged)")
+    for i, layer in enumerate(m for m in model.modules() if isinstance(m, (SpikingNeurons, RecurrentSpikingNeurons))):
+        p = layer.p
+        for field_name in ("v_th", "tau_mem_inv", "tau_syn_inv"):
+            value = getattr(p, field_name, None)
+            if value is not None and not bool(torch.isfinite(torch.as_tensor(value, dtype=torch.float64)).all()):
+                raise QuantizationError(f"spiking layer {i}: neuron parameter {field_name} is {bounded(value)}; "
+                                        f"expected a finite number")
+
+
 def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
                    time_steps: int, vth_target: Optional[int] = None, name: str = "",
                    calibration: Optional[torch.Tensor] = None,
@@ -411,8 +446,10 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
     """
     from ..models.folding import fold_batchnorm, has_batchnorm
 
+    require_finite(model)
     if has_batchnorm(model):
-        model = fold_batchnorm(model)
+        model = fold_batchnorm(model)   # a BatchNormFoldError names the layer
+        require_finite(model, " (after folding BatchNorm into the convs)")
     if model.normalize is not None:
         raise QuantizationError("models with input normalisation cannot be deployed yet: fold it into the first "
                                 "layer or train without model.normalize_mean/std")
@@ -452,6 +489,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
                 joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
         target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
         exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
+        _check_scale(scale, f"layer {i}", theta)
         if target < vth_target:
             notes.append(f"input current reaches {peaks[i]:.1f} thresholds on the calibration inputs: "
                          f"threshold scale capped at vth {target} so u and v stay in the "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import NeurodeployError, bounded
+from ..errors import NeurodeployError
 from ..attacks import fgsm
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import DatasetSplit, load_dataset
@@ -29,7 +29,8 @@ from ..fileio import atomic_path, require_regular_file, write_text_atomic
 from ..models import SNNClassifier, build_model
 from ..models.builders import ModelBuildError, data_driven_init
 from ..neurons.modules import record_activity
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint,
+                         shown)
 from .regularizers import bound_penalty, gain_penalty, mppd_penalty, select_layers, snn_rat_step
 
 METRICS_NAME = "metrics.jsonl"
@@ -293,12 +294,8 @@ def model_from_checkpoint(cfg: RunConfig, ckpt: dict, path: str | Path) -> SNNCl
 
 
 def _short(value: object) -> str:
-    """A bounded repr that never expands a nested container (a YAML alias bomb stays small)."""
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple, dict)) for v in value):
-        return f"<{type(value).__name__} of {len(value)} items>"
-    if isinstance(value, dict):
-        return f"<mapping of {len(value)} keys>"
-    return bounded(value)
+    """A bounded one-line repr that never expands a nested container (a YAML alias bomb stays small)."""
+    return shown(value)
 
 
 def _same_value(a: object, b: object) -> bool:
@@ -361,14 +358,21 @@ def check_config_record(run_dir: str | Path, cfg: RunConfig) -> None:
                        f"by neurodeploy train (restore it or delete it)")
     try:
         record = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        problem = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not valid YAML"
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        problem = ("not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else
+                   "nested too deeply for a config" if isinstance(exc, RecursionError) else "not valid YAML")
         raise RunError(f"{path}: {problem}; it is the record of {CHECKPOINT_NAME}'s config (restore it or "
                        f"delete it; train rewrites it)") from None
     found = _record_difference(record, cfg.to_dict(), RunConfig().to_dict())
     if found:
         key, there, want = found
-        raise RunError(f"{path}: {key} is {there} there but {want} in {CHECKPOINT_NAME}; config.yaml is only a "
+        if want == "no such key":
+            what = f"{key} is {there} there but not a key of {CHECKPOINT_NAME}'s config"
+        elif there == "missing":
+            what = f"{key} is missing there but {want} in {CHECKPOINT_NAME}"
+        else:
+            what = f"{key} is {there} there but {want} in {CHECKPOINT_NAME}"
+        raise RunError(f"{path}: {what}; config.yaml is only a "
                        f"record of the checkpoint's config, which the run uses: undo the edit (or delete the "
                        f"file), or train a new run folder with the changed config")
 
@@ -436,7 +440,7 @@ def read_metrics(path: str | Path, epochs: int) -> list[dict]:
                 raise RunError(f"{where}: epoch is {_short(record.get('epoch'))}, expected {n}; {hint}")
             for key, value in record.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise RunError(f"{where}: {bounded(key)} is {_short(value)}, expected a number; {hint}")
+                    raise RunError(f"{where}: {shown(key)} is {_short(value)}, expected a number; {hint}")
             records.append(record)
     return records
 
@@ -451,10 +455,10 @@ def _fits(got: object, want: object, where: str) -> None:
             raise CheckpointError(f"{where} is {_short(got)}; expected a mapping")
         extra = [k for k in got if k not in want]
         if extra:
-            raise CheckpointError(f"{where}: unexpected key {bounded(extra[0])}")
+            raise CheckpointError(f"{where}: unexpected key {shown(extra[0])}")
         for key in want:
             if key in got:
-                _fits(got[key], want[key], f"{where}[{bounded(key)}]")
+                _fits(got[key], want[key], f"{where}[{shown(key)}]")
     elif isinstance(want, (list, tuple)):
         if not isinstance(got, (list, tuple)) or len(got) != len(want):
             raise CheckpointError(f"{where} is {_short(got)}; expected {len(want)} item(s)")
@@ -485,7 +489,7 @@ def _restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, 
     fresh, saved = opt.state_dict(), state["optimizer"]
     extra = [k for k in saved if k not in ("state", "param_groups")]
     if extra or "param_groups" not in saved:
-        what = f"unexpected key {bounded(extra[0])}" if extra else "no param_groups"
+        what = f"unexpected key {shown(extra[0])}" if extra else "no param_groups"
         raise CheckpointError(f"{path}: optimizer: {what}; expected an optimizer state dict")
     _fits(saved["param_groups"], fresh["param_groups"], f"{path}: optimizer param_groups")
     groups = []
@@ -498,12 +502,12 @@ def _restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, 
     if not isinstance(opt_state, dict):
         raise CheckpointError(f"{path}: optimizer state is {_short(opt_state)}; expected a mapping")
     for index, entry in opt_state.items():
-        where = f"{path}: optimizer state[{bounded(index)}]"
+        where = f"{path}: optimizer state[{shown(index)}]"
         if type(index) is not int or not 0 <= index < len(params) or not isinstance(entry, dict):
             raise CheckpointError(f"{where}: not the state of one of the model's {len(params)} parameters")
         for key, value in entry.items():
             if key not in _OPT_STATE_KEYS:
-                raise CheckpointError(f"{where}: unknown entry {bounded(key)}")
+                raise CheckpointError(f"{where}: unknown entry {shown(key)}")
             if value is None and key == "momentum_buffer":
                 continue
             want = torch.zeros(()) if key == "step" else params[index].detach()
