@@ -217,12 +217,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
             network = _quantize_run(run, args.profile, progress=not args.quiet)[0].network
         _write_netx(network, path)
     else:
+        from .io.nir_export import NIRExportError
+        from .io.onnx_export import ONNXExportError
+
         cfg, model, ckpt = load_run(run)
         shape = tuple(ckpt["input_shape"])
-        if args.format == "nir":
-            export_nir(model, path, input_shape=shape, time_steps=cfg.data.time_steps or shape[0])
-        else:
-            export_onnx(model, path, input_shape=shape)
+        try:
+            if args.format == "nir":
+                export_nir(model, path, input_shape=shape, time_steps=cfg.data.time_steps or shape[0])
+            else:
+                export_onnx(model, path, input_shape=shape)
+        except (NIRExportError, ONNXExportError) as exc:
+            # the exporter says what cannot be exported; name the run it came from
+            raise type(exc)(f"{run}: cannot export as {args.format}: {exc}") from None
     print(f"{args.format} written to {path}")
     return 0
 

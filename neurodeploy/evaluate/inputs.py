@@ -10,6 +10,7 @@ a difference of inputs, and the model is never mutated to get there.
 from __future__ import annotations
 
 import os
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -187,7 +188,8 @@ def _read_npy_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, 
         raise
     except OSError as exc:
         raise InputFileError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
-    except (ValueError, TypeError, SyntaxError, OverflowError, EOFError) as exc:
+    except (ValueError, TypeError, SyntaxError, OverflowError, EOFError, RecursionError, MemoryError,
+            tokenize.TokenError) as exc:  # what numpy's header parser raises for a damaged header
         text = " ".join(str(exc).split())[:160]
         raise InputFileError(f"{what} {path}: not a readable .npy header ({text})") from None
     return tuple(int(d) for d in shape), np.dtype(dtype), bool(fortran), offset
