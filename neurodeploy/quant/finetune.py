@@ -21,6 +21,7 @@ import torch
 import torch.nn.utils.parametrize as parametrize
 
 from ..data import load_dataset
+from ..fileio import inside
 from ..models.builders import RoundSTE
 from ..train.checkpoint import save_checkpoint
 from ..train.loop import _optimizer, epoch_generator, random_shift, set_threads, training_loss
@@ -118,8 +119,7 @@ def finetune_quantized(run: Path, profile_name: str, epochs: int, *, progress: b
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     model.eval()
-    out = run / profile.name
-    out.mkdir(parents=True, exist_ok=True)
+    out = inside(run, profile.name, what=f"{getattr(profile, 'source', '') or 'hardware profile'}: name")
     save_checkpoint(out / "finetuned.pt", {**{k: v for k, v in ckpt.items() if k not in ("format", "version")},
                                            "model": model.state_dict(), "finetune_epochs": epochs})
     return model
