@@ -43,8 +43,21 @@ exact when no sum can reach 2**23. Otherwise (negative ``weight_exp``, possible
 24-bit overflow, parameters beyond Conv's int8 fields) the layer runs as a
 ``Sparse`` synapse, whose model has Dense's arithmetic.
 
-The runtime is always stopped (try/finally, also on KeyboardInterrupt); child
-processes this call started that survive a failed stop are terminated.
+Processes and interrupts (:mod:`neurodeploy.processes`): Lava forks every
+process (``fork`` start method); inside :func:`~neurodeploy.processes.guarded_children`
+each child gets ``PR_SET_PDEATHSIG = SIGKILL`` (it dies with this process, also
+on ``kill -9``), ignores SIGINT (Ctrl-C reaches the whole process group; only
+this process handles it) and takes SIGTERM's default action. A finished run
+stops the runtime with Lava's ``stop()``; any other exit (an error, Ctrl-C,
+SIGTERM, which the CLI turns into KeyboardInterrupt, or a ``stop()`` that fails
+or hangs) SIGKILLs and reaps this run's processes and unlinks its shared memory
+segments by name, in well under a second. After a ``kill -9`` of this process
+the children die (pdeathsig) and the ``multiprocessing`` resource tracker, which
+they all share, unlinks the segments; a ``/dev/shm/neurodeploy-lava-*`` record
+lets a later run unlink them if the tracker was killed too. Before anything
+starts, a graph needing more than ``MAX_PROCESSES`` processes
+(``NEURODEPLOY_LAVA_MAX_PROCESSES``) or more memory than is available is
+refused (:func:`check_resources`).
 
 Cost: ~1 s to compile and start, then ~300 steps/s on a 2-core machine whatever
 the layer sizes (inter-process messaging); the input stream of all samples
@@ -53,9 +66,10 @@ the layer sizes (inter-process messaging); the input stream of all samples
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import os
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
@@ -63,6 +77,15 @@ from typing import Optional
 import numpy as np
 
 from ..ir import ConvLayer, DenseLayer, Network
+from ..processes import (
+    SegmentRecord,
+    available_memory_mib,
+    clean_stale_segments,
+    deferred_signals,
+    guarded_children,
+    kill_and_reap,
+    unlink_segments,
+)
 from .base import (
     BackendError,
     RunResult,
@@ -72,12 +95,20 @@ from .base import (
     input_max,
 )
 
-__all__ = ["run_lava", "plan_network", "LavaPlan"]
+__all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
+           "MAX_PROCESSES_ENV"]
 
 # a_buff vectors up to this size are zeroed with Var.set between samples
 # (~40 us per element); larger ones get a Reset process (a constant per-step cost).
 VAR_SET_MAX = 128
 STOP_TIMEOUT_S = 30.0
+# one Lava run may start at most this many OS processes (the env var overrides it);
+# each is a forked Python (~10-16 MiB measured; PROCESS_MIB leaves room for copy-on-write growth)
+MAX_PROCESSES = 64
+MAX_PROCESSES_ENV = "NEURODEPLOY_LAVA_MAX_PROCESSES"
+PROCESS_MIB = 32
+MEMORY_FRACTION = 0.8            # of MemAvailable
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
 _CONV_SUM_LIMIT = 1 << 23        # Lava's Conv wraps a_buf to 24 bits
 _INT8_MAX = 127                  # Conv stores kernel/stride/padding/dilation/groups as int8
 
@@ -287,47 +318,148 @@ class _Graph:
             prev_port = out_port
 
 
-def _stop_runtime(proc, timeout: float) -> bool:
-    """Stop ``proc``'s runtime in a helper thread; False if it did not finish in time."""
-    runtime = getattr(proc, "runtime", None)
-    if runtime is None:
-        return True
+# --------------------------------------------------------------------------- processes and limits
+def _network_name(network: Network) -> str:
+    src = network.metadata.get("source") if isinstance(network.metadata, dict) else None
+    return str(src) if src else "network"
+
+
+def estimate_processes(plan: LavaPlan, noise_layers=()) -> int:
+    """The OS processes Lava starts for ``plan``: one per Lava process of the graph
+    (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
+    Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, a current-noise RingBuffer
+    or a SpikeDrop for the layers in ``noise_layers``), plus Lava's runtime service and
+    its shared-memory manager. (``membrane-noise`` replaces the LIF: no extra process.)"""
+    n = 1 + 1 + 1
+    noisy = set(noise_layers)
+    for i, lp in enumerate(plan.layers):
+        big = int(np.prod(lp.shape)) > VAR_SET_MAX
+        n += 2
+        n += int(lp.reset_ff and big)
+        if lp.rec_params is not None:
+            n += 1 + int(big)
+        n += int(i in noisy)
+    return n
+
+
+def process_limit() -> int:
+    """The cap on Lava's processes: ``NEURODEPLOY_LAVA_MAX_PROCESSES`` or ``MAX_PROCESSES``."""
+    raw = os.environ.get(MAX_PROCESSES_ENV, "").strip()
+    if not raw:
+        return MAX_PROCESSES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BackendError(f"{MAX_PROCESSES_ENV}={raw[:40]!r}: expected a positive integer "
+                           f"(the most OS processes one Lava run may start; default {MAX_PROCESSES})")
+    return value
+
+
+def check_resources(network: Network, plan: LavaPlan, noise_layers=(), data_bytes: int = 0) -> tuple:
+    """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
+
+    Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
+    ~10-16 MiB of MemAvailable on a 2-core Linux machine; doubled for copy-on-write
+    growth) plus the data streams (the source process holds its own copy), against
+    ``MEMORY_FRACTION`` of ``/proc/meminfo``'s MemAvailable. Returns (processes, MiB)."""
+    procs = estimate_processes(plan, noise_layers)
+    mib = procs * PROCESS_MIB + int(data_bytes) // (1 << 20)
+    cap = process_limit()
+    avail = available_memory_mib()
+    budget = None if avail is None else int(avail * MEMORY_FRACTION)
+    if procs > cap or (budget is not None and mib > budget):
+        mem = "" if avail is None else f", {avail} MiB of memory available (room for ~{budget // PROCESS_MIB})"
+        raise BackendError(
+            f"{_network_name(network)}: its {len(plan.layers)} layers need {procs} Lava processes (~{mib} MiB); "
+            f"the limit is {cap} processes ({MAX_PROCESSES_ENV}, default {MAX_PROCESSES}){mem}; "
+            f"run it on the emulator (bit-exact, one process) or raise {MAX_PROCESSES_ENV}")
+    return procs, mib
+
+
+def _stop_runtime(runtime, timeout: float) -> tuple:
+    """``runtime.stop()`` in a helper thread: (finished within ``timeout``, its exception or None)."""
     errors = []
 
     def stop():
         try:
             runtime.stop()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller's cleanup
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)
 
     t = threading.Thread(target=stop, name="lava-stop", daemon=True)
     t.start()
     t.join(timeout)
-    return not t.is_alive() and not errors
+    return (not t.is_alive()), (errors[0] if errors else None)
 
 
-def _kill_new_children(before: set, grace: float = 2.0) -> None:
-    """Terminate multiprocessing children started since ``before`` (this call's Lava processes)."""
-    procs = [p for p in multiprocessing.active_children() if p not in before]
+def _lava_internals(runtime) -> tuple:
+    """(actor processes, shared-memory manager's server process, segment names) of a Lava 0.10 runtime.
 
-    def wait(ps):
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            ps = [p for p in ps if p.is_alive()]   # is_alive() also reaps
-            if not ps:
-                break
-            time.sleep(0.05)
-        return [p for p in ps if p.is_alive()]
+    Read defensively: a runtime interrupted while it initialized has only some of them."""
+    mi = getattr(runtime, "_messaging_infrastructure", None)
+    actors = list(getattr(mi, "_actors", None) or [])
+    smm = getattr(mi, "_smm", None)
+    manager = getattr(smm, "_manager", None)
+    server = getattr(manager, "_process", None)
+    names = [getattr(h, "name", None) for h in (getattr(smm, "_shared_memory_handles", None) or [])]
+    return actors, server, [n for n in names if n]
 
-    for sig in ("terminate", "kill"):
-        for p in procs:
-            try:
-                getattr(p, sig)()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        procs = wait(procs)     # (Lava's SystemProcess.join takes no timeout)
-        if not procs:
-            break
+
+def _noop(*args, **kwargs) -> None:
+    return None
+
+
+def _force_cleanup(runtime, before: set, names) -> None:
+    """SIGKILL and reap every process of this run, unlink its segments, and leave the
+    runtime unable to touch them again (Lava's ``__del__`` hooks call ``stop()``)."""
+    actors, server, more = _lava_internals(runtime)
+    procs = [*actors, *([server] if server is not None else []),
+             *(p for p in multiprocessing.active_children() if p not in before)]
+    alive = kill_and_reap(procs)
+    unlink_segments({*names, *more})
+    if runtime is not None:
+        runtime._is_started = False
+        runtime._is_running = False
+        smm = getattr(getattr(runtime, "_messaging_infrastructure", None), "_smm", None)
+        if smm is not None:
+            smm._shared_memory_handles = []
+            smm._manager = None          # its server is dead; nothing to shut down
+        runtime.stop = _noop             # the processes' __del__ calls runtime.stop()
+    if alive:
+        warnings.warn(f"{len(alive)} Lava processes did not exit after SIGKILL (pids "
+                      f"{', '.join(str(p.pid) for p in alive[:8])})", RuntimeWarning, stacklevel=3)
+
+
+def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
+    """End this run's processes and shared memory on every exit path.
+
+    ``graceful`` (the run finished): Lava's own ``stop()`` (bounded by ``timeout``);
+    otherwise, or when that fails, hangs or is interrupted: :func:`_force_cleanup`.
+    Returns the exception ``stop()`` raised (None if it did not)."""
+    _, _, names = _lava_internals(runtime)      # stop() forgets them
+    error = None
+    if runtime is not None and graceful and getattr(runtime, "_is_started", False):
+        try:
+            finished, error = _stop_runtime(runtime, timeout)
+        except KeyboardInterrupt:
+            with deferred_signals() as pending:
+                _force_cleanup(runtime, before, names)
+                pending.clear()
+            raise
+        left = [p for p in multiprocessing.active_children() if p not in before]
+        if finished and error is None and not left:
+            unlink_segments(names)     # normally already gone (the manager unlinks them)
+            return None
+        if not finished:
+            warnings.warn(f"the Lava runtime did not stop within {timeout:.0f} s; its processes were killed",
+                          RuntimeWarning, stacklevel=3)
+    with deferred_signals() as pending:
+        _force_cleanup(runtime, before, names)
+        if not graceful:
+            pending.clear()            # already unwinding from an error or an interrupt
+    return error
 
 
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
@@ -348,14 +480,27 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     noise-injection processes to the graph (:mod:`neurodeploy.backends.lava_noise`)
     loaded with the draws of ``sample_ids`` (data-set indices; default
     ``0..n-1``), the same integers the emulator uses, so both agree bit for bit.
+
+    Before anything starts, a graph needing more processes or memory than
+    :func:`check_resources` allows is refused (``BackendError``). Errors of the
+    run itself (Lava's, or ours) propagate unchanged; only a refusal by the
+    system to start the processes (no memory, no processes or file handles left,
+    ``/dev/shm`` full) becomes a ``BackendError``.
     """
     plan = plan_network(network)                     # raises before Lava starts
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
     L = len(network.layers)
     P = T + L
+    active = step_noise is not None and step_noise.active
+    noise_layers = []
+    if active:
+        from ..noise.hardware import step_noise_layers
+        noise_layers = step_noise_layers(network, step_noise.name)
+    per_step = sum(int(np.prod(plan.layers[i].shape)) for i in noise_layers)
+    check_resources(network, plan, noise_layers, data_bytes=4 * n * P * (x[0, 0].size + per_step))
     noise = None
-    if step_noise is not None and step_noise.active:
+    if active:
         from ..noise.hardware import fixed_step_noise
         from .emulator import _sample_ids
 
@@ -378,10 +523,12 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
     out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
 
+    clean_stale_segments()           # of earlier runs killed together with their resource tracker
     before = set(multiprocessing.active_children())
     graph = None
+    record = SegmentRecord()
     bar = None
-    interrupted = False
+    failed = True
     try:
         graph = _Graph(plan, data, P, noise)
         from .lava_noise import PROC_MODELS
@@ -391,7 +538,16 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             # (our noise processes' directory); their models come from exception_proc_model_map
             warnings.filterwarnings("ignore", message="Cannot import module .* when searching ProcessModels",
                                     category=UserWarning)
-            graph.source.create_runtime(run_cfg=cfg)    # compiles once, starts the OS processes
+            try:
+                with guarded_children():
+                    graph.source.create_runtime(run_cfg=cfg)    # compiles once, starts the OS processes
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    raise
+                raise BackendError(f"{_network_name(network)}: the system refused to start Lava's "
+                                   f"{estimate_processes(plan, noise_layers)} processes: {exc} (free memory "
+                                   f"or /dev/shm space, or raise the process/open-file limits)") from exc
+        record.write(_lava_internals(graph.source.runtime)[2])
         if progress:
             from rich.progress import Progress
             bar = Progress(transient=True)
@@ -404,23 +560,15 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                 var.set(np.zeros(var.shape))
             if bar is not None:
                 bar.update(task, advance=1)
-    except BackendError:
-        raise
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    except Exception as exc:
-        raise BackendError(f"Lava run failed: {type(exc).__name__}: {exc}") from exc
+        failed = False
     finally:
         if bar is not None:
             bar.stop()
-        timeout = min(stop_timeout, 5.0) if interrupted else stop_timeout
-        stopped = graph is None or _stop_runtime(graph.source, timeout)
-        if not stopped or set(multiprocessing.active_children()) - before:
-            _kill_new_children(before)
-            if not stopped:
-                warnings.warn(f"the Lava runtime did not stop within {timeout:.0f} s; "
-                              "its processes were terminated", RuntimeWarning, stacklevel=2)
+        runtime = None if graph is None else graph.source.runtime
+        error = _shutdown(runtime, before, graceful=not failed, timeout=stop_timeout)
+        record.remove()
+    if error is not None:        # the run succeeded but Lava could not stop it: a bug, not the user's
+        raise error
     return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk, readout=network.readout,
                      output_v=out_v)
 
