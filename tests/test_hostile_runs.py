@@ -9,7 +9,6 @@ hypothesis fuzz test mutates a valid checkpoint at random.
 
 import copy
 import json
-import math
 import os
 import shutil
 import tempfile
