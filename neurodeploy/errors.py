@@ -30,4 +30,6 @@ def bounded(value: object, limit: int = 80) -> str:
         text = repr(value)
     except (RecursionError, ValueError):
         return f"<{type(value).__name__}>"
+    # one line: a tensor's or array's repr spans several
+    text = " ".join(text.split()) if "\n" in text or "\r" in text else text
     return text if len(text) <= limit else text[: limit - 3] + "..."
