@@ -38,9 +38,13 @@ def _bounded_int(lo: int, hi: int, what: str = "an integer") -> Callable[[str], 
     """An argparse ``type=``: an integer in ``lo..hi`` (a clean usage error, exit 2, otherwise)."""
 
     def parse(text: str) -> int:
+        digits = str(text).strip()
         try:
-            value = int(str(text).strip(), 10)
+            value = int(digits, 10)
         except ValueError:
+            if digits.lstrip("+-").isdigit():   # more digits than Python converts: far out of range anyway
+                raise argparse.ArgumentTypeError(f"{bounded(digits, 40)} is out of range; expected {what} "
+                                                 f"in {lo}..{hi}") from None
             raise argparse.ArgumentTypeError(f"{bounded(text)} is not an integer; expected {what} "
                                              f"in {lo}..{hi}") from None
         if not lo <= value <= hi:
@@ -336,7 +340,8 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             print(f"{name:14s} {d.kind:8s} train {d.n_train:6d}  test {d.n_test:6d}  "
                   f"shape {tuple(d.input_shape)}  classes {d.n_classes}")
         except DataError as exc:
-            print(f"{name:14s} unavailable: {str(exc).splitlines()[0]}")
+            # the listing keeps the reason; the how-to of a missing data set is in the error of the command
+            print(f"{name:14s} unavailable: {str(exc).split('; to get them:')[0]}")
     return 0
 
 

@@ -330,6 +330,7 @@ def test_cifar10_missing_files(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", data_dir=tmp_path)
     assert str(e.value).startswith("cifar10") and str(gone) in str(e.value) and "--data-dir" in str(e.value)
+    assert "\n" not in str(e.value)       # one line, as every user error
 
 
 def test_cifar10_malformed_pickle_named(tmp_path):

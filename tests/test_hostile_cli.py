@@ -170,7 +170,8 @@ BAD_OPTIONS = [
     (["simulate", "N", "--data", "digits", "--samples", "0"], "--samples"),
     (["simulate", "N", "--data", "digits", "--samples", "-3"], "--samples"),
     (["simulate", "N", "--data", "digits", "--samples", "1e3"], "not an integer"),
-    (["simulate", "N", "--data", "digits", "--samples", "9" * 5000], "not an integer"),
+    (["simulate", "N", "--data", "digits", "--samples", "9" * 5000], "out of range"),
+    (["simulate", "N", "--data", "digits", "--samples", "-" + "9" * 5000], "out of range"),
     (["evaluate", "R", "--samples", "0"], "--samples"),
     (["evaluate", "R", "--samples", "-3"], "--samples"),
     (["evaluate", "R", "--lava-samples", "-1"], "--lava-samples"),
@@ -197,6 +198,12 @@ def test_bad_option_values_are_usage_errors(net, capsys, argv, needle):
     err = _one_line_error(capsys, needle)
     assert len(err) < 300          # a 5000-digit value is not echoed whole
     _no_leftovers(net, {"hand.net", "x.npy"})
+
+
+def test_step_bound_is_shared():
+    from neurodeploy import cli
+
+    assert cli.MAX_STEPS == inputs_mod.MAX_STEPS
 
 
 def test_simulate_data_shape_and_option_conflicts(net, capsys):

@@ -119,7 +119,7 @@ def _check_labels(y: np.ndarray, n_classes: int, what: str) -> None:
 
 def _missing_error(dataset: str, root: Optional[Path], expected: list[str], how: str,
                    missing: Optional[list[Path]] = None) -> DataError:
-    """The error for absent local files: names the data set, the expected paths and how to get them."""
+    """The error for absent local files, one line: the data set, the expected paths and how to get them."""
     label = "expected"
     if root is None:
         head = f"{dataset}: needs local files, but no data directory was given (--data-dir ROOT or data.data_dir)"
@@ -131,10 +131,7 @@ def _missing_error(dataset: str, root: Optional[Path], expected: list[str], how:
         head = f"{dataset}: data files missing under {root}"
         paths = [str(p) for p in (missing or [])]
         label = "missing (expected)"
-    lines = [head, f"  {label}:"] + [f"    {p}" for p in paths]
-    lines.append(f"  to get them: {how}")
-    lines.append("  (nothing is downloaded at run time)")
-    return DataError("\n".join(lines))
+    return DataError(f"{head}; {label}: {', '.join(paths)}; to get them: {how} (nothing is downloaded at run time)")
 
 
 def _images_to_float(x: np.ndarray) -> np.ndarray:

@@ -359,7 +359,8 @@ def _ladder_bars(ax, rungs: list[dict], title: str) -> None:
     lo = np.array([100 * x["ci95"][0] for x in rungs])
     hi = np.array([100 * x["ci95"][1] for x in rungs])
     labels = [x["rung"].replace(" ", "\n") for x in rungs]
-    ax.bar(labels, accs, yerr=[accs - lo, hi - accs], capsize=4, color=[colors[x["rung"]] for x in rungs])
+    yerr = np.clip(np.vstack([accs - lo, hi - accs]), 0, None)     # (2, N), never negative
+    ax.bar(labels, accs, yerr=yerr, capsize=4, color=[colors[x["rung"]] for x in rungs])
     ax.set_ylim(max(0.0, float(lo.min()) - 5), 100)
     ax.set_ylabel("test accuracy (%), 95% interval")
     ax.set_title(title, fontsize=9)

@@ -370,7 +370,9 @@ def _plot(results: dict, path: Path) -> None:
         mean = np.array([p[key] for p in pts]) * 100
         lo = np.array([p[ci_key][0] for p in pts]) * 100
         hi = np.array([p[ci_key][1] for p in pts]) * 100
-        ax.errorbar(lv, mean, yerr=[mean - lo, hi - mean], marker="o", capsize=3, linestyle=style, label=label)
+        # a (2, N) array (a list of arrays is deprecated in matplotlib); never negative (rounding)
+        yerr = np.clip(np.vstack([mean - lo, hi - mean]), 0, None)
+        ax.errorbar(lv, mean, yerr=yerr, marker="o", capsize=3, linestyle=style, label=label)
 
     used = []
     for k, noise in enumerate(noises):
