@@ -266,6 +266,11 @@ def test_quantize_out_writes_network_and_report_beside_it(tiny_run, tmp_path, ca
     assert "gain spread %" in (out.parent / "q.quantization.md").read_text()   # the full table
     deploy = tiny_run / "loihi2"
     assert {p.name for p in deploy.iterdir()} == {"deployment.json"}        # only the deployment record
+    # every exporter makes the folders of its --out
+    for fmt in ("hdf5", "nir", "onnx"):
+        target = tmp_path / "missing" / fmt / f"m.{fmt}"
+        assert main(["export", str(tiny_run), "--format", fmt, "--out", str(target), "--quiet"]) == 0
+        assert target.is_file()
 
 
 def test_evaluate_huge_level_is_refused_or_plotted(tiny_run, tmp_path, capsys, monkeypatch):
