@@ -213,8 +213,9 @@ class Network:
         if not isinstance(enc.kind, str) or enc.kind not in ("graded", "spikes"):
             raise IRError(f"{source}: input encoding {_show(enc.kind)}, expected 'graded' or 'spikes'")
         _check_int(source, "input encoding bits", enc.bits, 1, 32)
-        if not _is_real(enc.scale) or not math.isfinite(float(enc.scale)) or float(enc.scale) <= 0:
-            raise IRError(f"{source}: input encoding scale is {_show(enc.scale)}, expected a finite number > 0")
+        if not _is_real(enc.scale) or not 0 < enc.scale <= 2**53:  # NaN fails too
+            raise IRError(f"{source}: input encoding scale is {_show(enc.scale)}, expected a finite number > 0 "
+                          f"(at most 2**53)")
         if not isinstance(self.profile, str):
             raise IRError(f"{source}: profile is {_show(self.profile)}, expected a string")
         if not isinstance(self.metadata, dict):

@@ -375,6 +375,8 @@ def test_corrupt_group_tables_name_the_object(tmp_path):
     (_attr("neurodeploy/layers/1", "num_weight_bits", 9), "neurodeploy/layers/1/num_weight_bits", ("9",)),
     (_attr("neurodeploy/layers/1", "sign_mode", "positive"), "neurodeploy/layers/1/sign_mode", ("positive",)),
     (_attr("neurodeploy/layers/1", "netx_exact", 7), "neurodeploy/layers/1/netx_exact", ("boolean",)),
+    (_attr("neurodeploy/layers/1", "netx_exact", 0.5), "neurodeploy/layers/1/netx_exact", ("boolean",)),
+    (_attr("neurodeploy/layers/1", "netx_exact", "yes"), "neurodeploy/layers/1/netx_exact", ("boolean",)),
     (_attr("neurodeploy", "profile", b"\xff"), "neurodeploy/profile", ("UTF-8",)),
     (_attr("neurodeploy", "input_encoding", '{"kind": "graded", "bits": 8, "scale": NaN}'),
      "neurodeploy/input_encoding", ("scale",)),
@@ -384,6 +386,9 @@ def test_corrupt_group_tables_name_the_object(tmp_path):
      "neurodeploy/input_encoding", ("scale",)),
     (_attr("neurodeploy", "input_encoding", '{"kind": "graded", "bits": 8, "scale": -255.0}'),
      "neurodeploy/input_encoding", ("scale",)),
+    (_attr("neurodeploy", "input_encoding", '{"kind": "graded", "bits": 8, "scale": 1%s}' % ("0" * 400)),
+     "neurodeploy/input_encoding", ("scale",)),
+    (_attr("neurodeploy", "time_steps", np.array([], np.int64)), "neurodeploy/time_steps", ("(0,)",)),
     (_attr("neurodeploy", "input_encoding", '{"kind": "graded", "bits": true, "scale": 255.0}'),
      "neurodeploy/input_encoding", ("bits",)),
     (_attr("neurodeploy", "input_encoding", '{"kind": "graded", "bits": 8.5, "scale": 255.0}'),
@@ -483,6 +488,7 @@ def _ir(**change) -> Network:
     ("input_shape", (1, 4, 4.0), "input_shape is (1, 4, 4.0)"),
     ("input_encoding.scale", float("nan"), "scale is nan"),
     ("input_encoding.scale", 0.0, "scale is 0.0"),
+    ("input_encoding.scale", 10**400, "scale is <integer of"),
     ("input_encoding.bits", True, "bits is True"),
     ("readout", b"spikes", "readout b'spikes'"),
     ("metadata", [1], "metadata is a list"),
@@ -526,7 +532,10 @@ _SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, -1, 2**31, 2**17, 4096, 10**15]),
     st.booleans(), st.text(max_size=8), st.binary(max_size=8),
     st.sampled_from(['{"kind": "graded", "bits": 8, "scale": NaN}', "[" * 200 + "]" * 200, "{}", "1" * 5000,
-                     '{"kind": "spikes", "bits": 1, "scale": 1.0}', "dense", "conv", "CUBA", "potential"]),
+                     '{"kind": "spikes", "bits": 1, "scale": 1.0}', '{"kind": "graded", "bits": 8, "scale": 1e400}',
+                     '{"kind": "graded", "bits": 8, "scale": 1%s}' % ("0" * 400), '{"kind": "graded", "bits": 8}',
+                     "dense", "conv", "CUBA", "potential", "mixed", "\udcff"]),
+    st.just(np.array([], np.int64)), st.just(np.array([np.nan, np.inf])), st.just(np.zeros((2, 2), "S3")),
     st.complex_numbers(max_magnitude=1e6).map(np.complex64))
 _DTYPES = st.sampled_from(["i1", "u1", "i4", "u8", "f2", "f4", "f8", "c8", "?", "S4"])
 

@@ -585,8 +585,10 @@ _SMALL = 64                     # elements of a scalar, pair or string dataset /
 # h5py calls (``_Reader.h5``), never around our own code, so a bug of ours keeps its traceback.
 _H5PY_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError)
 
-_EXPECTED_KINDS = {"iuf": "real numbers", "iu": "integers", "SO": "a string", "b": "a boolean"}
-
+_EXPECTED_KINDS = {"iuf": "real numbers", "iu": "integers", "SO": "a string", "biu": "a boolean"}
+_KIND_NAMES = {"i": "integers", "u": "unsigned integers", "f": "floats", "b": "booleans", "S": "bytes",
+               "O": "objects", "V": "compound or opaque", "U": "unicode", "M": "datetimes", "m": "timedeltas",
+               "c": "complex numbers: the imaginary part would be lost"}
 
 
 def _show(value: object, limit: int = 80) -> str:
@@ -689,10 +691,9 @@ class _Reader:
         if dtype.kind == "O":
             ok = "O" in kinds and h5py.check_string_dtype(dtype) is not None
         if not ok:
-            what = "complex numbers are not supported" if dtype.kind == "c" else \
-                "booleans are not numbers here" if dtype.kind == "b" else f"kind {dtype.kind!r}"
-            raise self.error(f"dtype {_show(str(dtype), 60)} ({what}), expected {_EXPECTED_KINDS[kinds]}",
-                             layer, field, kind)
+            what = _KIND_NAMES.get(dtype.kind, f"kind {dtype.kind!r}")
+            raise self.error(f"dtype {_show(str(dtype), 60)} ({what}), expected "
+                             f"{_EXPECTED_KINDS.get(kinds, 'another type')}", layer, field, kind)
         if dtype.kind == "S" and dtype.itemsize * size > MAX_STRING_CHARS:
             raise self.error(f"{size} strings of {dtype.itemsize} bytes, more than the limit of "
                              f"{MAX_STRING_CHARS} characters (MAX_STRING_CHARS)", layer, field, kind)
@@ -1082,8 +1083,8 @@ class _Reader:
         if shape is None:
             raise self.error("has an empty (null) dataspace, expected a value", field=field)
         size = math.prod(int(s) for s in shape)
-        if size > max_size:
-            raise self.error(f"declares shape {_show(tuple(shape))} ({size} elements), expected at most "
+        if not 1 <= size <= max_size:
+            raise self.error(f"declares shape {_show(tuple(shape))} ({size} elements), expected 1.."
                              f"{max_size}", field=field)
         self.check_dtype(self.h5(lambda: aid.dtype, what, field=field), kinds, size, None, field, None)
         return self.h5(lambda: obj.attrs[name], what, field=field)
@@ -1161,8 +1162,8 @@ class _Reader:
             raise self.error(f"kind {_show(kind)}, expected 'graded' or 'spikes'", field=field)
         if type(bits) is not int or not 1 <= bits <= 32:
             raise self.error(f"bits {_show(bits)}, expected an integer 1..32", field=field)
-        if type(scale) not in (int, float) or not math.isfinite(scale) or scale <= 0:
-            raise self.error(f"scale {_show(scale)}, expected a finite number > 0", field=field)
+        if type(scale) not in (int, float) or not 0 < scale <= 2**53:  # NaN fails too
+            raise self.error(f"scale {_show(scale)}, expected a finite number > 0 (at most 2**53)", field=field)
         return InputEncoding(kind=kind, bits=bits, scale=float(scale))
 
     def extras(self, in_shape: tuple[int, ...], netx_layers: list[Layer], indices: list[int]) -> Optional[Network]:
