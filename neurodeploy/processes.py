@@ -239,8 +239,8 @@ def clean_stale_segments(directory: Path = SHM_DIR) -> int:
     except OSError:
         return 0
     for rec in entries:
-        parts = rec.name[len(RECORD_PREFIX):].split("-")
-        if len(parts) < 2 or not parts[0].isdigit() or rec.name.endswith(".tmp"):
+        parts = rec.name[len(RECORD_PREFIX):].split(".")[0].split("-")   # (a .tmp one was being written)
+        if len(parts) < 2 or not parts[0].isdigit():
             continue
         pid, start = int(parts[0]), parts[1]
         if pid_alive(pid) and _starttime(pid) == start:

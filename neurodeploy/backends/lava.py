@@ -320,18 +320,21 @@ class _Graph:
 
 # --------------------------------------------------------------------------- processes and limits
 def _network_name(network: Network) -> str:
+    """The file the network came from (``metadata["source"]``) and its depth, for messages."""
     src = network.metadata.get("source") if isinstance(network.metadata, dict) else None
-    return str(src) if src else "network"
+    depth = f"{len(network.layers)}-layer network"
+    return f"{src} ({depth})" if src else f"the {depth}"
 
 
-def estimate_processes(plan: LavaPlan, noise_layers=()) -> int:
+def estimate_processes(plan: LavaPlan, noise_name: Optional[str] = None, noise_layers=()) -> int:
     """The OS processes Lava starts for ``plan``: one per Lava process of the graph
     (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
-    Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, a current-noise RingBuffer
-    or a SpikeDrop for the layers in ``noise_layers``), plus Lava's runtime service and
-    its shared-memory manager. (``membrane-noise`` replaces the LIF: no extra process.)"""
+    Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and for ``noise_name``
+    current-noise or spike-drop a RingBuffer or SpikeDrop in each of ``noise_layers``;
+    membrane-noise replaces the LIF), plus Lava's runtime service and its shared-memory
+    manager."""
     n = 1 + 1 + 1
-    noisy = set(noise_layers)
+    noisy = set(noise_layers) if noise_name in ("current-noise", "spike-drop") else set()
     for i, lp in enumerate(plan.layers):
         big = int(np.prod(lp.shape)) > VAR_SET_MAX
         n += 2
@@ -357,24 +360,25 @@ def process_limit() -> int:
     return value
 
 
-def check_resources(network: Network, plan: LavaPlan, noise_layers=(), data_bytes: int = 0) -> tuple:
+def check_resources(network: Network, plan: LavaPlan, noise_name: Optional[str] = None, noise_layers=(),
+                    data_bytes: int = 0) -> tuple:
     """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
 
     Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
     ~10-16 MiB of MemAvailable on a 2-core Linux machine; doubled for copy-on-write
     growth) plus the data streams (the source process holds its own copy), against
     ``MEMORY_FRACTION`` of ``/proc/meminfo``'s MemAvailable. Returns (processes, MiB)."""
-    procs = estimate_processes(plan, noise_layers)
+    procs = estimate_processes(plan, noise_name, noise_layers)
     mib = procs * PROCESS_MIB + int(data_bytes) // (1 << 20)
     cap = process_limit()
     avail = available_memory_mib()
     budget = None if avail is None else int(avail * MEMORY_FRACTION)
     if procs > cap or (budget is not None and mib > budget):
-        mem = "" if avail is None else f", {avail} MiB of memory available (room for ~{budget // PROCESS_MIB})"
+        mem = "" if avail is None else f" and {avail} MiB of available memory (room for ~{budget // PROCESS_MIB})"
         raise BackendError(
-            f"{_network_name(network)}: its {len(plan.layers)} layers need {procs} Lava processes (~{mib} MiB); "
-            f"the limit is {cap} processes ({MAX_PROCESSES_ENV}, default {MAX_PROCESSES}){mem}; "
-            f"run it on the emulator (bit-exact, one process) or raise {MAX_PROCESSES_ENV}")
+            f"{_network_name(network)} needs {procs} Lava processes (~{mib} MiB); the limit is {cap} processes "
+            f"({MAX_PROCESSES_ENV}, default {MAX_PROCESSES}){mem}; run it on the emulator (bit-exact, "
+            f"one process) or raise {MAX_PROCESSES_ENV}")
     return procs, mib
 
 
@@ -493,12 +497,12 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     L = len(network.layers)
     P = T + L
     active = step_noise is not None and step_noise.active
-    noise_layers = []
+    noise_name, noise_layers = (step_noise.name if active else None), []
     if active:
         from ..noise.hardware import step_noise_layers
-        noise_layers = step_noise_layers(network, step_noise.name)
+        noise_layers = step_noise_layers(network, noise_name)
     per_step = sum(int(np.prod(plan.layers[i].shape)) for i in noise_layers)
-    check_resources(network, plan, noise_layers, data_bytes=4 * n * P * (x[0, 0].size + per_step))
+    check_resources(network, plan, noise_name, noise_layers, data_bytes=4 * n * P * (x[0, 0].size + per_step))
     noise = None
     if active:
         from ..noise.hardware import fixed_step_noise
@@ -545,7 +549,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
                 raise BackendError(f"{_network_name(network)}: the system refused to start Lava's "
-                                   f"{estimate_processes(plan, noise_layers)} processes: {exc} (free memory "
+                                   f"{estimate_processes(plan, noise_name, noise_layers)} processes: {exc} (free memory "
                                    f"or /dev/shm space, or raise the process/open-file limits)") from exc
         record.write(_lava_internals(graph.source.runtime)[2])
         if progress:
