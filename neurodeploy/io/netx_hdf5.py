@@ -110,6 +110,20 @@ its last layer is such an integrator (``du 4095, dv 0, vth 131071``), else
 ``"spikes"``.
 
 Writing is atomic: a temporary file next to the target, renamed over it.
+
+Untrusted files
+---------------
+``read_netx`` reads any file safely: only regular files (a named pipe is
+refused, not waited on), only hard links and data stored in the file itself
+(no soft or external links, no external or virtual dataset storage). Every
+size is checked from HDF5 metadata before anything is read or allocated
+(``MAX_LAYERS`` layer entries, ``MAX_LAYER_ELEMENTS`` per dataset and per
+layer's neurons, ``MAX_TOTAL_ELEMENTS`` per file, ``MAX_NDIM``,
+``MAX_TIME_STEPS``, ``MAX_STRING_CHARS``, ``MAX_JSON_DEPTH``); every value's
+dtype, integrality and range before it is cast (no complex, bool or string
+where a number belongs, no fraction truncated, no unsigned value wrapped).
+Each problem is one :class:`NetxFormatError` line; h5py errors are caught only
+around single h5py calls (a corrupt file), never around our own code.
 """
 
 from __future__ import annotations
