@@ -13,6 +13,10 @@ This module makes those children safe to interrupt:
   children) and takes SIGTERM's default action (not the parent's Python
   handler, which it inherited). A child whose parent died before the prctl
   took effect exits at once.
+  It also holds SIGINT/SIGTERM across each ``multiprocessing`` start: a
+  signal that lands in ``os.fork``'s at-fork hooks is otherwise reported as
+  "Exception ignored" and lost (the run went on to the end).
+* :func:`deferred_signals`: the same hold around a short cleanup.
 * :func:`kill_and_reap` and :func:`unlink_segments`: the forced cleanup
   (SIGKILL, reap, unlink the segments by name, which also takes them off the
   ``multiprocessing`` resource tracker, so it prints no "leaked
@@ -36,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-__all__ = ["guarded_children", "kill_and_reap", "unlink_segments", "SegmentRecord", "clean_stale_segments",
+__all__ = ["guarded_children", "deferred_signals", "kill_and_reap", "unlink_segments", "SegmentRecord", "clean_stale_segments",
            "available_memory_mib", "pid_alive"]
 
 _PR_SET_PDEATHSIG = 1

@@ -323,3 +323,30 @@ def test_stale_segment_records(tmp_path):
                 _posixshmem.shm_unlink("/" + n)
             except FileNotFoundError:
                 pass
+
+
+def _my_children() -> set:
+    me = os.getpid()
+    return {int(d) for d in os.listdir("/proc") if d.isdigit() and (st := _stat(int(d))) and st[1] == me
+            and st[0] != "Z" and b"resource_tracker" not in _cmdline(int(d))}
+
+
+def test_a_failing_stop_is_raised_not_swallowed(monkeypatch):
+    from lava.magma.runtime.runtime import Runtime
+
+    segs = []
+    original = Runtime.stop
+
+    def broken_stop(self):
+        segs.extend(mapped_segments([os.getpid()]))
+        original(self)
+        raise RuntimeError("stop failed")
+
+    monkeypatch.setattr(Runtime, "stop", broken_stop)
+    before = _my_children()
+    x = np.random.default_rng(1).integers(0, 2, (2, 4, 3))
+    with pytest.raises(RuntimeError, match="stop failed") as info:
+        run_network(tiny_network(), x, backend="lava")
+    assert not isinstance(info.value, BackendError)
+    assert _my_children() == before
+    assert segs and not [s for s in segs if os.path.exists(f"/dev/shm/{s}")]

@@ -459,6 +459,9 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
         if not finished:
             warnings.warn(f"the Lava runtime did not stop within {timeout:.0f} s; its processes were killed",
                           RuntimeWarning, stacklevel=3)
+        elif error is None:
+            warnings.warn(f"Lava's stop() left {len(left)} of its processes running; they were killed",
+                          RuntimeWarning, stacklevel=3)
     with deferred_signals() as pending:
         _force_cleanup(runtime, before, names)
         if not graceful:
