@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import yaml
-
 from .config import ConfigError
 from .errors import NeurodeployError, bounded
 from .fileio import FileAccessError, check_output_file, check_output_folder, inside, require_regular_file
@@ -97,14 +95,10 @@ def _require_run(run: Path) -> Path:
 
 
 def _parse_set(items: Sequence[str]) -> dict:
-    """``--set training.lr=0.05`` pairs; values parsed as YAML scalars."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=0.05")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    """``--set training.lr=0.05`` pairs, checked against the config schema (one-line errors)."""
+    from .config import parse_set_items
+
+    return parse_set_items(items)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

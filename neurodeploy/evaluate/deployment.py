@@ -35,7 +35,7 @@ from ..neurons.modules import spiking_layers
 from ..quant import HardwareProfile, load_profile, quantize_model
 from ..quant.quantizer import QuantizationResult, input_encoding_for
 from ..train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ..train.loop import RunError, load_run
+from ..train.loop import RunError, load_model_state, load_run
 from .inputs import ChipInputs, chip_inputs, encode_inputs, encoding_generator
 
 MANIFEST_NAME = "deployment.json"
@@ -215,5 +215,5 @@ def _read_manifest(folder: Path) -> Optional[dict]:
 
 def _load_finetuned(path: Path, trained: SNNClassifier) -> SNNClassifier:
     model = copy.deepcopy(trained)
-    model.load_state_dict(load_checkpoint(path)["model"])
+    load_model_state(model, load_checkpoint(path)["model"], path)
     return deployable_model(model)

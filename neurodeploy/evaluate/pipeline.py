@@ -30,13 +30,13 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..backends import run_network
-from ..config import RunConfig, config_from_dict, load_config
+from ..config import RunConfig, load_config
 from ..data import load_dataset
 from ..fileio import atomic_path, inside, write_text_atomic
 from ..ir import ConvLayer, Network
 from ..quant.report import print_report, report_dict, write_report
-from ..train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ..train.loop import RunError, set_threads, train
+from ..train.checkpoint import CHECKPOINT_NAME
+from ..train.loop import RunError, load_run_checkpoint, set_threads, train
 from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
 from .deployment import deploy_folder, prepare_deployment
 from .inputs import encoding_generator, float_run
@@ -98,9 +98,10 @@ def ensure_run(cfg: RunConfig, run_dir: Path, *, force: bool = False, progress: 
     if not ckpt_path.is_file():
         train(cfg, run_dir, progress=progress, log=log, data=data)
         return "trained"
-    saved = load_checkpoint(ckpt_path)
+    # checked (safe load, structure, config.yaml record) before deciding to reuse, resume or retrain;
     # read through the config loader: keys added since the run was trained take their defaults
-    stored = config_from_dict(saved["config"], f"{ckpt_path}:config").to_dict()
+    saved_cfg, saved = load_run_checkpoint(run_dir)
+    stored = saved_cfg.to_dict()
     diff = config_differences(stored, cfg.to_dict())
     epochs_only = set(diff) == {"training.epochs"} and diff["training.epochs"][1] > diff["training.epochs"][0]
     if diff and not epochs_only:
