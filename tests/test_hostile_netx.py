@@ -8,6 +8,7 @@ shared lava-dl fixtures are present, lava-dl's).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -57,10 +58,17 @@ def _network() -> Network:
 _OURS: list[Path] = []  # written once, copied per test
 
 
+def _scratch() -> Path:
+    """A temporary folder for files shared by several tests, removed when the test process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="hostile-netx-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def _ours(path: Path, mutate=None, netx_only: bool = False) -> Path:
     """Our file: netx layer/0 input, 1 conv, 2 flatten, 3 dense_rec, 4 dense, plus the 'neurodeploy' group."""
     if not _OURS:
-        _OURS.append(write_netx(_network(), Path(tempfile.mkdtemp(prefix="hostile-netx-")) / "ours.h5"))
+        _OURS.append(write_netx(_network(), _scratch() / "ours.h5"))
     shutil.copyfile(_OURS[0], path)
     if mutate is not None or netx_only:
         with h5py.File(path, "a") as f:
@@ -506,7 +514,7 @@ def test_ir_validation_is_robust_to_odd_types(key, value, words):
 
 
 def _bases() -> list[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="hostile-netx-"))
+    folder = _scratch()
     ours = _ours(folder / "ours.h5")
     netx = _ours(folder / "netx.h5", netx_only=True)
     return [ours, netx, *(p for p in _LAVA_DL if p.is_file())]
