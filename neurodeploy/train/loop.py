@@ -347,22 +347,14 @@ def check_config_record(run_dir: str | Path, cfg: RunConfig) -> None:
     without a word, a record that differs is a :class:`RunError` naming the
     first differing key. No ``config.yaml`` is no error (nothing to contradict).
     """
-    import yaml
+    from ..yamlio import load_yaml
 
     path = Path(run_dir) / CONFIG_NAME
     if not os.path.lexists(path):
         return
-    require_regular_file(path, "run config record")
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise RunError(f"{path}: {path.stat().st_size} bytes, far more than a config record; it was not written "
-                       f"by neurodeploy train (restore it or delete it)")
-    try:
-        record = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        problem = ("not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else
-                   "nested too deeply for a config" if isinstance(exc, RecursionError) else "not valid YAML")
-        raise RunError(f"{path}: {problem}; it is the record of {CHECKPOINT_NAME}'s config (restore it or "
-                       f"delete it; train rewrites it)") from None
+    # hardened reading (regular file, size cap, UTF-8, no aliases, depth caps), one-line RunErrors
+    record = load_yaml(path, f"run config record (of {CHECKPOINT_NAME}'s config; restore it or delete it)",
+                       error=RunError, max_bytes=MAX_RECORD_BYTES)
     found = _record_difference(record, cfg.to_dict(), RunConfig().to_dict())
     if found:
         key, there, want = found
