@@ -131,7 +131,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -139,7 +138,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..errors import NeurodeployError, bounded
-from ..fileio import FileAccessError, require_regular_file
+from ..fileio import FileAccessError, atomic_path, require_regular_file
 from ..ir import (IR_EXP_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons)
 
 __all__ = ["NetxFormatError", "NetxExportError", "NetxInexactWarning", "write_netx", "read_netx", "FORMAT_VERSION",
@@ -548,10 +547,7 @@ def write_netx(network: Network, path: PathLike, *, exact: bool = True) -> Path:
     network.validate(str(path))
     plan, approximated = _netx_plan(network, exact)  # every check happens before the file is touched
     meta = _metadata_json(network)
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             layers = f.create_group("layer")
             for i, (kind, entry) in enumerate(plan):
@@ -560,16 +556,6 @@ def write_netx(network: Network, path: PathLike, *, exact: bool = True) -> Path:
                 for key, value in entry.items():
                     g.create_dataset(key, data=value)
             _write_extras(f, network, meta, approximated)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     if approximated:
         detail = "; ".join(f"layer {a['layer']}: scale 2**{a['shift']}, weight error up to "
                            f"{a['weight_error']:.1%} of the largest weight of a matrix, vth {a['threshold'][0]} -> "
