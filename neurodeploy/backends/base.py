@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import NeurodeployError
-from ..ir import ConvLayer, DenseLayer, Network
+from ..ir import VTH_MAX, ConvLayer, DenseLayer, Network
 
 __all__ = [
     "BackendError",
@@ -41,7 +41,7 @@ BACKENDS = ("emulator", "lava")
 # which reproduces those models, agrees with them). Hardware widths that the
 # CPU models do not enforce (bias_mant 13 bit, bias_exp 3 bit) are the
 # quantizer's business; see shared/docs/loihi-fixed-point.md.
-VTH_MAX = 2**17 - 1                    # LIF vth: 17 bit; vth << 6 must stay in 24 bit
+# VTH_MAX (LIF vth: 17 bit; vth << 6 must stay in 24 bit) is the IR's own bound
 BIAS_MANT_RANGE = (-(2**15), 2**15 - 1)  # stored as int16 by PyLifModelBitAcc
 BIAS_EXP_RANGE = (-16, 16)             # bias_mant << bias_exp must fit int32
 WEIGHT_EXP_RANGE = (-16, 16)           # sum << weight_exp in int32/int64 numpy shifts
