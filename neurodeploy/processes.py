@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-__all__ = ["guarded_children", "deferred_signals", "kill_and_reap", "unlink_segments", "SegmentRecord", "clean_stale_segments",
-           "available_memory_mib", "pid_alive"]
+__all__ = ["guarded_children", "deferred_signals", "kill_and_reap", "unlink_segments", "SegmentRecord",
+           "clean_stale_segments", "available_memory_mib", "pid_alive"]
 
 _PR_SET_PDEATHSIG = 1
 SHM_DIR = Path("/dev/shm")

@@ -226,7 +226,8 @@ def _counted_by_lava(network: Network, noise=None) -> tuple:
         arrays = (noise.name, [None if a is None else lb._noise_stream(a, lp) for a, lp in zip(raw, plan.layers)])
     graph = lb._Graph(plan, data, P, arrays)
     exe = graph.source.compile(Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS)))
-    return lb.estimate_processes(plan, noise and noise.name, layers), len(exe.proc_builders) + len(exe.runtime_service_builders) + 1
+    started = len(exe.proc_builders) + len(exe.runtime_service_builders) + 1
+    return lb.estimate_processes(plan, noise and noise.name, layers), started
 
 
 def test_estimate_counts_what_lava_starts():
@@ -350,3 +351,25 @@ def test_a_failing_stop_is_raised_not_swallowed(monkeypatch):
     assert not isinstance(info.value, BackendError)
     assert _my_children() == before
     assert segs and not [s for s in segs if os.path.exists(f"/dev/shm/{s}")]
+
+
+def test_a_refused_fork_is_a_user_error(monkeypatch):
+    import errno
+    import multiprocessing.popen_fork as popen_fork
+
+    calls = []
+    real_fork = os.fork
+
+    def fork():
+        calls.append(1)
+        if len(calls) >= 3:          # a few processes start, then the system says no
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real_fork()
+
+    monkeypatch.setattr(popen_fork.os, "fork", fork)
+    before = _my_children()
+    with pytest.raises(BackendError, match=r"refused to start Lava's 7 processes: .*Resource temporarily"):
+        run_network(tiny_network(), np.zeros((1, 4, 3), dtype=np.int64), backend="lava")
+    monkeypatch.undo()
+    assert len(calls) == 3
+    assert wait_until(lambda: _my_children() == before, 5)

@@ -551,9 +551,10 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                raise BackendError(f"{_network_name(network)}: the system refused to start Lava's "
-                                   f"{estimate_processes(plan, noise_name, noise_layers)} processes: {exc} (free memory "
-                                   f"or /dev/shm space, or raise the process/open-file limits)") from exc
+                procs = estimate_processes(plan, noise_name, noise_layers)
+                raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
+                                   f"processes: {exc} (free memory or /dev/shm space, or raise the "
+                                   f"process/open-file limits)") from exc
         record.write(_lava_internals(graph.source.runtime)[2])
         if progress:
             from rich.progress import Progress
