@@ -24,9 +24,9 @@ from typing import Callable, Optional, Sequence
 from .config import ConfigError
 from .errors import NeurodeployError, bounded
 from .fileio import FileAccessError, check_output_file, check_output_folder, inside, require_regular_file
+from .io.npy_input import MAX_STEPS
 
 MAX_SEED = 2**32 - 1
-MAX_STEPS = 100_000      # = neurodeploy.evaluate.inputs.MAX_STEPS (not imported: it pulls in torch)
 MAX_SAMPLES = 10**9
 MAX_EPOCHS = 100_000
 MAX_REPEATS = 1000
@@ -198,7 +198,6 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .io import export_nir, export_onnx, read_netx
-    from .train import load_run
 
     run = _require_run(Path(args.run))
     default = {"hdf5": "network.net", "nir": "model.nir", "onnx": "model_step.onnx"}[args.format]
@@ -218,8 +217,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from .io.nir_export import NIRExportError
         from .io.onnx_export import ONNXExportError
 
-        cfg, model, ckpt = load_run(run)
-        shape = tuple(ckpt["input_shape"])
+        from .evaluate.deployment import MANIFEST_NAME, deploy_folder, deployable_model, load_deployment
+        from .quant import load_profile
+        from .train import load_run
+
+        # the deployable float model (BatchNorm and DLIF gain folded; the fine-tuned one
+        # if the run was deployed for the profile): what the fixed-point network is quantized from
+        if (deploy_folder(run, load_profile(args.profile)) / MANIFEST_NAME).is_file():
+            dep = load_deployment(run, args.profile, log=lambda msg: None)
+            cfg, model, shape = dep.cfg, dep.model, dep.input_shape
+        else:
+            cfg, trained, ckpt = load_run(run)
+            model, shape = deployable_model(trained), tuple(ckpt["input_shape"])
         try:
             if args.format == "nir":
                 export_nir(model, path, input_shape=shape, time_steps=cfg.data.time_steps or shape[0])
@@ -238,7 +247,7 @@ def _simulate_data(args: argparse.Namespace, network):
 
     from .backends import BackendError
     from .data import load_dataset
-    from .evaluate.inputs import memory_available
+    from .io.npy_input import memory_available
 
     data = load_dataset(args.data, seed=args.seed, data_dir=args.data_dir)
     net_shape = tuple(int(d) for d in network.input_shape)
@@ -282,9 +291,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                            f"with --input the array's shape (samples, steps, ...) decides")
     out = check_output_file(args.out, "--out")
     network = read_netx(require_regular_file(args.network, "netx network file"))
+    network.metadata = {**network.metadata, "source": str(args.network)}  # named in the backends' messages
     labels = None
     if args.input is not None:
-        from .evaluate.inputs import load_input_npy
+        from .io.npy_input import load_input_npy
 
         inputs = load_input_npy(args.input, network.input_shape, input_max(network), what="--input")
         network.time_steps = int(inputs.shape[1])  # the input decides how many steps to feed
@@ -389,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (runs/X)")
     p.add_argument("--format", required=True, choices=("hdf5", "nir", "onnx"))
     p.add_argument("--out", type=_path_text, help="output file (default in the run folder)")
-    p.add_argument("--profile", default="loihi2", help="profile for hdf5 when the run is not quantized yet")
+    p.add_argument("--profile", default="loihi2", help="hardware profile: its deployment (fine-tuned model, netx file) is what is exported")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_export)
 
@@ -447,29 +457,49 @@ def _process_setup() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``neurodeploy`` console script."""
-    _process_setup()
-    from .evaluate.agreement import BackendDisagreement
+    """Run one command; return its exit status (0 ok, 2 user error, 3 disagreement, 130 interrupted)."""
+    command = "neurodeploy"
+    try:
+        _process_setup()
+        from .evaluate.agreement import BackendDisagreement
 
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:   # a usage error (one line, status 2) or --help (status 0)
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    # SIGTERM (kill, a job scheduler) takes the same clean path as Ctrl-C
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return int(args.func(args) or 0)
-    except NeurodeployError as exc:
-        print(f"neurodeploy {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except BackendDisagreement as exc:
-        # a bug of ours, not bad input: its own exit status, the report already written
-        print(f"neurodeploy {args.command}: error: {exc}", file=sys.stderr)
-        return 3
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:   # a usage error (one line, status 2) or --help (status 0)
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        command = f"neurodeploy {args.command}"
+        # SIGTERM (kill, a job scheduler) takes the same clean path as Ctrl-C
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return int(args.func(args) or 0)
+        except NeurodeployError as exc:
+            print(f"{command}: error: {exc}", file=sys.stderr)
+            return 2
+        except BackendDisagreement as exc:
+            # a bug of ours, not bad input: its own exit status, the report already written
+            print(f"{command}: error: {exc}", file=sys.stderr)
+            return 3
     except KeyboardInterrupt:
-        print(f"neurodeploy {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 
+def run() -> None:
+    """Entry point of the ``neurodeploy`` console script: :func:`main`, then exit with its status.
+
+    After an interrupt, Lava's children and shared memory are already cleaned
+    up (``backends/lava.py``), so the process exits at once instead of spending
+    1-2 s tearing down torch and Lava.
+    """
+    import os
+
+    rc = main()
+    if rc == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    raise SystemExit(rc)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    run()

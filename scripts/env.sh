@@ -65,10 +65,12 @@ if [ ! -f "$venv/.neurodeploy-complete" ]; then
     touch "$venv/.neurodeploy-complete"
 fi
 # The package itself is installed editable from this clone (cheap), so the
-# `neurodeploy` console script exists; re-pointed when another clone uses the env.
-if [ "$(cat "$venv/.neurodeploy-src" 2>/dev/null || true)" != "$repo" ]; then
+# `neurodeploy` console script exists; re-pointed when another clone uses the env
+# or pyproject.toml (entry points, metadata) changes.
+src="$repo $(sha256sum pyproject.toml | cut -c1-12)"
+if [ "$(cat "$venv/.neurodeploy-src" 2>/dev/null || true)" != "$src" ]; then
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$repo" >&2
-    echo "$repo" > "$venv/.neurodeploy-src"
+    echo "$src" > "$venv/.neurodeploy-src"
 fi
 flock -u 9
 echo "$venv/bin/python"

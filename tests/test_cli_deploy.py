@@ -130,3 +130,26 @@ def test_quantize_with_finetune(tmp_path):
     gains = [v for k, v in tuned["model"].items() if k.endswith("gain")]
     assert gains and all(float(g.std()) == 0.0 for g in gains)  # frozen at their mean
     assert (run / "loihi2" / "network.net").is_file()
+    # export gives the deployed (fine-tuned) model, not the trained one
+    import nir
+
+    from neurodeploy.evaluate.deployment import deployable_model, load_deployment
+    from neurodeploy.io import export_nir
+    from neurodeploy.train import load_run
+
+    assert main(["export", str(run), "--format", "nir", "--out", str(tmp_path / "m.nir"), "--quiet"]) == 0
+    cfg, trained, ckpt = load_run(run)
+    export_nir(load_deployment(run, "loihi2", log=lambda m: None).model, tmp_path / "deployed.nir",
+               input_shape=tuple(ckpt["input_shape"]), time_steps=cfg.data.time_steps)
+    export_nir(deployable_model(trained), tmp_path / "trained.nir", input_shape=tuple(ckpt["input_shape"]),
+               time_steps=cfg.data.time_steps)
+
+    def weights(path):
+        graph = nir.read(str(path))
+        return [np.asarray(n.weight) for _, n in sorted(graph.nodes.items()) if hasattr(n, "weight")]
+
+    got, deployed, untuned = weights(tmp_path / "m.nir"), weights(tmp_path / "deployed.nir"), weights(
+        tmp_path / "trained.nir")
+    assert len(got) == len(deployed) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(got, deployed))
+    assert not all(np.array_equal(a, b) for a, b in zip(got, untuned))

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from neurodeploy.cli import main
 from neurodeploy.errors import NeurodeployError
-from neurodeploy.evaluate import inputs as inputs_mod
-from neurodeploy.evaluate.inputs import InputFileError, load_input_npy
+from neurodeploy.io import npy_input as inputs_mod
+from neurodeploy.io.npy_input import InputFileError, load_input_npy
 from test_cli_deploy import HAND_X, _hand_netx
 
 REPO = Path(__file__).resolve().parents[1]

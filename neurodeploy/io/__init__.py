@@ -30,6 +30,8 @@ _EXPORTS = {
     "step_interface": ".onnx_export",
     "encode_input": ".onnx_export",
     "ONNXExportError": ".onnx_export",
+    "load_input_npy": ".npy_input",
+    "InputFileError": ".npy_input",
 }
 
 __all__ = sorted(_EXPORTS)
