@@ -126,10 +126,15 @@ def _writable_ancestor(path: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise FileAccessError(f"{what} {path}: {parent} is not a folder; expected a writable folder there")
+    _probe_write(parent, f"{what} {path}: cannot write in {parent}")
+
+
+def _probe_write(folder: Path, message: str) -> None:
+    """Create and remove a temporary file in ``folder``; ``message (reason)`` as the error if that fails."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".neurodeploy-check.", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=".neurodeploy-check.", dir=folder)
     except OSError as exc:
-        raise FileAccessError(f"{what} {path}: cannot write in {parent} ({exc.strerror})") from None
+        raise FileAccessError(f"{message} ({exc.strerror})") from None
     os.close(fd)
     os.unlink(tmp)
 
@@ -166,12 +171,7 @@ def check_output_folder(path: Union[str, Path, None], what: str = "--out") -> Pa
     if path.exists():
         if not path.is_dir():
             raise FileAccessError(f"{what} {path}: exists and is not a folder; expected a folder path")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".neurodeploy-check.", dir=path)
-        except OSError as exc:
-            raise FileAccessError(f"{what} {path}: cannot write in this folder ({exc.strerror})") from None
-        os.close(fd)
-        os.unlink(tmp)
+        _probe_write(path, f"{what} {path}: cannot write in this folder")
         return path
     _writable_ancestor(path, what)
     return path

@@ -206,23 +206,23 @@ class Network:
             raise IRError(f"{source}: the network has no layers")
         _check_int(source, "time_steps", self.time_steps, 1, None)
         if not isinstance(self.readout, str) or self.readout not in READOUTS:
-            raise IRError(f"{source}: readout {_show(self.readout)}, expected one of {READOUTS}")
+            raise IRError(f"{source}: readout {bounded(self.readout)}, expected one of {READOUTS}")
         enc = self.input_encoding
         if not isinstance(enc, InputEncoding):
             raise IRError(f"{source}: input_encoding is a {type(enc).__name__}, expected an InputEncoding")
         if not isinstance(enc.kind, str) or enc.kind not in ("graded", "spikes"):
-            raise IRError(f"{source}: input encoding {_show(enc.kind)}, expected 'graded' or 'spikes'")
+            raise IRError(f"{source}: input encoding {bounded(enc.kind)}, expected 'graded' or 'spikes'")
         _check_int(source, "input encoding bits", enc.bits, 1, 32)
         if not _is_real(enc.scale) or not 0 < enc.scale <= 2**53:  # NaN fails too
-            raise IRError(f"{source}: input encoding scale is {_show(enc.scale)}, expected a finite number > 0 "
+            raise IRError(f"{source}: input encoding scale is {bounded(enc.scale)}, expected a finite number > 0 "
                           f"(at most 2**53)")
         if not isinstance(self.profile, str):
-            raise IRError(f"{source}: profile is {_show(self.profile)}, expected a string")
+            raise IRError(f"{source}: profile is {bounded(self.profile)}, expected a string")
         if not isinstance(self.metadata, dict):
             raise IRError(f"{source}: metadata is a {type(self.metadata).__name__}, expected a dict")
         if not isinstance(self.input_shape, (tuple, list)) or not self.input_shape \
                 or not all(_is_int(s) and s >= 1 for s in self.input_shape):
-            raise IRError(f"{source}: input_shape is {_show(self.input_shape)}, expected a tuple of positive "
+            raise IRError(f"{source}: input_shape is {bounded(self.input_shape)}, expected a tuple of positive "
                           f"integers")
         shape: tuple[int, ...] = tuple(int(s) for s in self.input_shape)
         for i, layer in enumerate(self.layers):
@@ -230,13 +230,13 @@ class Network:
             if not isinstance(layer, (DenseLayer, ConvLayer)):
                 raise IRError(f"{where}: unsupported layer type {type(layer).__name__}")
             if not isinstance(layer.name, str):
-                raise IRError(f"{where}: name is {_show(layer.name)}, expected a string")
+                raise IRError(f"{where}: name is {bounded(layer.name)}, expected a string")
             for name in ("weight", "weight_rec"):
                 w = getattr(layer, name, None)
                 if w is not None:
                     _check_int_array(where, name, w)
             if not isinstance(layer.sign_mode, str) or layer.sign_mode not in SIGN_MODES:
-                raise IRError(f"{where}: sign_mode {_show(layer.sign_mode)}, expected one of {SIGN_MODES}")
+                raise IRError(f"{where}: sign_mode {bounded(layer.sign_mode)}, expected one of {SIGN_MODES}")
             _check_int(where, "weight_exp", layer.weight_exp, *IR_EXP_RANGE)
             _check_int(where, "num_weight_bits", layer.num_weight_bits, 1, 8)
             if isinstance(layer, DenseLayer):
@@ -285,13 +285,6 @@ class Network:
 
 
 
-def _show(value: object, limit: int = 80) -> str:
-    """``bounded(value)`` on one line: small arrays as lists, big ones by shape and dtype."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist() if value.size <= 16 else f"<array of shape {value.shape}, dtype {value.dtype}>"
-    return " ".join(bounded(value, limit).split())
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -302,22 +295,22 @@ def _is_real(value: object) -> bool:
 
 def _check_int(where: str, name: str, value: object, lo: Optional[int], hi: Optional[int]) -> None:
     if not _is_int(value):
-        raise IRError(f"{where}: {name} is {_show(value)} ({type(value).__name__}), expected an integer")
+        raise IRError(f"{where}: {name} is {bounded(value)} ({type(value).__name__}), expected an integer")
     v = int(value)  # type: ignore[call-overload]
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise IRError(f"{where}: {name} is {_show(v)}, expected {rng}")
+        raise IRError(f"{where}: {name} is {bounded(v)}, expected {rng}")
 
 
 def _check_int_tuple(where: str, name: str, value: object, n: int, lo: int) -> None:
     if not isinstance(value, (tuple, list)) or len(value) != n or not all(_is_int(v) and v >= lo for v in value):
-        raise IRError(f"{where}: {name} is {_show(value)}, expected {n} integers >= {lo}")
+        raise IRError(f"{where}: {name} is {bounded(value)}, expected {n} integers >= {lo}")
 
 
 def _check_int_array(where: str, name: str, value: object) -> None:
     """An integer numpy array (not bool, bytes, object, float or complex) with values in ``IR_INT_RANGE``."""
     if not isinstance(value, np.ndarray):
-        raise IRError(f"{where}: {name} is a {type(value).__name__} ({_show(value)}), expected an integer "
+        raise IRError(f"{where}: {name} is a {type(value).__name__} ({bounded(value)}), expected an integer "
                       f"numpy array")
     if value.dtype.kind not in "iu":
         raise IRError(f"{where}: {name} has dtype {value.dtype}, expected integers")

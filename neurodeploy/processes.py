@@ -25,7 +25,7 @@ This module makes those children safe to interrupt:
   a live run; a later run unlinks the segments of records whose process is
   gone (for when the parent *and* the resource tracker were killed, e.g.
   ``kill -9`` of the whole process group).
-* :func:`available_memory_mib` (``MemAvailable`` of ``/proc/meminfo``).
+* :func:`memory_available` / :func:`available_memory_mib` (``MemAvailable`` of ``/proc/meminfo``).
 
 Only the standard library; nothing happens at import.
 """
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 __all__ = ["guarded_children", "deferred_signals", "kill_and_reap", "unlink_segments", "SegmentRecord",
-           "clean_stale_segments", "available_memory_mib", "pid_alive"]
+           "clean_stale_segments", "memory_available", "available_memory_mib", "pid_alive"]
 
 _PR_SET_PDEATHSIG = 1
 SHM_DIR = Path("/dev/shm")
@@ -260,16 +260,25 @@ def clean_stale_segments(directory: Path = SHM_DIR) -> int:
     return done
 
 
-def available_memory_mib() -> Optional[int]:
-    """``MemAvailable`` of ``/proc/meminfo`` in MiB (None where unknown)."""
+def memory_available() -> Optional[int]:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None if unknown."""
     try:
-        with open("/proc/meminfo") as fh:
+        with open("/proc/meminfo", "rb") as fh:
             for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def available_memory_mib() -> Optional[int]:
+    """:func:`memory_available` in MiB (None where unknown)."""
+    mem = memory_available()
+    return None if mem is None else mem // 2**20
 
 
 @contextlib.contextmanager

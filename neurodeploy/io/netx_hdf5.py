@@ -591,13 +591,6 @@ _KIND_NAMES = {"i": "integers", "u": "unsigned integers", "f": "floats", "b": "b
                "c": "complex numbers: the imaginary part would be lost"}
 
 
-def _show(value: object, limit: int = 80) -> str:
-    """``bounded(value)`` on one line: small arrays as lists, big ones by shape and dtype."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist() if value.size <= 16 else f"<array of shape {value.shape}, dtype {value.dtype}>"
-    return " ".join(bounded(value, limit).split())
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 80 else text[:77] + "..."
@@ -658,7 +651,7 @@ class _Reader:
         try:
             return fn()
         except _H5PY_ERRORS as exc:
-            raise self.error(f"HDF5 object {_show(what, 80)} cannot be read (a corrupt file or an HDF5 type "
+            raise self.error(f"HDF5 object {bounded(what, 80)} cannot be read (a corrupt file or an HDF5 type "
                              f"numpy lacks; {type(exc).__name__}: {_one_line(exc)})", layer, field, kind) from None
 
     def spend(self, n: int, layer: Optional[int], field: Optional[str], kind: Optional[str]) -> None:
@@ -692,7 +685,7 @@ class _Reader:
             ok = "O" in kinds and h5py.check_string_dtype(dtype) is not None
         if not ok:
             what = _KIND_NAMES.get(dtype.kind, f"kind {dtype.kind!r}")
-            raise self.error(f"dtype {_show(str(dtype), 60)} ({what}), expected "
+            raise self.error(f"dtype {bounded(str(dtype), 60)} ({what}), expected "
                              f"{_EXPECTED_KINDS.get(kinds, 'another type')}", layer, field, kind)
         if dtype.kind == "S" and dtype.itemsize * size > MAX_STRING_CHARS:
             raise self.error(f"{size} strings of {dtype.itemsize} bytes, more than the limit of "
@@ -710,7 +703,7 @@ class _Reader:
         if size > max_size:
             limit = expect or (f"at most {max_size} elements" + (" (MAX_LAYER_ELEMENTS)"
                                                                  if max_size == MAX_LAYER_ELEMENTS else ""))
-            raise self.error(f"declares shape {_show(tuple(shape))} ({size} elements), expected {limit}",
+            raise self.error(f"declares shape {bounded(tuple(shape))} ({size} elements), expected {limit}",
                              layer, field, kind)
         self.check_dtype(self.h5(lambda: ds.dtype, what, layer, field, kind), kinds, size, layer, field, kind)
         virtual = self.h5(lambda: ds.is_virtual, what, layer, field, kind)
@@ -748,10 +741,10 @@ class _Reader:
             try:
                 return bytes(value).decode("ascii")
             except UnicodeDecodeError:
-                raise self.error(f"value {_show(value)} is not ASCII", layer, key_field, kind) from None
+                raise self.error(f"value {bounded(value)} is not ASCII", layer, key_field, kind) from None
         if isinstance(value, str):
             return value
-        raise self.error(f"value {_show(value)} is not a string (expected bytes such as b'dense')",
+        raise self.error(f"value {bounded(value)} is not a string (expected bytes such as b'dense')",
                          layer, key_field, kind)
 
     def _integral(self, arr: np.ndarray, layer, field, kind) -> list[int]:
@@ -762,9 +755,9 @@ class _Reader:
         for v in arr.reshape(-1):
             x = float(v)
             if not math.isfinite(x):
-                raise self.error(f"value {_show(arr.tolist())} is not a finite number", layer, field, kind)
+                raise self.error(f"value {bounded(arr.tolist())} is not a finite number", layer, field, kind)
             if not x.is_integer():
-                raise self.error(f"value {_show(arr.tolist())} is not an integer", layer, field, kind)
+                raise self.error(f"value {bounded(arr.tolist())} is not an integer", layer, field, kind)
             out.append(int(x))
         return out
 
@@ -774,11 +767,11 @@ class _Reader:
         value = self.dataset(group, key, layer, kind, field=field, max_size=1, expect="one number")
         arr = np.asarray(value)
         if arr.size != 1:
-            raise self.error(f"value {_show(value)} has shape {arr.shape}, expected one number", layer, field, kind)
+            raise self.error(f"value {bounded(value)} has shape {arr.shape}, expected one number", layer, field, kind)
         x = self._integral(arr, layer, field, kind)[0]
         if (lo is not None and x < lo) or (hi is not None and x > hi):
             rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
-            raise self.error(f"value {_show(x)} is out of range, expected {expected or rng}", layer, field, kind)
+            raise self.error(f"value {bounded(x)} is out of range, expected {expected or rng}", layer, field, kind)
         return x
 
     def int_pair(self, group, key: str, layer: int, kind: str, default: Optional[int] = None) -> tuple[int, int]:
@@ -790,7 +783,7 @@ class _Reader:
         if arr.size == 1:
             arr = np.repeat(arr.reshape(-1), 2)
         if arr.shape != (2,):
-            raise self.error(f"value {_show(value)}, expected {expect}", layer, key, kind)
+            raise self.error(f"value {bounded(value)}, expected {expect}", layer, key, kind)
         pair = self._integral(arr, layer, key, kind)
         if min(pair) < 0 or max(pair) > MAX_LAYER_ELEMENTS:
             raise self.error(f"value {pair}, expected {expect} (at most {MAX_LAYER_ELEMENTS})", layer, key, kind)
@@ -801,16 +794,16 @@ class _Reader:
         value = self.dataset(group, "shape", layer, kind, max_size=MAX_NDIM, expect=expect)
         arr = np.atleast_1d(np.asarray(value))
         if arr.ndim != 1 or arr.size < 1:
-            raise self.error(f"value {_show(value)}, expected {expect}", layer, "shape", kind)
+            raise self.error(f"value {bounded(value)}, expected {expect}", layer, "shape", kind)
         dims = self._integral(arr, layer, "shape", kind)
         if min(dims) < 1:
-            raise self.error(f"value {_show(dims)}, expected positive integers", layer, "shape", kind)
+            raise self.error(f"value {bounded(dims)}, expected positive integers", layer, "shape", kind)
         if ndim is not None and len(dims) != ndim:
-            raise self.error(f"value {_show(dims)} has {len(dims)} entries, expected {ndim} (C, H, W)",
+            raise self.error(f"value {bounded(dims)} has {len(dims)} entries, expected {ndim} (C, H, W)",
                              layer, "shape", kind)
         n = math.prod(dims)
         if n > MAX_LAYER_ELEMENTS:
-            raise self.error(f"value {_show(dims)} declares {n} neurons, more than the limit of "
+            raise self.error(f"value {bounded(dims)} declares {n} neurons, more than the limit of "
                              f"{MAX_LAYER_ELEMENTS} (MAX_LAYER_ELEMENTS)", layer, "shape", kind)
         self.spend(n, layer, "shape", kind)
         return tuple(dims)
@@ -842,7 +835,7 @@ class _Reader:
         else:
             lo, hi = int(arr.min()), int(arr.max())
             if lo < -MAX_INT_VALUE or hi > MAX_INT_VALUE:
-                raise self.error(f"values span {_show(lo)}..{_show(hi)}, expected |value| <= {MAX_INT_VALUE}",
+                raise self.error(f"values span {bounded(lo)}..{bounded(hi)}, expected |value| <= {MAX_INT_VALUE}",
                                  layer, key, kind)
         return arr.astype(np.int64)
 
@@ -858,7 +851,7 @@ class _Reader:
                              "with type CUBA, iDecay, vDecay, vThMant", layer, "neuron", kind)
         ntype = self.string(ng, "type", layer, kind, field="neuron/type")
         if ntype not in ("CUBA", "LOIHI"):
-            raise self.error(f"value {_show(ntype)} is not supported, expected 'CUBA' (or 'LOIHI'), Loihi's "
+            raise self.error(f"value {bounded(ntype)} is not supported, expected 'CUBA' (or 'LOIHI'), Loihi's "
                              f"current-based LIF", layer, "neuron/type", kind)
         if self.h5(lambda: "messageBits" in ng, _h5_name(ng, "messageBits"), layer, "neuron/messageBits", kind):
             bits = self.integer(ng, "messageBits", layer, kind, field="neuron/messageBits")
@@ -1010,7 +1003,7 @@ class _Reader:
         keys = self.h5(lambda: [str(k) for k in lg.keys()], "/layer", field="layer")
         expected = [str(i) for i in range(len(keys))]
         if sorted(keys, key=lambda k: (len(k), k)) != expected:
-            raise self.error(f"layer entries {_show(sorted(keys))}, expected consecutive indices 0..{len(keys) - 1} "
+            raise self.error(f"layer entries {bounded(sorted(keys))}, expected consecutive indices 0..{len(keys) - 1} "
                              f"(netx reads layer[i] for i in range(len(layer)))", field="layer")
         if not keys:
             raise self.error("no layers", field="layer")
@@ -1025,7 +1018,7 @@ class _Reader:
             if kind in NOT_IMPLEMENTED_BY_NETX or kind not in SUPPORTED_TYPES:
                 why = "netx 0.6.0 raises NotImplementedError for it" if kind in NOT_IMPLEMENTED_BY_NETX \
                     else "unknown layer type"
-                raise self.error(f"value {_show(kind)} is not supported ({why}); expected one of "
+                raise self.error(f"value {bounded(kind)} is not supported ({why}); expected one of "
                                  f"{', '.join(SUPPORTED_TYPES)}", i, "type", kind if len(kind) <= 16 else None)
             if kind == "input":
                 if i != 0:
@@ -1051,7 +1044,7 @@ class _Reader:
                         wshape = self.h5(lambda: ds.shape, _h5_name(ds), i, "weight", kind) if ds is not None \
                             else None
                         if wshape is None or len(wshape) != 2 or not 1 <= wshape[1] <= MAX_LAYER_ELEMENTS:
-                            raise self.error(f"shape {_show(wshape)}: the input size of a first dense layer "
+                            raise self.error(f"shape {bounded(wshape)}: the input size of a first dense layer "
                                              f"without an input layer comes from a 2-D (out, in) weight with "
                                              f"1..{MAX_LAYER_ELEMENTS} inputs", i, "weight", kind)
                         cur = (int(wshape[1]),)
@@ -1084,7 +1077,7 @@ class _Reader:
             raise self.error("has an empty (null) dataspace, expected a value", field=field)
         size = math.prod(int(s) for s in shape)
         if not 1 <= size <= max_size:
-            raise self.error(f"declares shape {_show(tuple(shape))} ({size} elements), expected 1.."
+            raise self.error(f"declares shape {bounded(tuple(shape))} ({size} elements), expected 1.."
                              f"{max_size}", field=field)
         self.check_dtype(self.h5(lambda: aid.dtype, what, field=field), kinds, size, None, field, None)
         return self.h5(lambda: obj.attrs[name], what, field=field)
@@ -1093,11 +1086,11 @@ class _Reader:
         value = self.attr(obj, name, field, "iuf")
         arr = np.asarray(value)
         if arr.dtype.kind == "f":
-            raise self.error(f"value {_show(value)} ({arr.dtype}), expected an integer", field=field)
+            raise self.error(f"value {bounded(value)} ({arr.dtype}), expected an integer", field=field)
         x = int(arr.reshape(-1)[0])
         if x < lo or (hi is not None and x > hi):
             rng = expected or (f"{lo}..{hi}" if hi is not None else f">= {lo}")
-            raise self.error(f"value {_show(x)} is out of range, expected {rng}", field=field)
+            raise self.error(f"value {bounded(x)} is out of range, expected {rng}", field=field)
         return x
 
     def attr_bool(self, obj, name: str, field: str, default: bool) -> bool:
@@ -1106,7 +1099,7 @@ class _Reader:
             return default
         x = np.asarray(value).reshape(-1)[0]
         if x.dtype.kind != "b" and int(x) not in (0, 1):
-            raise self.error(f"value {_show(value)}, expected a boolean", field=field)
+            raise self.error(f"value {bounded(value)}, expected a boolean", field=field)
         return bool(x)
 
     def attr_ints(self, obj, name: str, field: str, n: Optional[int], lo: int) -> tuple[int, ...]:
@@ -1116,7 +1109,7 @@ class _Reader:
         vals = [int(v) for v in arr.reshape(-1)]
         if arr.ndim != 1 or not vals or (n is not None and len(vals) != n) or min(vals) < lo \
                 or max(vals) > MAX_LAYER_ELEMENTS:
-            raise self.error(f"value {_show(vals)}, expected {expect} (at most {MAX_LAYER_ELEMENTS})", field=field)
+            raise self.error(f"value {bounded(vals)}, expected {expect} (at most {MAX_LAYER_ELEMENTS})", field=field)
         return tuple(vals)
 
     def attr_str(self, obj, name: str, field: str, default: Optional[str] = None) -> str:
@@ -1129,13 +1122,13 @@ class _Reader:
             try:
                 value = bytes(value).decode("utf8")
             except UnicodeDecodeError:
-                raise self.error(f"value {_show(value)} is not UTF-8 text", field=field) from None
+                raise self.error(f"value {bounded(value)} is not UTF-8 text", field=field) from None
         if not isinstance(value, str):
-            raise self.error(f"value {_show(value)}, expected a string", field=field)
+            raise self.error(f"value {bounded(value)}, expected a string", field=field)
         try:
             value.encode("utf8")
         except UnicodeEncodeError:  # h5py decodes invalid bytes of variable-length strings to surrogates
-            raise self.error(f"value {_show(value)} is not UTF-8 text", field=field) from None
+            raise self.error(f"value {bounded(value)} is not UTF-8 text", field=field) from None
         if len(value) > MAX_STRING_CHARS:
             raise self.error(f"a string of {len(value)} characters, more than the limit of {MAX_STRING_CHARS} "
                              f"(MAX_STRING_CHARS)", field=field)
@@ -1150,20 +1143,20 @@ class _Reader:
         try:
             return json.loads(text)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5,000-digit integer
-            raise self.error(f"value {_show(text, 60)} is not valid JSON ({_one_line(exc)})", field=field) from None
+            raise self.error(f"value {bounded(text, 60)} is not valid JSON ({_one_line(exc)})", field=field) from None
 
     def input_encoding(self, g) -> InputEncoding:
         field = f"{EXTRA_GROUP}/input_encoding"
         enc = self.attr_json(g, "input_encoding", field)
         if not isinstance(enc, dict) or sorted(enc) != ["bits", "kind", "scale"]:
-            raise self.error(f"value {_show(enc)}, expected a JSON object with kind, bits and scale", field=field)
+            raise self.error(f"value {bounded(enc)}, expected a JSON object with kind, bits and scale", field=field)
         kind, bits, scale = enc["kind"], enc["bits"], enc["scale"]
         if kind not in ("graded", "spikes"):
-            raise self.error(f"kind {_show(kind)}, expected 'graded' or 'spikes'", field=field)
+            raise self.error(f"kind {bounded(kind)}, expected 'graded' or 'spikes'", field=field)
         if type(bits) is not int or not 1 <= bits <= 32:
-            raise self.error(f"bits {_show(bits)}, expected an integer 1..32", field=field)
+            raise self.error(f"bits {bounded(bits)}, expected an integer 1..32", field=field)
         if type(scale) not in (int, float) or not 0 < scale <= 2**53:  # NaN fails too
-            raise self.error(f"scale {_show(scale)}, expected a finite number > 0 (at most 2**53)", field=field)
+            raise self.error(f"scale {bounded(scale)}, expected a finite number > 0 (at most 2**53)", field=field)
         return InputEncoding(kind=kind, bits=bits, scale=float(scale))
 
     def extras(self, in_shape: tuple[int, ...], netx_layers: list[Layer], indices: list[int]) -> Optional[Network]:
@@ -1177,7 +1170,7 @@ class _Reader:
                                 f"{FORMAT_VERSION} (a different version: written by a newer neurodeploy?)")
         readout = self.attr_str(g, "readout", f"{EXTRA_GROUP}/readout", "spikes")  # older files: spikes
         if readout not in READOUTS:
-            raise self.error(f"readout {_show(readout)}, expected one of {READOUTS}", field=f"{EXTRA_GROUP}/readout")
+            raise self.error(f"readout {bounded(readout)}, expected one of {READOUTS}", field=f"{EXTRA_GROUP}/readout")
         input_shape = self.attr_ints(g, "input_shape", f"{EXTRA_GROUP}/input_shape", None, 1)
         if math.prod(input_shape) > MAX_LAYER_ELEMENTS:
             raise self.error(f"value {list(input_shape)} declares more than {MAX_LAYER_ELEMENTS} inputs "
@@ -1189,7 +1182,7 @@ class _Reader:
             input_encoding=self.input_encoding(g), profile=self.attr_str(g, "profile", f"{EXTRA_GROUP}/profile"),
             metadata=self.attr_json(g, "metadata", f"{EXTRA_GROUP}/metadata"), readout=readout)
         if not isinstance(network.metadata, dict):
-            raise self.error(f"value {_show(network.metadata)}, expected a JSON object",
+            raise self.error(f"value {bounded(network.metadata)}, expected a JSON object",
                              field=f"{EXTRA_GROUP}/metadata")
         lg, n = self.layer_group(g, "layers", f"{EXTRA_GROUP}/layers")
         if lg is None:
@@ -1220,14 +1213,14 @@ class _Reader:
         exact = self.attr_bool(e, "netx_exact", f"{base}/netx_exact", True)
         kind = self.attr_str(e, "kind", f"{base}/kind")
         if kind not in ("dense", "dense_rec", "conv"):
-            raise self.error(f"layer kind {_show(kind)}, expected dense, dense_rec or conv", field=f"{base}/kind")
+            raise self.error(f"layer kind {bounded(kind)}, expected dense, dense_rec or conv", field=f"{base}/kind")
         common = dict(
             name=self.attr_str(e, "name", f"{base}/name"),
             sign_mode=self.attr_str(e, "sign_mode", f"{base}/sign_mode"),
             weight_exp=self.attr_int(e, "weight_exp", f"{base}/weight_exp", *IR_EXP_RANGE),
             num_weight_bits=self.attr_int(e, "num_weight_bits", f"{base}/num_weight_bits", 1, 8))
         if common["sign_mode"] not in SIGN_MODES:
-            raise self.error(f"value {_show(common['sign_mode'])}, expected one of {SIGN_MODES}",
+            raise self.error(f"value {bounded(common['sign_mode'])}, expected one of {SIGN_MODES}",
                              field=f"{base}/sign_mode")
         ng = self.child(e, "neurons", None, f"{base}/neurons", None, h5py.Group)
         if ng is None:
@@ -1252,7 +1245,7 @@ class _Reader:
             field = f"{base}/{key}" if group is e else f"{base}/neurons/{key}"
             arr = np.asarray(self.dataset(group, key, None, field=field, kinds="iu"))
             if arr.ndim != ndim:
-                raise self.error(f"shape {_show(arr.shape)}, expected {ndim} dimensions", field=field)
+                raise self.error(f"shape {bounded(arr.shape)}, expected {ndim} dimensions", field=field)
             return arr
 
         bias = ints(ng, "bias_mant", 1)
@@ -1339,10 +1332,10 @@ def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Opti
     import h5py
 
     if readout is not None and (not isinstance(readout, str) or readout not in READOUTS):
-        raise NetxFormatError(f"{path}: readout {_show(readout)}, expected one of {READOUTS}", path=str(path))
+        raise NetxFormatError(f"{path}: readout {bounded(readout)}, expected one of {READOUTS}", path=str(path))
     if time_steps is not None and (not isinstance(time_steps, (int, np.integer)) or isinstance(time_steps, bool)
                                    or not 1 <= time_steps <= MAX_TIME_STEPS):
-        raise NetxFormatError(f"{path}: time_steps {_show(time_steps)}, expected an integer 1..{MAX_TIME_STEPS} "
+        raise NetxFormatError(f"{path}: time_steps {bounded(time_steps)}, expected an integer 1..{MAX_TIME_STEPS} "
                               f"(MAX_TIME_STEPS)", path=str(path))
     path = Path(path)
     try:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import NeurodeployError
 from ..fileio import require_regular_file
+from ..processes import memory_available
 
 __all__ = ["MAX_STEPS", "InputFileError", "memory_available", "load_input_npy"]
 
@@ -24,21 +25,6 @@ MAX_STEPS = 100_000
 
 class InputFileError(NeurodeployError, ValueError):
     """An input array file (``simulate --input``) is not a usable ``.npy`` array; the message says why."""
-
-
-def memory_available() -> Optional[int]:
-    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None if unknown."""
-    try:
-        with open("/proc/meminfo", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 def _gib(n: float) -> str:

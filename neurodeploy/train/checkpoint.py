@@ -51,23 +51,6 @@ def save_checkpoint(path: Union[str, Path], payload: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
 
 
-def shown(value: object, limit: int = 80) -> str:
-    """:func:`~neurodeploy.errors.bounded` on one line, for values read from a checkpoint.
-
-    A tensor is shown by its shape and dtype, a container holding containers
-    or tensors by its size (never expanded), and newlines are escaped.
-    """
-    if isinstance(value, torch.Tensor):
-        return f"<tensor of shape {tuple(value.shape)[:8]}, {value.dtype}>"
-    if isinstance(value, (list, tuple, set, frozenset, dict)):
-        items = value.values() if isinstance(value, dict) else value
-        keys = value.keys() if isinstance(value, dict) else ()
-        nested = (list, tuple, set, frozenset, dict, torch.Tensor)
-        if len(value) > 16 or any(isinstance(v, nested) for v in items) or any(isinstance(k, nested) for k in keys):
-            return f"<{type(value).__name__} of {len(value)} items>"
-    return bounded(value, limit).replace("\n", "\\n").replace("\r", "\\r")
-
-
 def _check_plain(value: object, where: str, depth: int = 0) -> None:
     """A config read from a checkpoint holds what YAML can: mappings with string keys, lists, scalars."""
     if depth > 8:
@@ -77,15 +60,15 @@ def _check_plain(value: object, where: str, depth: int = 0) -> None:
             raise CheckpointError(f"{where}: a mapping of {len(value)} keys; far more than any config section")
         for key, item in value.items():
             if not isinstance(key, str):
-                raise CheckpointError(f"{where}: key {shown(key)} is not a string")
-            _check_plain(item, f"{where}.{key if key.isidentifier() else shown(key, 40)}", depth + 1)
+                raise CheckpointError(f"{where}: key {bounded(key)} is not a string")
+            _check_plain(item, f"{where}.{key if key.isidentifier() else bounded(key, 40)}", depth + 1)
     elif isinstance(value, list):
         if len(value) > 10**5:
             raise CheckpointError(f"{where}: a list of {len(value)} items; far more than any config value")
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]", depth + 1)
     elif not (value is None or isinstance(value, (str, bool, int, float))):
-        raise CheckpointError(f"{where} is a {type(value).__name__} {shown(value)}; a config holds only "
+        raise CheckpointError(f"{where} is a {type(value).__name__} {bounded(value)}; a config holds only "
                               f"mappings, lists, strings, numbers, booleans and nulls")
 
 
@@ -95,7 +78,7 @@ def _load_error(path: Path, exc: Exception) -> CheckpointError:
     found = re.search(r"GLOBAL (\S+)", text)
     if found:
         name = found.group(1).rstrip(".,;:")
-        return CheckpointError(f"{path}: refused, NOT loaded: the file asks to import {shown(name)}, which a "
+        return CheckpointError(f"{path}: refused, NOT loaded: the file asks to import {bounded(name)}, which a "
                                f"checkpoint of tensors never needs (it may be malicious; do not load it elsewhere)")
     if isinstance(exc, EOFError):
         return CheckpointError(f"{path}: not a checkpoint (the file is empty or truncated)")
@@ -103,11 +86,11 @@ def _load_error(path: Path, exc: Exception) -> CheckpointError:
         return CheckpointError(f"{path}: not a checkpoint (not a complete torch zip archive: corrupt or truncated)")
     operand = re.search(r"Unsupported operand (\S+)", text)
     if operand or "Weights only load failed" in text:
-        what = f" (pickle opcode {shown(operand.group(1))})" if operand else ""
+        what = f" (pickle opcode {bounded(operand.group(1))})" if operand else ""
         return CheckpointError(f"{path}: not a checkpoint: unreadable or unsupported pickle data{what}; "
                                f"NOT loaded")
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {shown(first, 160)})")
+    return CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {bounded(first, 160)})")
 
 
 def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
@@ -135,7 +118,7 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a neurodeploy checkpoint (missing format tag {FORMAT!r})")
     if data.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {shown(data.get('version'))}, expected {VERSION}")
+        raise CheckpointError(f"{path}: checkpoint version {bounded(data.get('version'))}, expected {VERSION}")
     check_structure(data, path)
     return data
 
@@ -158,37 +141,37 @@ def check_structure(data: Mapping[str, Any], path: Union[str, Path]) -> None:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} (a neurodeploy checkpoint holds "
                               f"{', '.join(REQUIRED_KEYS)}); it is damaged or was not written by neurodeploy")
     if not isinstance(data["config"], dict):
-        raise CheckpointError(f"{path}: config is {type(data['config']).__name__} {shown(data['config'])}; "
+        raise CheckpointError(f"{path}: config is {type(data['config']).__name__} {bounded(data['config'])}; "
                               f"expected a mapping")
     _check_plain(data["config"], f"{path}: config")
     epoch = data["epoch"]
     if not _is_int(epoch) or not 0 <= epoch <= MAX_EPOCH:
-        raise CheckpointError(f"{path}: epoch is {shown(epoch)}; expected an integer in [0, {MAX_EPOCH}]")
+        raise CheckpointError(f"{path}: epoch is {bounded(epoch)}; expected an integer in [0, {MAX_EPOCH}]")
     shape = data["input_shape"]
     if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 4
             or not all(_is_int(d) and 1 <= d <= MAX_DIM for d in shape) or math.prod(shape) > MAX_SAMPLE):
-        raise CheckpointError(f"{path}: input_shape is {shown(shape)}; expected a list of 1 to 4 integers in "
+        raise CheckpointError(f"{path}: input_shape is {bounded(shape)}; expected a list of 1 to 4 integers in "
                               f"[1, {MAX_DIM}] (the shape of one sample, at most {MAX_SAMPLE} elements)")
     n = data["n_classes"]
     if not _is_int(n) or not 1 <= n <= MAX_CLASSES:
-        raise CheckpointError(f"{path}: n_classes is {shown(n)}; expected an integer in [1, {MAX_CLASSES}]")
+        raise CheckpointError(f"{path}: n_classes is {bounded(n)}; expected an integer in [1, {MAX_CLASSES}]")
     state = data["model"]
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: model is {type(state).__name__} {shown(state)}; expected a state dict "
+        raise CheckpointError(f"{path}: model is {type(state).__name__} {bounded(state)}; expected a state dict "
                               f"(parameter names to tensors)")
     for key, value in state.items():
         if not isinstance(key, str):
-            raise CheckpointError(f"{path}: model: key {shown(key)} is not a parameter name (a string)")
-        _check_tensor(value, f"{path}: model[{shown(key)}]")
+            raise CheckpointError(f"{path}: model: key {bounded(key)} is not a parameter name (a string)")
+        _check_tensor(value, f"{path}: model[{bounded(key)}]")
     for key in ("optimizer", "scheduler"):
         if key in data and not isinstance(data[key], dict):
-            raise CheckpointError(f"{path}: {key} is {type(data[key]).__name__} {shown(data[key])}; "
+            raise CheckpointError(f"{path}: {key} is {type(data[key]).__name__} {bounded(data[key])}; "
                                   f"expected a state dict (a mapping)")
 
 
 def _check_tensor(value: object, where: str) -> None:
     if not isinstance(value, torch.Tensor):
-        raise CheckpointError(f"{where} is {type(value).__name__} {shown(value)}; expected a tensor")
+        raise CheckpointError(f"{where} is {type(value).__name__} {bounded(value)}; expected a tensor")
     if value.layout != torch.strided:
         raise CheckpointError(f"{where} is a {value.layout} tensor; expected a dense tensor")
     if value.is_complex() or value.is_quantized or value.dtype == torch.bool:
@@ -213,17 +196,17 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], state: Mapping[str, A
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (first {shown(missing[0])})")
+            parts.append(f"{len(missing)} missing (first {bounded(missing[0])})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first {shown(unexpected[0])})")
+            parts.append(f"{len(unexpected)} unexpected (first {bounded(unexpected[0])})")
         raise CheckpointError(f"{where}: the state dict does not fit the model its config builds: "
                               f"{' and '.join(parts)} tensor name(s)")
     for key, want in expected.items():
         got = state[key]
-        name = f"{where}[{shown(key)}]"
+        name = f"{where}[{bounded(key)}]"
         _check_tensor(got, name)
         if tuple(got.shape) != tuple(want.shape):
-            raise CheckpointError(f"{name} has shape {shown(tuple(got.shape))}, but the model its config "
+            raise CheckpointError(f"{name} has shape {bounded(tuple(got.shape))}, but the model its config "
                                   f"builds needs {tuple(want.shape)}")
         if got.dtype != want.dtype:
             # exact: a float64 value past float32's range would load as inf

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import NeurodeployError
+from ..errors import NeurodeployError, bounded
 from ..attacks import fgsm
 from ..config import RunConfig, config_from_dict, dump_config
 from ..data import DatasetSplit, load_dataset
@@ -29,8 +29,7 @@ from ..fileio import atomic_path, require_regular_file, write_text_atomic
 from ..models import SNNClassifier, build_model
 from ..models.builders import ModelBuildError, data_driven_init
 from ..neurons.modules import record_activity
-from .checkpoint import (CHECKPOINT_NAME, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint,
-                         shown)
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
 from .regularizers import bound_penalty, gain_penalty, mppd_penalty, select_layers, snn_rat_step
 
 METRICS_NAME = "metrics.jsonl"
@@ -293,11 +292,6 @@ def model_from_checkpoint(cfg: RunConfig, ckpt: dict, path: str | Path) -> SNNCl
     return model
 
 
-def _short(value: object) -> str:
-    """A bounded one-line repr that never expands a nested container (a YAML alias bomb stays small)."""
-    return shown(value)
-
-
 def _same_value(a: object, b: object) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
@@ -316,23 +310,23 @@ def _record_difference(record: object, expected: dict, defaults: Optional[dict],
     the default (a record written before the key existed).
     """
     if not isinstance(record, dict):
-        return prefix or "<top level>", _short(record), "a mapping"
+        return prefix or "<top level>", bounded(record), "a mapping"
     for key in record:
         if key not in expected:
-            return (f"{prefix}.{key}" if prefix else str(key)), _short(record[key]), "no such key"
+            return (f"{prefix}.{key}" if prefix else str(key)), bounded(record[key]), "no such key"
     for key, want in expected.items():
         where = f"{prefix}.{key}" if prefix else key
         default = defaults.get(key) if isinstance(defaults, dict) else None
         if key not in record:
             if isinstance(defaults, dict) and key in defaults and _same_value(want, default):
                 continue
-            return where, "missing", _short(want)
+            return where, "missing", bounded(want)
         if isinstance(want, dict):
             found = _record_difference(record[key], want, default if isinstance(default, dict) else None, where)
             if found:
                 return found
         elif not _same_value(record[key], want):
-            return where, _short(record[key]), _short(want)
+            return where, bounded(record[key]), bounded(want)
     return None
 
 
@@ -427,12 +421,12 @@ def read_metrics(path: str | Path, epochs: int) -> list[dict]:
                 raise RunError(f"{where}: not a JSON object neurodeploy writes (too deeply nested or a huge "
                                f"number); {hint}") from None
             if not isinstance(record, dict):
-                raise RunError(f"{where}: {_short(record)} is not an epoch record (a JSON object); {hint}")
+                raise RunError(f"{where}: {bounded(record)} is not an epoch record (a JSON object); {hint}")
             if not (type(record.get("epoch")) is int and record["epoch"] == n):
-                raise RunError(f"{where}: epoch is {_short(record.get('epoch'))}, expected {n}; {hint}")
+                raise RunError(f"{where}: epoch is {bounded(record.get('epoch'))}, expected {n}; {hint}")
             for key, value in record.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise RunError(f"{where}: {shown(key)} is {_short(value)}, expected a number; {hint}")
+                    raise RunError(f"{where}: {bounded(key)} is {bounded(value)}, expected a number; {hint}")
             records.append(record)
     return records
 
@@ -444,31 +438,31 @@ def _fits(got: object, want: object, where: str) -> None:
     """``got`` (from a checkpoint) has the structure and types of ``want`` (a fresh state dict's)."""
     if isinstance(want, dict):
         if not isinstance(got, dict):
-            raise CheckpointError(f"{where} is {_short(got)}; expected a mapping")
+            raise CheckpointError(f"{where} is {bounded(got)}; expected a mapping")
         extra = [k for k in got if k not in want]
         if extra:
-            raise CheckpointError(f"{where}: unexpected key {shown(extra[0])}")
+            raise CheckpointError(f"{where}: unexpected key {bounded(extra[0])}")
         for key in want:
             if key in got:
-                _fits(got[key], want[key], f"{where}[{shown(key)}]")
+                _fits(got[key], want[key], f"{where}[{bounded(key)}]")
     elif isinstance(want, (list, tuple)):
         if not isinstance(got, (list, tuple)) or len(got) != len(want):
-            raise CheckpointError(f"{where} is {_short(got)}; expected {len(want)} item(s)")
+            raise CheckpointError(f"{where} is {bounded(got)}; expected {len(want)} item(s)")
         for i, (g, w) in enumerate(zip(got, want)):
             _fits(g, w, f"{where}[{i}]")
     elif isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
-            raise CheckpointError(f"{where} is {_short(got)}; expected a tensor of shape {tuple(want.shape)}")
+            raise CheckpointError(f"{where} is {bounded(got)}; expected a tensor of shape {tuple(want.shape)}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise CheckpointError(f"{where} holds non-finite values")
     elif isinstance(want, bool) or want is None or isinstance(want, str):
         if type(got) is not type(want):
-            raise CheckpointError(f"{where} is {_short(got)}; expected {type(want).__name__}")
+            raise CheckpointError(f"{where} is {bounded(got)}; expected {type(want).__name__}")
     elif isinstance(want, (int, float)):
         if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
-            raise CheckpointError(f"{where} is {_short(got)}; expected a finite number")
+            raise CheckpointError(f"{where} is {bounded(got)}; expected a finite number")
     elif type(got) is not type(want):
-        raise CheckpointError(f"{where} is {_short(got)}; expected {type(want).__name__}")
+        raise CheckpointError(f"{where} is {bounded(got)}; expected {type(want).__name__}")
 
 
 def _restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, state: dict,
@@ -481,7 +475,7 @@ def _restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, 
     fresh, saved = opt.state_dict(), state["optimizer"]
     extra = [k for k in saved if k not in ("state", "param_groups")]
     if extra or "param_groups" not in saved:
-        what = f"unexpected key {shown(extra[0])}" if extra else "no param_groups"
+        what = f"unexpected key {bounded(extra[0])}" if extra else "no param_groups"
         raise CheckpointError(f"{path}: optimizer: {what}; expected an optimizer state dict")
     _fits(saved["param_groups"], fresh["param_groups"], f"{path}: optimizer param_groups")
     groups = []
@@ -492,14 +486,14 @@ def _restore_training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, 
     params = [p for group in opt.param_groups for p in group["params"]]
     opt_state = saved.get("state", {})
     if not isinstance(opt_state, dict):
-        raise CheckpointError(f"{path}: optimizer state is {_short(opt_state)}; expected a mapping")
+        raise CheckpointError(f"{path}: optimizer state is {bounded(opt_state)}; expected a mapping")
     for index, entry in opt_state.items():
-        where = f"{path}: optimizer state[{shown(index)}]"
+        where = f"{path}: optimizer state[{bounded(index)}]"
         if type(index) is not int or not 0 <= index < len(params) or not isinstance(entry, dict):
             raise CheckpointError(f"{where}: not the state of one of the model's {len(params)} parameters")
         for key, value in entry.items():
             if key not in _OPT_STATE_KEYS:
-                raise CheckpointError(f"{where}: unknown entry {shown(key)}")
+                raise CheckpointError(f"{where}: unknown entry {bounded(key)}")
             if value is None and key == "momentum_buffer":
                 continue
             want = torch.zeros(()) if key == "step" else params[index].detach()
