@@ -16,6 +16,10 @@ the state once per step; ``threshold`` and ``bias`` are in the units of the
 membrane potential ``v`` (the units the incoming weights produce). A node's
 input at step ``t`` is its predecessor's output at step ``t`` (no delay);
 a :class:`Recurrent` connection delivers step ``t``'s spikes at ``t + 1``.
+The recurrent input joins the feed-forward current *before* an
+:class:`InputGain` in front of the neuron node: for ``[..., InputGain,
+neurons, Recurrent]`` the neurons receive ``x[t] = gain[t] * (ff[t] + W
+s[t-1])`` with ``s[-1] = 0`` (the DLIF layers scale the whole current).
 
 Nodes form a chain (``FloatGraph.nodes``, input first). The neuron dynamics,
 one step, for a current ``x`` arriving at the neuron node:
