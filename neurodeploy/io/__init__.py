@@ -5,6 +5,9 @@
   :class:`NetxExportError`).
 * :mod:`.nir_export`: a float :class:`~neurodeploy.models.builders.SNNClassifier`
   as a NIR graph (:func:`export_nir`).
+* :mod:`.nir_graph`: NIR <-> :class:`~neurodeploy.graph.FloatGraph`
+  (:func:`graph_to_nir`, :func:`nir_to_graph`, :func:`load_nir`,
+  :class:`NIRImportError`, :class:`NIRTypeCheckWarning`).
 * :mod:`.onnx_export`: one time step of a float model as an ONNX graph with
   explicit neuron state (:func:`export_onnx`, :func:`run_onnx`).
 
@@ -25,6 +28,11 @@ _EXPORTS = {
     "NetxInexactWarning": ".netx_hdf5",
     "export_nir": ".nir_export",
     "NIRExportError": ".nir_export",
+    "graph_to_nir": ".nir_graph",
+    "nir_to_graph": ".nir_graph",
+    "load_nir": ".nir_graph",
+    "NIRImportError": ".nir_graph",
+    "NIRTypeCheckWarning": ".nir_graph",
     "export_onnx": ".onnx_export",
     "run_onnx": ".onnx_export",
     "step_interface": ".onnx_export",
