@@ -23,7 +23,21 @@ from typing import Optional
 import numpy as np
 
 from ..errors import NeurodeployError
-from ..ir import VTH_MAX, ConvLayer, DenseLayer, Network
+from ..ir import ConvLayer, DenseLayer, Network
+from ..lava_rules import (  # noqa: F401 - Lava's rules, re-exported for the backends and their callers
+    BIAS_EXP_RANGE,
+    BIAS_MANT_RANGE,
+    DECAY_MAX,
+    GRADED_BITS_RANGE,
+    NUM_WEIGHT_BITS_RANGE,
+    VTH_MAX,
+    WEIGHT_EXP_RANGE,
+    WEIGHT_RANGE,
+    effective_weights,
+    message_max,
+    shift,
+    wrap32,
+)
 
 __all__ = [
     "BackendError",
@@ -36,18 +50,10 @@ __all__ = [
 
 BACKENDS = ("emulator", "lava")
 
-# Ranges a network must respect so that Lava 0.10's fixed-point CPU models run
-# it without silent overflow of their storage types (and so that the emulator,
-# which reproduces those models, agrees with them). Hardware widths that the
-# CPU models do not enforce (bias_mant 13 bit, bias_exp 3 bit) are the
-# quantizer's business; see shared/docs/loihi-fixed-point.md.
-# VTH_MAX (LIF vth: 17 bit; vth << 6 must stay in 24 bit) is the IR's own bound
-BIAS_MANT_RANGE = (-(2**15), 2**15 - 1)  # stored as int16 by PyLifModelBitAcc
-BIAS_EXP_RANGE = (-16, 16)             # bias_mant << bias_exp must fit int32
-WEIGHT_EXP_RANGE = (-16, 16)           # sum << weight_exp in int32/int64 numpy shifts
-WEIGHT_RANGE = (-(2**31 - 1), 2**31 - 1)  # weights are converted to int32 by Lava
-NUM_WEIGHT_BITS_RANGE = (1, 8)
-GRADED_BITS_RANGE = (1, 24)            # Loihi graded spikes carry at most 24 bits
+# The ranges a network must respect so that Lava 0.10's fixed-point CPU models run it without silent
+# overflow of their storage types (and so that the emulator, which reproduces those models, agrees with
+# them) are Lava's rules: neurodeploy.lava_rules (BIAS_MANT_RANGE, BIAS_EXP_RANGE, WEIGHT_EXP_RANGE,
+# WEIGHT_RANGE, NUM_WEIGHT_BITS_RANGE, GRADED_BITS_RANGE, VTH_MAX; see shared/docs/loihi-fixed-point.md).
 
 
 class BackendError(NeurodeployError, RuntimeError):
@@ -124,8 +130,8 @@ def check_network(network: Network, source: str = "network") -> Network:
         if bias.size and (bias.min() < BIAS_MANT_RANGE[0] or bias.max() > BIAS_MANT_RANGE[1]):
             raise BackendError(f"{where}: bias_mant spans {bias.min()}..{bias.max()}, "
                                f"expected {BIAS_MANT_RANGE[0]}..{BIAS_MANT_RANGE[1]} (int16)")
-        _check_range(where, "neuron du", nrn.du, 0, 4095)
-        _check_range(where, "neuron dv", nrn.dv, 0, 4095)
+        _check_range(where, "neuron du", nrn.du, 0, DECAY_MAX)
+        _check_range(where, "neuron dv", nrn.dv, 0, DECAY_MAX)
         _check_range(where, "neuron vth", nrn.vth, 0, VTH_MAX)
         _check_range(where, "neuron bias_exp", nrn.bias_exp, *BIAS_EXP_RANGE)
         _check_range(where, "weight_exp", layer.weight_exp, *WEIGHT_EXP_RANGE)
@@ -157,7 +163,7 @@ def check_network(network: Network, source: str = "network") -> Network:
 def input_max(network: Network) -> int:
     """Largest input value the first layer can receive."""
     enc = network.input_encoding
-    return 1 if enc.kind == "spikes" else (1 << int(enc.bits)) - 1
+    return message_max(0 if enc.kind == "spikes" else int(enc.bits))
 
 
 def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
@@ -203,38 +209,6 @@ def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
         raise BackendError(f"inputs span {lo_v}..{hi_v}, expected 0..{hi} ({what}, "
                            f"input_encoding {enc.kind!r})")
     return arr.astype(np.int64, copy=False) if as_int64 else arr
-
-
-def effective_weights(weight: np.ndarray, sign_mode: str, num_weight_bits: int) -> np.ndarray:
-    """The weights Lava's fixed-point Dense actually uses (int64).
-
-    Reproduces ``lava.utils.weightutils``: ``clip_weights(num_bits=8)`` then
-    ``truncate_weights``. Mixed: clip to [-256, 255]; excitatory [0, 255];
-    inhibitory [-255, 0]. Then ``8 - num_weight_bits + is_mixed`` low bits are
-    dropped: floor for mixed/excitatory, but toward zero for inhibitory (Lava
-    negates, floors the magnitude, negates back: -3 -> -2 with one bit dropped).
-    """
-    w = np.asarray(weight).astype(np.int64)
-    mixed = sign_mode == "mixed"
-    inhibitory = sign_mode == "inhibitory"
-    if inhibitory:
-        w = -w
-    w = np.clip(w, -256 if mixed else 0, 255)
-    k = 8 - int(num_weight_bits) + int(mixed)
-    w = (w >> k) << k
-    if inhibitory:
-        w = -w
-    return w
-
-
-def wrap32(x: np.ndarray) -> np.ndarray:
-    """int64 values as int32 two's complement would hold them (numpy's C casts wrap)."""
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
-def shift(x: np.ndarray, exp: int) -> np.ndarray:
-    """Lava's ``left_shift(x, e) if e > 0 else right_shift(x, -e)`` (arithmetic)."""
-    return x << exp if exp > 0 else x >> (-exp)
 
 
 def run_network(network: Network, inputs, backend: str = "emulator", **kwargs) -> RunResult:

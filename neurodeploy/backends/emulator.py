@@ -73,22 +73,18 @@ from typing import Optional
 
 import numpy as np
 
+from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network
-from .base import (
-    BackendError,
-    RunResult,
-    check_inputs,
-    check_network,
-    effective_weights,
-    input_max,
-    shift,
-    wrap32,
-)
+from ..lava_rules import effective_weights, shift, wrap32
+from .base import BackendError, RunResult, check_inputs, check_network, input_max
 
 __all__ = ["run_emulator", "Emulator"]
 
-_U_LIM = 1 << 23            # Lava's max_uv_val
-_V_LIM = (1 << 23) - 1      # voltage clip
+_U_LIM = lr.U_LIMIT         # Lava's max_uv_val
+_V_LIM = lr.V_LIMIT         # voltage clip
+_ACT = float(1 << lr.ACT_SHIFT)         # a_in << 6 as a float multiply
+_UNITY = float(lr.DECAY_UNITY)          # decays are multiples of 1/4096
+_U_WRAP = float(1 << lr.STATE_BITS)     # u's one-shot wrap subtracts / adds 2**24
 _COLS_BUDGET = 1 << 24      # elements of one im2col block
 # The float64 LIF path: for layers whose u keeps state (du < 4095, or recurrent) when
 # |a_in| < FAST_A_LIMIT (no int32 wrap, |u| <= 2**23) and |bias| < FAST_BIAS_LIMIT;
@@ -208,16 +204,16 @@ class _Synapse:
         float. Otherwise via the int64 path with all its wraps."""
         if not self.exact_float:
             out = self.apply(x).astype(np.float64)
-            out *= 64.0
+            out *= _ACT
             return out
         r = self._sum(x)
         if self.exp < 0:
             r = np.floor(r * (2.0 ** self.exp))       # arithmetic right shift
             out = r.astype(np.float64, copy=False)
-            out *= 64.0
+            out *= _ACT
         else:
             out = r.astype(np.float64, copy=False)
-            out *= 2.0 ** (self.exp + 6)
+            out *= 2.0 ** (self.exp + lr.ACT_SHIFT)
         return out
 
 
@@ -232,8 +228,8 @@ class _Neurons:
     @classmethod
     def build(cls, nrn) -> "_Neurons":
         mant = np.asarray(nrn.bias_mant).astype(np.int64)
-        bias = wrap32(shift(mant, int(nrn.bias_exp)))
-        return cls(4096 - (int(nrn.du) + 1), 4096 - int(nrn.dv), bias, int(nrn.vth) << 6, int(mant.size))
+        return cls(lr.u_multiplier(nrn.du), lr.v_multiplier(nrn.dv), lr.effective_bias(mant, nrn.bias_exp),
+                   lr.effective_vth(nrn.vth), int(mant.size))
 
     def __post_init__(self):
         self.bias_bound = int(np.abs(self.bias).max(initial=0))
@@ -242,22 +238,10 @@ class _Neurons:
     def step(self, u: np.ndarray, v: np.ndarray, a: np.ndarray, v_noise: Optional[np.ndarray] = None) -> np.ndarray:
         """One Lava fixed_pt LIF step in place on int64 ``u``, ``v``; returns the spikes.
 
-        General path: reproduces every int32 wrap of Lava's arithmetic.
-        ``v_noise`` (membrane noise) is added to the int32 sum for ``v``."""
-        x = u * self.du_mult
-        dec = (x + ((x >> 63) & 4095)) >> 12          # sign(x) * (|x| >> 12)
-        t = wrap32(dec + wrap32(a << 6))
-        t -= (t > _U_LIM).astype(np.int64) << 24     # Lava's one-shot 24-bit wrap
-        t += (t <= -_U_LIM).astype(np.int64) << 24
-        u[...] = t
-        y = v * self.dv_mult
-        decv = (y + ((y >> 63) & 4095)) >> 12
-        nv = wrap32(decv + t + self.bias if v_noise is None else decv + t + self.bias + v_noise)
-        np.clip(nv, -_V_LIM, _V_LIM, out=nv)
-        s = nv > self.vth
-        nv[s] = 0
-        v[...] = nv
-        return s
+        General path: reproduces every int32 wrap of Lava's arithmetic
+        (:func:`neurodeploy.lava_rules.lif_step`). ``v_noise`` (membrane noise) is
+        added to the int32 sum for ``v``."""
+        return lr.lif_step(u, v, a, self.du_mult, self.dv_mult, self.bias, self.vth, v_noise)
 
 
 def _geometric(ratio: float, steps: int) -> float:
@@ -271,10 +255,10 @@ def _oneshot24(x: np.ndarray, tmp: np.ndarray) -> None:
     |x| <= 2**31 the first cannot make the second apply, so in sequence they
     equal Lava's two ``np.where`` on the original value)."""
     np.greater(x, _U_LIM, out=tmp)
-    tmp *= float(1 << 24)
+    tmp *= _U_WRAP
     x -= tmp
     np.less_equal(x, -_U_LIM, out=tmp)
-    tmp *= float(1 << 24)
+    tmp *= _U_WRAP
     x += tmp
 
 
@@ -413,7 +397,7 @@ class Emulator:
                     views = list(D)
                     for s in active:
                         drives[s + 1] = views[s - s0]
-            amax = 0.0 if D is None else max(float(D.max()), -float(D.min())) / 64.0
+            amax = 0.0 if D is None else max(float(D.max()), -float(D.min())) / _ACT
             a_bound = amax + (rec.bound if rec is not None else 0)
             nz = arrays[li]
             if nz is not None:                        # (P, b, n), time-major like the spikes
@@ -457,15 +441,15 @@ class Emulator:
         silent = [False] * P
         v = np.zeros((b, n))
         keep = np.empty((b, n))
-        cu, cv = nrn.du_mult / 4096.0, nrn.dv_mult / 4096.0
+        cu, cv = nrn.du_mult / _UNITY, nrn.dv_mult / _UNITY
         stateless = nrn.du_mult == 0 and rec is None  # u = f(a_in) alone: once per distinct drive
         if stateless:                                 # any int32 drive
-            a64_bound = 64.0 * a_bound * _MARGIN
+            a64_bound = _ACT * a_bound * _MARGIN
             u_wrap32 = a64_bound >= 2.0 ** 31         # a << 6 wraps at 32 bit
             u_bound = 2.0 ** 31 if u_wrap32 else a64_bound   # the one-shot wrap never grows |u| past this
         else:                                         # a_bound < FAST_A_LIMIT: |u| stays <= 2**23
             u_wrap32 = False
-            u_bound = 64.0 * a_bound * _geometric(cu, P) * _MARGIN
+            u_bound = _ACT * a_bound * _geometric(cu, P) * _MARGIN
         wrap = u_bound >= _U_LIM                      # else u never leaves (-2**23, 2**23)
         u_bound = min(u_bound, 2.0 ** 31) if stateless else min(u_bound, _U_LIM)
         v_wrap32 = _V_LIM + u_bound + nrn.bias_bound >= 2.0 ** 31   # Lava's int32 sum for v can wrap
@@ -539,7 +523,7 @@ class Emulator:
         v = np.zeros((b, n), dtype=np.int64)
         for s in range(P):
             d = drives[s]
-            a = np.zeros((b, n), dtype=np.int64) if d is None else (d * (1.0 / 64.0)).astype(np.int64)
+            a = np.zeros((b, n), dtype=np.int64) if d is None else (d * (1.0 / _ACT)).astype(np.int64)
             if rec is not None and s > 0:
                 prev = S[s - 1] if rec_keep is None else S[s - 1] * rec_keep[s - 1]
                 a = wrap32(a + rec.apply(prev))       # the InPort adds both in int32

@@ -86,14 +86,8 @@ from ..processes import (
     kill_and_reap,
     unlink_segments,
 )
-from .base import (
-    BackendError,
-    RunResult,
-    check_inputs,
-    check_network,
-    effective_weights,
-    input_max,
-)
+from ..lava_rules import U_LIMIT, effective_weights
+from .base import BackendError, RunResult, check_inputs, check_network, input_max
 
 __all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
            "MAX_PROCESSES_ENV"]
@@ -109,7 +103,7 @@ MAX_PROCESSES_ENV = "NEURODEPLOY_LAVA_MAX_PROCESSES"
 PROCESS_MIB = 32
 MEMORY_FRACTION = 0.8            # of MemAvailable
 _RESOURCE_ERRNOS = {errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
-_CONV_SUM_LIMIT = 1 << 23        # Lava's Conv wraps a_buf to 24 bits
+_CONV_SUM_LIMIT = U_LIMIT        # Lava's Conv wraps a_buf to 24 bits
 _INT8_MAX = 127                  # Conv stores kernel/stride/padding/dilation/groups as int8
 
 
@@ -179,7 +173,7 @@ def plan_network(network: Network) -> LavaPlan:
 
     Raises before any Lava process exists, so malformed networks never start Lava.
     """
-    from lava.utils.weightutils import SignMode, clip_weights, truncate_weights
+    from lava.utils.weightutils import SignMode
 
     check_network(network)
     layers = network.layers
@@ -230,10 +224,8 @@ def plan_network(network: Network) -> LavaPlan:
             params = dict(weights=m, weight_exp=int(layer.weight_exp),
                           num_weight_bits=int(layer.num_weight_bits), sign_mode=mode,
                           num_message_bits=nmb)
-        else:  # Lava Conv: pre-apply Dense's weight rules, fold weight_exp >= 0
-            w = np.asarray(layer.weight).astype(np.int32)
-            w = truncate_weights(clip_weights(w, mode, num_bits=8), mode, int(layer.num_weight_bits))
-            w = w.astype(np.int64) << int(layer.weight_exp)
+        else:  # Lava Conv: pre-apply Dense's weight rules (clip_weights + truncate_weights), fold weight_exp >= 0
+            w = effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits) << int(layer.weight_exp)
             w = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
             (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
             params = dict(weight=w, input_shape=tuple(prev_shape), padding=(int(pw), int(ph)),

@@ -137,6 +137,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .. import lava_rules
 from ..errors import NeurodeployError, bounded
 from ..fileio import FileAccessError, atomic_path, require_regular_file
 from ..ir import (IR_EXP_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons)
@@ -149,7 +150,7 @@ EXTRA_GROUP = "neurodeploy"
 NETX_BIAS_EXP = 6  # netx: bias_exp is always 6 (hdf5.py, get_neuron_params)
 SUPPORTED_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
 NOT_IMPLEMENTED_BY_NETX = ("pool", "average", "concat", "convT", "unpool")
-VTH_MAX = 2**17 - 1
+VTH_MAX = lava_rules.VTH_MAX
 READOUTS = ("spikes", "potential")
 
 PathLike = Union[str, os.PathLike]
@@ -176,27 +177,10 @@ class NetxExportError(NeurodeployError, ValueError):
 # Mirrors of lava-nc 0.10 utils/weightutils.py and lava-dl 0.6.0 netx/utils.py, on int64.
 
 
-def _lava_sign_mode(w: np.ndarray) -> str:
-    """lava-nc ``determine_sign_mode`` (what Dense uses when no sign mode is passed, as from netx)."""
-    if w.size == 0 or np.min(w) >= 0:
-        return "excitatory"
-    if np.max(w) <= 0:
-        return "inhibitory"
-    return "mixed"
-
-
-def _lava_dense_transform(w: np.ndarray, sign_mode: str, num_weight_bits: int) -> np.ndarray:
-    """lava-nc Dense fixed_pt: ``clip_weights(num_bits=8)`` then ``truncate_weights``."""
-    w = np.asarray(w, dtype=np.int64)
-    mixed = int(sign_mode == "mixed")
-    inhib = sign_mode == "inhibitory"
-    x = -w if inhib else w
-    x = np.clip(x, -(2**8) * mixed, 2**8 - 1)
-    drop = 8 - int(num_weight_bits) + mixed
-    if drop < 0:
-        raise ValueError(f"num_weight_bits={num_weight_bits} is more than Lava's 8 (+1 sign) bits")
-    x = (x >> drop) << drop
-    return -x if inhib else x
+# lava-nc determine_sign_mode (what Dense uses when no sign mode is passed, as from netx)
+_lava_sign_mode = lava_rules.sign_mode_of
+# lava-nc Dense fixed_pt: clip_weights(num_bits=8) then truncate_weights (ValueError beyond 8 + sign bits)
+_lava_dense_transform = lava_rules.effective_weights
 
 
 def _canonical(wt: np.ndarray, exp: int) -> tuple[np.ndarray, int]:
@@ -269,9 +253,8 @@ def _ir_synapse(w: np.ndarray, exp: int, nbits: int, sign_mode: str) -> tuple[np
 
 
 def _ir_bias(nrn: Neurons) -> np.ndarray:
-    b = np.asarray(nrn.bias_mant, dtype=np.int64)
-    e = int(nrn.bias_exp)
-    return b << e if e >= 0 else b >> -e
+    """The IR's effective bias ``bias_mant << bias_exp`` (``>>`` for a negative exponent), int64, no wrap."""
+    return lava_rules.shift(np.asarray(nrn.bias_mant, dtype=np.int64), int(nrn.bias_exp))
 
 
 def _first_diff(a: np.ndarray, b: np.ndarray) -> Optional[tuple[int, ...]]:

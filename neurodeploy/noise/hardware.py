@@ -186,7 +186,8 @@ import numpy as np
 import torch
 
 from ..errors import NeurodeployError
-from ..backends.base import BIAS_EXP_RANGE, BIAS_MANT_RANGE, VTH_MAX, effective_weights, input_max, shift
+from .. import lava_rules as lr
+from ..lava_rules import BIAS_EXP_RANGE, BIAS_MANT_RANGE, VTH_MAX, effective_weights, shift, weight_grid
 from ..ir import ConvLayer, DenseLayer, Network
 from .specs import NETWORK_NOISE_NAMES, NOISES, STEP_NOISE_NAMES, NoiseSpecError, check_level
 
@@ -210,9 +211,9 @@ __all__ = [
     "float_step_noise_model",
 ]
 
-_U_LIM = 2**23          # |u| <= 2**23 (24-bit wrap), v clips to +-2**23
+_U_LIM = lr.U_LIMIT     # |u| <= 2**23 (24-bit wrap), v clips to +-2**23
 WEIGHT_NOISES = ("weight-mismatch", "bit-flip")   # the only network noises that reach a potential readout
-_INT32_MAX = 2**31 - 1
+_INT32_MAX = lr.INT32_MAX
 
 
 class HardwareNoiseError(NeurodeployError, ValueError):
@@ -291,18 +292,6 @@ def chosen_neurons(draws: LayerDraws, level: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- fixed point
-def weight_grid(sign_mode: str, num_weight_bits: int) -> tuple[int, int, int]:
-    """``(lo, hi, step)``: the weight values Lava's Dense keeps unchanged for this sign mode and width."""
-    mixed = sign_mode == "mixed"
-    k = 8 - int(num_weight_bits) + int(mixed)
-    top = (255 >> k) << k
-    if mixed:
-        return -256, top, 1 << k
-    if sign_mode == "excitatory":
-        return 0, top, 1 << k
-    return -top, 0, 1 << k
-
-
 def _mismatch_weights(w: np.ndarray, z: np.ndarray, level: float, sign_mode: str, bits: int) -> np.ndarray:
     lo, hi, step = weight_grid(sign_mode, bits)
     eff = effective_weights(w, sign_mode, bits).astype(np.float64)
@@ -313,7 +302,7 @@ def _mismatch_weights(w: np.ndarray, z: np.ndarray, level: float, sign_mode: str
 def _flip_weights(w: np.ndarray, u: np.ndarray, level: float, sign_mode: str, bits: int) -> np.ndarray:
     """Flip each of the ``bits`` mantissa bits where ``u < level``; unchanged weights keep their stored value."""
     mixed = sign_mode == "mixed"
-    k = 8 - int(bits) + int(mixed)
+    k = lr.truncated_bits(sign_mode, bits)
     eff = effective_weights(w, sign_mode, bits)
     mask = ((u < level).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(axis=-1)
     full = (1 << bits) - 1
@@ -340,7 +329,8 @@ def _drive_bound(network: Network, index: int) -> tuple[np.ndarray, np.ndarray]:
     then ``|u| <= 2**23 + max per-step input`` on both sides.
     """
     layer = network.layers[index]
-    in_max = input_max(network) if index == 0 else 1
+    enc = network.input_encoding
+    in_max = lr.message_max(0 if enc.kind == "spikes" else int(enc.bits)) if index == 0 else 1
     parts = [(effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits), int(layer.weight_exp), in_max)]
     if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
         parts.append((effective_weights(layer.weight_rec, layer.sign_mode, layer.num_weight_bits),
@@ -361,8 +351,8 @@ def _drive_bound(network: Network, index: int) -> tuple[np.ndarray, np.ndarray]:
     du = int(layer.neurons.du)
     p_out, n_out = [], []
     for p, q in zip(pos, neg):
-        a_p, a_n = p << 6, q << 6
-        b_p, b_n = -(-a_p * 4096 // (du + 1)), -(-a_n * 4096 // (du + 1))
+        a_p, a_n = p << lr.ACT_SHIFT, q << lr.ACT_SHIFT
+        b_p, b_n = (-(-a * lr.DECAY_UNITY // (du + lr.DU_OFFSET)) for a in (a_p, a_n))
         if max(b_p, b_n) > _U_LIM:  # the wrap may fire: bounded by 2**23 + one step's input
             # (by induction, as long as one step's input is at most 2**24; beyond, no useful bound)
             b_p = b_n = _U_LIM + max(a_p, a_n) if max(a_p, a_n) <= 2 * _U_LIM else 2**31
@@ -427,7 +417,7 @@ def _forced_bias(name: str, vth: int, neg_b: np.ndarray, pos_b: np.ndarray, exp:
             m = _max_mant_at_most(-pb, exp)
             ok = m >= lo and -_U_LIM - nb + _bias_value(m, exp) >= -_INT32_MAX
         else:
-            m = _min_mant_above((vth << 6) + nb, exp)
+            m = _min_mant_above(lr.effective_vth(vth) + nb, exp)
             ok = m <= hi and _bias_value(m, exp) + pb <= _INT32_MAX
         if not ok:
             return None
@@ -610,7 +600,7 @@ def _float_scale(quantized: Any, i: int, exp: int, recurrent: bool = False) -> f
     rep = quantized.layers[i]
     net = quantized.network
     gain = rep.gain_mean if rep.gain_mean is not None else 1.0
-    unit = 2.0 ** (exp + 6) / rep.scale / gain
+    unit = 2.0 ** (exp + lr.ACT_SHIFT) / rep.scale / gain
     if i == 0 and not recurrent and net.input_encoding.kind == "graded":
         unit *= net.input_encoding.scale
     return unit
@@ -752,7 +742,7 @@ def step_noise_integers(name: str, level: float, vth: int, draws: np.ndarray) ->
     level = check_level(name, level)
     if name == "spike-drop":
         return draws >= level
-    scale = (int(vth) << 6) if name == "membrane-noise" else int(vth)
+    scale = lr.effective_vth(vth) if name == "membrane-noise" else int(vth)
     return np.clip(np.rint(level * scale * draws), -_INT32_MAX, _INT32_MAX).astype(np.int64)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union
 
+from .. import lava_rules
 from ..errors import NeurodeployError, bounded
 from ..yamlio import load_yaml
 
@@ -75,16 +76,15 @@ class HardwareProfile:
 
     @property
     def weight_step(self) -> int:
-        """Granularity of weight mantissas: Lava drops ``8 - bits + is_mixed`` low bits."""
-        return 2 ** (8 - self.weights.bits + (self.weights.sign_mode == "mixed"))
+        """Granularity of weight mantissas: Lava drops ``8 - bits + is_mixed`` low bits
+        (:func:`neurodeploy.lava_rules.weight_step`)."""
+        return lava_rules.weight_step(self.weights.sign_mode, self.weights.bits)
 
     @property
     def weight_range(self) -> tuple[int, int]:
-        """Smallest and largest weight mantissa Lava's Dense keeps (mixed 8-bit: -256..254)."""
-        step = self.weight_step
-        hi = 0 if self.weights.sign_mode == "inhibitory" else 256 - step
-        lo = 0 if self.weights.sign_mode == "excitatory" else (-256 if self.weights.sign_mode == "mixed"
-                                                               else (-255 // step) * step)
+        """Smallest and largest weight mantissa Lava's Dense keeps (mixed 8-bit: -256..254; inhibitory
+        7-bit: -254..0; :func:`neurodeploy.lava_rules.weight_grid`)."""
+        lo, hi, _ = lava_rules.weight_grid(self.weights.sign_mode, self.weights.bits)
         return lo, hi
 
     @property
@@ -116,23 +116,29 @@ class HardwareProfile:
 
 _SECTIONS = {"weights": WeightLimits, "neuron": NeuronLimits, "input": InputLimits, "resources": Resources}
 
-SIGN_MODES = ("mixed", "excitatory", "inhibitory")
+SIGN_MODES = lava_rules.SIGN_MODES
 
-# (lowest, highest, why) of every integer field. The widths mirror what
-# neurodeploy/backends/base.py lets Lava 0.10's CPU models and the emulator run.
+# (lowest, highest, why) of every integer field: the widths Lava 0.10's CPU models and the emulator run
+# (neurodeploy.lava_rules holds them).
+_LR = lava_rules
 FIELD_BOUNDS: dict[str, tuple[int, int, str]] = {
-    "weights.bits": (1, 8, "Lava's Dense holds 8-bit weight mantissas"),
-    "weights.exp_min": (-16, 16, "a weight exponent the backends shift by (backends.base.WEIGHT_EXP_RANGE)"),
-    "weights.exp_max": (-16, 16, "a weight exponent the backends shift by (backends.base.WEIGHT_EXP_RANGE)"),
-    "neuron.du_bits": (1, 12, "Lava's decays are 12-bit (0..4095)"),
-    "neuron.dv_bits": (1, 12, "Lava's decays are 12-bit (0..4095)"),
-    "neuron.vth_bits": (1, 17, "vth << 6 must fit the 24-bit state"),
-    "neuron.vth_shift": (6, 6, "the emulator and Lava 0.10 compare v with vth << 6, no other shift"),
+    "weights.bits": (*_LR.NUM_WEIGHT_BITS_RANGE, "Lava's Dense holds 8-bit weight mantissas"),
+    "weights.exp_min": (*_LR.WEIGHT_EXP_RANGE, "a weight exponent the backends shift by "
+                                               "(lava_rules.WEIGHT_EXP_RANGE)"),
+    "weights.exp_max": (*_LR.WEIGHT_EXP_RANGE, "a weight exponent the backends shift by "
+                                               "(lava_rules.WEIGHT_EXP_RANGE)"),
+    "neuron.du_bits": (1, _LR.DECAY_BITS, "Lava's decays are 12-bit (0..4095)"),
+    "neuron.dv_bits": (1, _LR.DECAY_BITS, "Lava's decays are 12-bit (0..4095)"),
+    "neuron.vth_bits": (1, _LR.VTH_BITS, "vth << 6 must fit the 24-bit state"),
+    "neuron.vth_shift": (_LR.VTH_SHIFT, _LR.VTH_SHIFT,
+                         "the emulator and Lava 0.10 compare v with vth << 6, no other shift"),
     "neuron.bias_mant_bits": (1, 16, "Lava's LIF stores bias_mant as int16"),
     "neuron.bias_exp_bits": (1, 4, "bias_mant << bias_exp must fit int32 (exponents up to 15)"),
-    "neuron.state_bits": (24, 24, "Lava 0.10's CPU models and the emulator implement 24-bit u and v only"),
-    "neuron.activation_shift": (6, 6, "Lava 0.10's CPU models and the emulator shift Dense output by 6 only"),
-    "input.graded_bits": (1, 24, "graded spikes carry at most 24 bits"),
+    "neuron.state_bits": (_LR.STATE_BITS, _LR.STATE_BITS,
+                          "Lava 0.10's CPU models and the emulator implement 24-bit u and v only"),
+    "neuron.activation_shift": (_LR.ACT_SHIFT, _LR.ACT_SHIFT,
+                                "Lava 0.10's CPU models and the emulator shift Dense output by 6 only"),
+    "input.graded_bits": (*_LR.GRADED_BITS_RANGE, "graded spikes carry at most 24 bits"),
     "resources.neurons_per_core": (1, 2**20, ""),
     "resources.synapses_per_core": (1, 2**24, ""),
     "resources.cores_per_chip": (1, 2**16, ""),
