@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from neurodeploy.errors import NeurodeployError
 from neurodeploy.io import NetxExportError, NetxFormatError, read_netx, write_netx
-from neurodeploy.io import netx_hdf5
+from neurodeploy.io import netx_hdf5, netx_reader
 from neurodeploy.ir import ConvLayer, DenseLayer, InputEncoding, IRError, Network, Neurons
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -260,7 +260,7 @@ def test_declared_sizes_are_checked_before_reading(tmp_path, case):
 def test_total_element_limit(tmp_path, monkeypatch):
     path = _ours(tmp_path / "net.h5")
     read_netx(path)
-    monkeypatch.setattr(netx_hdf5, "MAX_TOTAL_ELEMENTS", 500)
+    monkeypatch.setattr(netx_reader, "MAX_TOTAL_ELEMENTS", 500)   # the reader holds the limits
     _refused(path, None, "MAX_TOTAL_ELEMENTS")
 
 

@@ -45,6 +45,9 @@ __all__ = [
     "check_network",
     "check_inputs",
     "effective_weights",
+    "shift",
+    "wrap32",
+    "input_max",
     "BACKENDS",
 ]
 

@@ -1,0 +1,848 @@
+"""Read a lava-dl netx HDF5 file into the fixed-point IR (:func:`read_netx`).
+
+``read_netx(path)`` reads files written by :func:`~neurodeploy.io.netx_writer.write_netx`
+(exactly, from their ``neurodeploy`` group, checked against the netx
+datasets), also ones written by other tools (slayer's ``export_hdf5``,
+hand-made files), and returns the IR of what netx would run (the mapping:
+:mod:`neurodeploy.io.netx_semantics`). Files without the ``neurodeploy`` group
+are read from the netx datasets alone, with ``bias_exp = 6`` and the simplest
+exact weight representation (``weight_exp 0``, 8 bits, when that is exact,
+otherwise netx's own scaled representation).
+
+Untrusted files
+---------------
+``read_netx`` reads any file safely: only regular files (a named pipe is
+refused, not waited on), only hard links and data stored in the file itself
+(no soft or external links, no external or virtual dataset storage). Every
+size is checked from HDF5 metadata before anything is read or allocated
+(``MAX_LAYERS`` layer entries, ``MAX_LAYER_ELEMENTS`` per dataset and per
+layer's neurons, ``MAX_TOTAL_ELEMENTS`` per file, ``MAX_NDIM``,
+``MAX_TIME_STEPS``, ``MAX_STRING_CHARS``, ``MAX_JSON_DEPTH``); every value's
+dtype, integrality and range before it is cast (no complex, bool or string
+where a number belongs, no fraction truncated, no unsigned value wrapped).
+Each problem is one :class:`NetxFormatError` line; h5py errors are caught only
+around single h5py calls (a corrupt file), never around our own code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..errors import bounded
+from ..fileio import FileAccessError, require_regular_file
+from ..ir import IR_EXP_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons
+from .netx_semantics import (
+    EXTRA_GROUP,
+    FORMAT_VERSION,
+    IDECAY_RANGE,
+    NETX_BIAS_EXP,
+    NOT_IMPLEMENTED_BY_NETX,
+    READOUTS,
+    SUPPORTED_TYPES,
+    VDECAY_RANGE,
+    VTH_MAX,
+    NetxExportError,
+    NetxFormatError,
+    _approx_values,
+    _ir_bias,
+    _ir_synapse,
+    _is_integrator,
+    _netx_dense_semantics,
+    _synapses,
+    ir_conv_weights,
+    ir_dense_weights,
+    neurons_from_netx,
+)
+
+__all__ = ["read_netx", "MAX_LAYERS", "MAX_LAYER_ELEMENTS", "MAX_TOTAL_ELEMENTS", "MAX_NDIM", "MAX_TIME_STEPS",
+           "MAX_STRING_CHARS", "MAX_JSON_DEPTH", "MAX_INT_VALUE"]
+
+PathLike = Union[str, os.PathLike]
+
+
+# What one file may declare. Every size is checked from HDF5 metadata (a dataset's or attribute's declared
+# shape and dtype) before anything is read or allocated: a 2 KB file can declare a (1, 1e5, 1e5) input, a
+# per-channel bias over 10**9 neurons or an empty chunked weight dataset of 10**10 elements.
+MAX_LAYERS = 256                # entries of 'layer' (and of 'neurodeploy/layers')
+MAX_LAYER_ELEMENTS = 2**26      # elements of one dataset; neurons of one layer or of the input (64 Mi)
+MAX_TOTAL_ELEMENTS = 2**27      # elements read from one file (datasets and neurons, all layers together)
+MAX_NDIM = 8                    # entries of a declared shape
+MAX_TIME_STEPS = 1_000_000      # 'neurodeploy' attribute time_steps and read_netx(time_steps=...)
+MAX_STRING_CHARS = 1 << 20      # one string dataset or attribute (the metadata JSON included)
+MAX_JSON_DEPTH = 64             # nesting of the metadata / input_encoding JSON
+MAX_INT_VALUE = 2**31 - 1       # |weight|, |bias|: netx casts to int and Lava to int32
+_SMALL = 64                     # elements of a scalar, pair or string dataset / attribute
+
+# What h5py raises on a corrupt file or a datatype numpy has no equivalent for. Caught only around single
+# h5py calls (``_Reader.h5``), never around our own code, so a bug of ours keeps its traceback.
+_H5PY_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+
+_EXPECTED_KINDS = {"iuf": "real numbers", "iu": "integers", "SO": "a string", "biu": "a boolean"}
+_KIND_NAMES = {"i": "integers", "u": "unsigned integers", "f": "floats", "b": "booleans", "S": "bytes",
+               "O": "objects", "V": "compound or opaque", "U": "unicode", "M": "datetimes", "m": "timedeltas",
+               "c": "complex numbers: the imaginary part would be lost"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _h5_name(obj: Any, key: Optional[str] = None) -> str:
+    try:
+        base = str(obj.name or "")
+    except _H5PY_ERRORS:
+        base = "?"
+    return base if key is None else f"{base.rstrip('/')}/{key}"
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in a JSON text (outside strings), without parsing it."""
+    depth = peak = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            peak = max(peak, depth)
+        elif ch in "]}":
+            depth -= 1
+    return peak
+
+
+class _Reader:
+    """Reads one file; every problem becomes a NetxFormatError naming file, layer and field."""
+
+    def __init__(self, path: Path, f) -> None:
+        self.path = path
+        self.f = f
+        self.total = 0  # elements read or allocated so far (MAX_TOTAL_ELEMENTS)
+
+    def error(self, message: str, layer: Optional[int] = None, field: Optional[str] = None,
+              kind: Optional[str] = None) -> NetxFormatError:
+        where = str(self.path)
+        if layer is not None:
+            where += f": layer {layer}" + (f" ({kind})" if kind else "")
+        if field is not None:
+            where += f": field '{field}'"
+        return NetxFormatError(f"{where}: {message}", path=str(self.path), layer=layer, field=field)
+
+    # ---------------------------------------------------------------- HDF5 access
+
+    def h5(self, fn, what: str, layer: Optional[int] = None, field: Optional[str] = None,
+           kind: Optional[str] = None):
+        """``fn()``, one h5py call; h5py's errors (a corrupt file) become a NetxFormatError naming the object."""
+        try:
+            return fn()
+        except _H5PY_ERRORS as exc:
+            raise self.error(f"HDF5 object {bounded(what, 80)} cannot be read (a corrupt file or an HDF5 type "
+                             f"numpy lacks; {type(exc).__name__}: {_one_line(exc)})", layer, field, kind) from None
+
+    def spend(self, n: int, layer: Optional[int], field: Optional[str], kind: Optional[str]) -> None:
+        self.total += int(n)
+        if self.total > MAX_TOTAL_ELEMENTS:
+            raise self.error(f"the file declares more than {MAX_TOTAL_ELEMENTS} elements in all (datasets and "
+                             f"neurons; limit MAX_TOTAL_ELEMENTS); refusing to read it", layer, field, kind)
+
+    def child(self, group, key: str, layer: Optional[int], field: Optional[str], kind: Optional[str], want: type):
+        """``group[key]`` as ``want`` (h5py.Group or h5py.Dataset), or None if absent; only hard links."""
+        import h5py
+
+        what = _h5_name(group, key)
+        noun = {h5py.Group: "group", h5py.Dataset: "dataset"}.get(want, "dataset or group")
+        link = self.h5(lambda: group.get(key, getlink=True), what, layer, field, kind)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise self.error(f"is a {type(link).__name__} (to another object or file); expected a plain {noun}, "
+                             f"links are not followed", layer, field, kind)
+        obj = self.h5(lambda: group[key], what, layer, field, kind)
+        if not isinstance(obj, want):
+            raise self.error(f"expected a {noun}, found a {type(obj).__name__}", layer, field, kind)
+        return obj
+
+    def check_dtype(self, dtype, kinds: str, size: int, layer, field, kind) -> None:
+        import h5py
+
+        ok = dtype.kind in kinds
+        if dtype.kind == "O":
+            ok = "O" in kinds and h5py.check_string_dtype(dtype) is not None
+        if not ok:
+            what = _KIND_NAMES.get(dtype.kind, f"kind {dtype.kind!r}")
+            raise self.error(f"dtype {bounded(str(dtype), 60)} ({what}), expected "
+                             f"{_EXPECTED_KINDS.get(kinds, 'another type')}", layer, field, kind)
+        if dtype.kind == "S" and dtype.itemsize * size > MAX_STRING_CHARS:
+            raise self.error(f"{size} strings of {dtype.itemsize} bytes, more than the limit of "
+                             f"{MAX_STRING_CHARS} characters (MAX_STRING_CHARS)", layer, field, kind)
+
+    def read(self, ds, layer: Optional[int], field: str, kind: Optional[str], kinds: str,
+             max_size: Optional[int] = None, expect: str = ""):
+        """A dataset's value, after checking its declared shape, dtype and storage (nothing big read before)."""
+        max_size = MAX_LAYER_ELEMENTS if max_size is None else max_size
+        what = _h5_name(ds)
+        shape = self.h5(lambda: ds.shape, what, layer, field, kind)
+        if shape is None:
+            raise self.error("has an empty (null) dataspace, expected a value", layer, field, kind)
+        size = math.prod(int(s) for s in shape)
+        if size > max_size:
+            limit = expect or (f"at most {max_size} elements" + (" (MAX_LAYER_ELEMENTS)"
+                                                                 if max_size == MAX_LAYER_ELEMENTS else ""))
+            raise self.error(f"declares shape {bounded(tuple(shape))} ({size} elements), expected {limit}",
+                             layer, field, kind)
+        self.check_dtype(self.h5(lambda: ds.dtype, what, layer, field, kind), kinds, size, layer, field, kind)
+        virtual = self.h5(lambda: ds.is_virtual, what, layer, field, kind)
+        external = self.h5(lambda: ds.id.get_create_plist().get_external_count(), what, layer, field, kind)
+        if virtual or external:
+            raise self.error("keeps its data in other files (virtual or external storage), expected the data "
+                             "in this file", layer, field, kind)
+        self.spend(size, layer, field, kind)
+        return self.h5(lambda: ds[()], what, layer, field, kind)
+
+    def dataset(self, group, key: str, layer: Optional[int], kind: Optional[str] = None, required: bool = True,
+                field: Optional[str] = None, kinds: str = "iuf", max_size: Optional[int] = None,
+                expect: str = ""):
+        import h5py
+
+        field = field or key
+        ds = self.child(group, key, layer, field, kind, h5py.Dataset)
+        if ds is None:
+            if self.h5(lambda: key in group.attrs, _h5_name(group, key), layer, field, kind):
+                raise self.error(f"'{key}' is an HDF5 attribute, but netx reads datasets only", layer, field, kind)
+            if required:
+                raise self.error("missing (netx needs this dataset)", layer, field, kind)
+            return None
+        return self.read(ds, layer, field, kind, kinds, max_size, expect)
+
+    def string(self, group, key: str, layer: Optional[int], kind: Optional[str] = None,
+               field: Optional[str] = None) -> str:
+        key_field = field or key
+        value = self.dataset(group, key, layer, kind, field=key_field, kinds="SO", max_size=_SMALL)
+        if isinstance(value, np.ndarray):
+            if value.size < 1:
+                raise self.error("empty string array", layer, key_field, kind)
+            value = value.reshape(-1)[0]
+        if isinstance(value, (bytes, np.bytes_)):
+            try:
+                return bytes(value).decode("ascii")
+            except UnicodeDecodeError:
+                raise self.error(f"value {bounded(value)} is not ASCII", layer, key_field, kind) from None
+        if isinstance(value, str):
+            return value
+        raise self.error(f"value {bounded(value)} is not a string (expected bytes such as b'dense')",
+                         layer, key_field, kind)
+
+    def _integral(self, arr: np.ndarray, layer, field, kind) -> list[int]:
+        """The values of a small real array as Python ints; NaN, inf and fractions refused (no truncation)."""
+        if arr.dtype.kind in "iu":
+            return [int(v) for v in arr.reshape(-1)]
+        out = []
+        for v in arr.reshape(-1):
+            x = float(v)
+            if not math.isfinite(x):
+                raise self.error(f"value {bounded(arr.tolist())} is not a finite number", layer, field, kind)
+            if not x.is_integer():
+                raise self.error(f"value {bounded(arr.tolist())} is not an integer", layer, field, kind)
+            out.append(int(x))
+        return out
+
+    def integer(self, group, key: str, layer: int, kind: str, lo: Optional[int] = None, hi: Optional[int] = None,
+                expected: str = "", field: Optional[str] = None) -> int:
+        field = field or key
+        value = self.dataset(group, key, layer, kind, field=field, max_size=1, expect="one number")
+        arr = np.asarray(value)
+        if arr.size != 1:
+            raise self.error(f"value {bounded(value)} has shape {arr.shape}, expected one number", layer, field, kind)
+        x = self._integral(arr, layer, field, kind)[0]
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
+            raise self.error(f"value {bounded(x)} is out of range, expected {expected or rng}", layer, field, kind)
+        return x
+
+    def int_pair(self, group, key: str, layer: int, kind: str, default: Optional[int] = None) -> tuple[int, int]:
+        expect = "a non-negative integer or an (H, W) pair"
+        value = self.dataset(group, key, layer, kind, required=default is None, max_size=2, expect=expect)
+        if value is None:
+            return (default, default)  # type: ignore[return-value]
+        arr = np.asarray(value)
+        if arr.size == 1:
+            arr = np.repeat(arr.reshape(-1), 2)
+        if arr.shape != (2,):
+            raise self.error(f"value {bounded(value)}, expected {expect}", layer, key, kind)
+        pair = self._integral(arr, layer, key, kind)
+        if min(pair) < 0 or max(pair) > MAX_LAYER_ELEMENTS:
+            raise self.error(f"value {pair}, expected {expect} (at most {MAX_LAYER_ELEMENTS})", layer, key, kind)
+        return pair[0], pair[1]
+
+    def shape(self, group, layer: int, kind: str, ndim: Optional[int] = None) -> tuple[int, ...]:
+        expect = f"{ndim} positive integers (C, H, W)" if ndim else f"1..{MAX_NDIM} positive integers"
+        value = self.dataset(group, "shape", layer, kind, max_size=MAX_NDIM, expect=expect)
+        arr = np.atleast_1d(np.asarray(value))
+        if arr.ndim != 1 or arr.size < 1:
+            raise self.error(f"value {bounded(value)}, expected {expect}", layer, "shape", kind)
+        dims = self._integral(arr, layer, "shape", kind)
+        if min(dims) < 1:
+            raise self.error(f"value {bounded(dims)}, expected positive integers", layer, "shape", kind)
+        if ndim is not None and len(dims) != ndim:
+            raise self.error(f"value {bounded(dims)} has {len(dims)} entries, expected {ndim} (C, H, W)",
+                             layer, "shape", kind)
+        n = math.prod(dims)
+        if n > MAX_LAYER_ELEMENTS:
+            raise self.error(f"value {bounded(dims)} declares {n} neurons, more than the limit of "
+                             f"{MAX_LAYER_ELEMENTS} (MAX_LAYER_ELEMENTS)", layer, "shape", kind)
+        self.spend(n, layer, "shape", kind)
+        return tuple(dims)
+
+    def int_array(self, group, key: str, layer: int, kind: str, required: bool = True) -> Optional[np.ndarray]:
+        """A numeric dataset as int64: NaN, inf, fractions and |values| beyond 2**31 - 1 refused before the cast
+        (netx would truncate fractions with ``astype(int)``; a file holding them is not a quantized network)."""
+        value = self.dataset(group, key, layer, kind, required=required)
+        if value is None:
+            return None
+        arr = np.asarray(value)
+        if arr.size == 0:
+            return arr.astype(np.int64)
+        if arr.dtype.kind == "f":
+            finite = np.isfinite(arr)
+            if not finite.all():
+                bad = tuple(int(i) for i in np.argwhere(~finite)[0]) if arr.ndim else ()
+                raise self.error(f"value {arr[bad] if arr.ndim else arr!r} at index {list(bad)} is not finite "
+                                 f"(expected finite numbers)", layer, key, kind)
+            if np.abs(arr).max() > MAX_INT_VALUE:
+                raise self.error(f"values up to {float(np.abs(arr).max())!r} overflow netx's int cast (expected "
+                                 f"|value| <= {MAX_INT_VALUE})", layer, key, kind)
+            frac = arr != np.trunc(arr)
+            if frac.any():
+                bad = tuple(int(i) for i in np.argwhere(frac)[0]) if arr.ndim else ()
+                raise self.error(f"value {float(arr[bad])!r} at index {list(bad)} is not an integer (netx would "
+                                 f"truncate it; expected the integer weights of a quantized network)",
+                                 layer, key, kind)
+        else:
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < -MAX_INT_VALUE or hi > MAX_INT_VALUE:
+                raise self.error(f"values span {bounded(lo)}..{bounded(hi)}, expected |value| <= {MAX_INT_VALUE}",
+                                 layer, key, kind)
+        return arr.astype(np.int64)
+
+    # ---------------------------------------------------------------- layers
+
+    def neurons(self, g, layer: int, kind: str, bias: np.ndarray) -> Neurons:
+        import h5py
+
+        ng = self.child(g, "neuron", layer, "neuron", kind, h5py.Group)
+        if ng is None:
+            raise self.error("missing: without a neuron description netx builds a non-leaky integrator "
+                             "(iDecay 0, vDecay 4096) that the IR cannot represent; expected a 'neuron' group "
+                             "with type CUBA, iDecay, vDecay, vThMant", layer, "neuron", kind)
+        ntype = self.string(ng, "type", layer, kind, field="neuron/type")
+        if ntype not in ("CUBA", "LOIHI"):
+            raise self.error(f"value {bounded(ntype)} is not supported, expected 'CUBA' (or 'LOIHI'), Loihi's "
+                             f"current-based LIF", layer, "neuron/type", kind)
+        if self.h5(lambda: "messageBits" in ng, _h5_name(ng, "messageBits"), layer, "neuron/messageBits", kind):
+            bits = self.integer(ng, "messageBits", layer, kind, field="neuron/messageBits")
+            if bits != 0:
+                raise self.error(f"value {bits}: graded output spikes are not supported, expected 0",
+                                 layer, "neuron/messageBits", kind)
+        idecay = self.integer(ng, "iDecay", layer, kind, *IDECAY_RANGE, "1..4096 (du = iDecay - 1 in 0..4095; "
+                              "iDecay 0, a non-decaying current, has no IR equivalent)", field="neuron/iDecay")
+        vdecay = self.integer(ng, "vDecay", layer, kind, *VDECAY_RANGE, "0..4095 (dv = vDecay)",
+                              field="neuron/vDecay")
+        vth = self.integer(ng, "vThMant", layer, kind, 0, VTH_MAX, "0..131071 (17-bit vth)",
+                           field="neuron/vThMant")
+        return neurons_from_netx(idecay, vdecay, vth, bias)
+
+    def dense(self, g, layer: int, kind: str, in_shape: tuple[int, ...]) -> DenseLayer:
+        out = math.prod(self.shape(g, layer, kind))
+        n_in = math.prod(in_shape)
+        import h5py
+
+        if isinstance(self.child(g, "weight", layer, "weight", kind, h5py.HLObject), h5py.Group):
+            raise self.error("complex (weight/real, weight/imag) synapses are not supported, expected a real "
+                             "weight dataset", layer, "weight", kind)
+        parts = []
+        for key, cols in (("weight", n_in), ("weight_rec", out)) if kind == "dense_rec" else (("weight", n_in),):
+            w = self.int_array(g, key, layer, kind)
+            if w.ndim == 1 and w.size == out * cols:
+                w = w.reshape(out, cols)  # netx reshapes 1-D weights to (out, -1)
+            if w.shape != (out, cols):
+                raise self.error(f"shape {tuple(w.shape)}, expected {(out, cols)} (out, in) for {out} neurons and "
+                                 f"{cols} inputs", layer, key, kind)
+            parts.append(w)
+        if self.h5(lambda: "delay" in g, _h5_name(g, "delay"), layer, "delay", kind):
+            delay = self.int_array(g, "delay", layer, kind)
+            if delay.size and np.any(delay != 0):
+                raise self.error(f"axonal delays (max {int(delay.max())}) are not supported, expected none or 0",
+                                 layer, "delay", kind)
+        bias = self.bias(g, layer, kind, (out,))
+        nrn = self.neurons(g, layer, kind, bias)
+        try:
+            canon, rep = _netx_dense_semantics(parts)
+        except ValueError as exc:
+            raise self.error(f"values in [{min(int(p.min()) for p in parts)}, {max(int(p.max()) for p in parts)}]: "
+                             f"{exc}", layer, "weight", kind) from None
+        if rep["clipped"]:
+            warnings.warn(f"{self.path}: layer {layer}: netx clips mixed-sign weights to [-256, 254]; "
+                          f"the IR holds the clipped weights", stacklevel=3)
+        # Prefer the plain representation (exponent 0, 8 bits) where it is exact, else netx's own.
+        try:
+            ws, exp, nbits, sm = ir_dense_weights(canon, rep)
+        except ValueError as exc:
+            raise self.error(str(exc), layer, "weight_rec", kind) from None
+        return DenseLayer(weight=ws[0], neurons=nrn, weight_exp=exp, num_weight_bits=nbits, sign_mode=sm,
+                          weight_rec=ws[1] if len(ws) > 1 else None, weight_rec_exp=exp,
+                          name=f"layer/{layer}")
+
+    def conv(self, g, layer: int, kind: str, in_shape: tuple[int, ...]) -> ConvLayer:
+        if len(in_shape) != 3:
+            raise self.error(f"the input of a conv layer has shape {in_shape}, expected (C, H, W); give the file "
+                             f"an 'input' layer 0 with a 3-entry shape", layer, "shape", kind)
+        out_shape = self.shape(g, layer, kind, ndim=3)
+        w = self.int_array(g, "weight", layer, kind)
+        if w.ndim == 5 and w.shape[4] == 1:
+            w = w[..., 0]  # slayer's trailing time axis
+        groups = self.integer(g, "groups", layer, kind, 1, None, ">= 1")
+        if w.ndim != 4 or w.shape[0] != out_shape[0] or w.shape[1] * groups != in_shape[0]:
+            raise self.error(f"shape {tuple(w.shape)}, expected ({out_shape[0]}, {in_shape[0] // max(groups, 1)}, "
+                             f"kH, kW) (out channels, in channels / groups, kernel H, W)", layer, "weight", kind)
+        stride = self.int_pair(g, "stride", layer, kind)
+        padding = self.int_pair(g, "padding", layer, kind)
+        dilation = self.int_pair(g, "dilation", layer, kind)
+        if min(stride) < 1 or min(dilation) < 1:
+            raise self.error(f"stride {stride} / dilation {dilation} must be >= 1", layer, "stride", kind)
+        c, h, wd = out_shape
+        bias = self.bias(g, layer, kind, out_shape)
+        nrn = self.neurons(g, layer, kind, bias)
+        # Lava's Conv uses the stored integers as they are; find an exact IR representation.
+        try:
+            weight, exp, nbits, sm = ir_conv_weights(w)
+        except ValueError as exc:
+            raise self.error(str(exc), layer, "weight", kind) from None
+        layer_ir = ConvLayer(weight=weight, neurons=nrn, in_shape=tuple(in_shape), stride=stride, padding=padding,
+                             dilation=dilation, groups=groups, weight_exp=exp, num_weight_bits=nbits, sign_mode=sm,
+                             name=f"layer/{layer}")
+        if tuple(layer_ir.out_shape) != tuple(out_shape):
+            raise self.error(f"value {list(out_shape)}, but a {w.shape[2]}x{w.shape[3]} kernel with stride {stride}, "
+                             f"padding {padding}, dilation {dilation} on input {list(in_shape)} gives "
+                             f"{list(layer_ir.out_shape)}", layer, "shape", kind)
+        return layer_ir
+
+    def bias(self, g, layer: int, kind: str, out_shape: tuple[int, ...]) -> np.ndarray:
+        n = math.prod(out_shape)
+        b = self.int_array(g, "bias", layer, kind, required=False)
+        if b is None:
+            return np.zeros(n, dtype=np.int64)
+        if len(out_shape) == 1:
+            if b.size == 1:
+                return np.full(n, int(b.reshape(-1)[0]), dtype=np.int64)
+            if b.shape == (n,):
+                return b
+            raise self.error(f"shape {tuple(b.shape)}, expected ({n},) or a scalar", layer, "bias", kind)
+        c, h, w = out_shape
+        if b.shape == (w, h, c):  # per neuron, Lava's (W, H, C) layout
+            return b.transpose(2, 1, 0).reshape(-1)
+        if b.ndim >= 1 and b.shape[0] == c and b.size == c:  # per channel
+            return np.repeat(b.reshape(c), h * w)
+        raise self.error(f"shape {tuple(b.shape)}, expected ({c},) per channel or {(w, h, c)} per neuron "
+                         f"(Lava's W, H, C order)", layer, "bias", kind)
+
+    # ---------------------------------------------------------------- network
+
+    def layer_group(self, parent, name: str, field: str) -> tuple[Any, int]:
+        """A group of numbered entries (``layer``, ``neurodeploy/layers``) and its size, at most MAX_LAYERS."""
+        import h5py
+
+        g = self.child(parent, name, None, field, None, h5py.Group)
+        if g is None:
+            return None, 0
+        n = self.h5(lambda: len(g), _h5_name(g), field=field)
+        if n > MAX_LAYERS:
+            raise self.error(f"{n} layer entries, more than the limit of {MAX_LAYERS} (MAX_LAYERS)", field=field)
+        return g, n
+
+    def netx_network(self) -> tuple[tuple[int, ...], list[Layer], list[int]]:
+        """The layers netx would build; returns input shape, IR layers and their netx indices."""
+        import h5py
+
+        lg, n = self.layer_group(self.f, "layer", "layer")
+        if lg is None:
+            raise self.error("missing 'layer' group: not a netx network description", field="layer")
+        keys = self.h5(lambda: [str(k) for k in lg.keys()], "/layer", field="layer")
+        expected = [str(i) for i in range(len(keys))]
+        if sorted(keys, key=lambda k: (len(k), k)) != expected:
+            raise self.error(f"layer entries {bounded(sorted(keys))}, expected consecutive indices 0..{len(keys) - 1} "
+                             f"(netx reads layer[i] for i in range(len(layer)))", field="layer")
+        if not keys:
+            raise self.error("no layers", field="layer")
+        in_shape: Optional[tuple[int, ...]] = None
+        layers: list[Layer] = []
+        indices: list[int] = []
+        flatten_next = False
+        prev_kind = None
+        for i in range(len(keys)):
+            g = self.child(lg, str(i), i, None, None, h5py.Group)
+            kind = self.string(g, "type", i)
+            if kind in NOT_IMPLEMENTED_BY_NETX or kind not in SUPPORTED_TYPES:
+                why = "netx 0.6.0 raises NotImplementedError for it" if kind in NOT_IMPLEMENTED_BY_NETX \
+                    else "unknown layer type"
+                raise self.error(f"value {bounded(kind)} is not supported ({why}); expected one of "
+                                 f"{', '.join(SUPPORTED_TYPES)}", i, "type", kind if len(kind) <= 16 else None)
+            if kind == "input":
+                if i != 0:
+                    raise self.error("an input layer must be layer 0", i, "type", kind)
+                if self.h5(lambda: "neuron" in g, _h5_name(g, "neuron"), i, "neuron", kind):
+                    raise self.error("an input layer with a neuron (netx builds an input LIF population driven "
+                                     "by its bias) has no IR equivalent; expected only 'shape'", i, "neuron", kind)
+                in_shape = self.shape(g, i, kind)
+            elif kind == "flatten":
+                flatten_next = True
+            else:
+                cur: Optional[tuple[int, ...]] = layers[-1].out_shape if layers else in_shape
+                if kind == "conv":
+                    if flatten_next:
+                        raise self.error("a flatten layer must be followed by a dense layer", i, "type", kind)
+                    if cur is None:
+                        raise self.error("the input shape is unknown: a conv first layer needs an 'input' layer 0 "
+                                         "with shape (C, H, W)", i, "shape", kind)
+                    layer = self.conv(g, i, kind, cur)
+                else:
+                    if cur is None:
+                        ds = self.child(g, "weight", i, "weight", kind, h5py.Dataset)
+                        wshape = self.h5(lambda: ds.shape, _h5_name(ds), i, "weight", kind) if ds is not None \
+                            else None
+                        if wshape is None or len(wshape) != 2 or not 1 <= wshape[1] <= MAX_LAYER_ELEMENTS:
+                            raise self.error(f"shape {bounded(wshape)}: the input size of a first dense layer "
+                                             f"without an input layer comes from a 2-D (out, in) weight with "
+                                             f"1..{MAX_LAYER_ELEMENTS} inputs", i, "weight", kind)
+                        cur = (int(wshape[1]),)
+                        in_shape = cur
+                    if prev_kind == "conv" and not flatten_next:
+                        raise self.error("a dense layer after a conv layer needs a 'flatten' layer between them "
+                                         "(netx connects (W, H, C) to a vector only through flatten)", i, "type", kind)
+                    layer = self.dense(g, i, kind, cur)
+                    flatten_next = False
+                layers.append(layer)
+                indices.append(i)
+                prev_kind = kind
+        if not layers:
+            raise self.error("no dense or conv layers", field="layer")
+        assert in_shape is not None
+        return in_shape, layers, indices
+
+    # ---------------------------------------------------------------- the 'neurodeploy' group (attributes)
+
+    def attr(self, obj, name: str, field: str, kinds: str, max_size: int = 1, required: bool = True):
+        """An attribute's value after checking its declared shape and dtype; None if absent and not required."""
+        what = f"{_h5_name(obj)}@{name}"
+        if not self.h5(lambda: name in obj.attrs, what, field=field):
+            if required:
+                raise self.error("missing attribute", field=field)
+            return None
+        aid = self.h5(lambda: obj.attrs.get_id(name), what, field=field)
+        shape = self.h5(lambda: aid.shape, what, field=field)
+        if shape is None:
+            raise self.error("has an empty (null) dataspace, expected a value", field=field)
+        size = math.prod(int(s) for s in shape)
+        if not 1 <= size <= max_size:
+            raise self.error(f"declares shape {bounded(tuple(shape))} ({size} elements), expected 1.."
+                             f"{max_size}", field=field)
+        self.check_dtype(self.h5(lambda: aid.dtype, what, field=field), kinds, size, None, field, None)
+        return self.h5(lambda: obj.attrs[name], what, field=field)
+
+    def attr_int(self, obj, name: str, field: str, lo: int, hi: Optional[int], expected: str = "") -> int:
+        value = self.attr(obj, name, field, "iuf")
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f":
+            raise self.error(f"value {bounded(value)} ({arr.dtype}), expected an integer", field=field)
+        x = int(arr.reshape(-1)[0])
+        if x < lo or (hi is not None and x > hi):
+            rng = expected or (f"{lo}..{hi}" if hi is not None else f">= {lo}")
+            raise self.error(f"value {bounded(x)} is out of range, expected {rng}", field=field)
+        return x
+
+    def attr_bool(self, obj, name: str, field: str, default: bool) -> bool:
+        value = self.attr(obj, name, field, "biu", required=False)
+        if value is None:
+            return default
+        x = np.asarray(value).reshape(-1)[0]
+        if x.dtype.kind != "b" and int(x) not in (0, 1):
+            raise self.error(f"value {bounded(value)}, expected a boolean", field=field)
+        return bool(x)
+
+    def attr_ints(self, obj, name: str, field: str, n: Optional[int], lo: int) -> tuple[int, ...]:
+        expect = f"{n if n is not None else f'1..{MAX_NDIM}'} integers >= {lo}"
+        value = self.attr(obj, name, field, "iu", max_size=n or MAX_NDIM)
+        arr = np.atleast_1d(np.asarray(value))
+        vals = [int(v) for v in arr.reshape(-1)]
+        if arr.ndim != 1 or not vals or (n is not None and len(vals) != n) or min(vals) < lo \
+                or max(vals) > MAX_LAYER_ELEMENTS:
+            raise self.error(f"value {bounded(vals)}, expected {expect} (at most {MAX_LAYER_ELEMENTS})", field=field)
+        return tuple(vals)
+
+    def attr_str(self, obj, name: str, field: str, default: Optional[str] = None) -> str:
+        value = self.attr(obj, name, field, "SO", required=default is None)
+        if value is None:
+            return default  # type: ignore[return-value]
+        if isinstance(value, np.ndarray):
+            value = value.reshape(-1)[0]
+        if isinstance(value, (bytes, np.bytes_)):
+            try:
+                value = bytes(value).decode("utf8")
+            except UnicodeDecodeError:
+                raise self.error(f"value {bounded(value)} is not UTF-8 text", field=field) from None
+        if not isinstance(value, str):
+            raise self.error(f"value {bounded(value)}, expected a string", field=field)
+        try:
+            value.encode("utf8")
+        except UnicodeEncodeError:  # h5py decodes invalid bytes of variable-length strings to surrogates
+            raise self.error(f"value {bounded(value)} is not UTF-8 text", field=field) from None
+        if len(value) > MAX_STRING_CHARS:
+            raise self.error(f"a string of {len(value)} characters, more than the limit of {MAX_STRING_CHARS} "
+                             f"(MAX_STRING_CHARS)", field=field)
+        return value
+
+    def attr_json(self, obj, name: str, field: str) -> Any:
+        text = self.attr_str(obj, name, field)
+        depth = _json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise self.error(f"JSON nested {depth} levels deep, more than the limit of {MAX_JSON_DEPTH} "
+                             f"(MAX_JSON_DEPTH)", field=field)
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5,000-digit integer
+            raise self.error(f"value {bounded(text, 60)} is not valid JSON ({_one_line(exc)})", field=field) from None
+
+    def input_encoding(self, g) -> InputEncoding:
+        field = f"{EXTRA_GROUP}/input_encoding"
+        enc = self.attr_json(g, "input_encoding", field)
+        if not isinstance(enc, dict) or sorted(enc) != ["bits", "kind", "scale"]:
+            raise self.error(f"value {bounded(enc)}, expected a JSON object with kind, bits and scale", field=field)
+        kind, bits, scale = enc["kind"], enc["bits"], enc["scale"]
+        if kind not in ("graded", "spikes"):
+            raise self.error(f"kind {bounded(kind)}, expected 'graded' or 'spikes'", field=field)
+        if type(bits) is not int or not 1 <= bits <= 32:
+            raise self.error(f"bits {bounded(bits)}, expected an integer 1..32", field=field)
+        if type(scale) not in (int, float) or not 0 < scale <= 2**53:  # NaN fails too
+            raise self.error(f"scale {bounded(scale)}, expected a finite number > 0 (at most 2**53)", field=field)
+        return InputEncoding(kind=kind, bits=bits, scale=float(scale))
+
+    def extras(self, in_shape: tuple[int, ...], netx_layers: list[Layer], indices: list[int]) -> Optional[Network]:
+        import h5py
+
+        g = self.child(self.f, EXTRA_GROUP, None, EXTRA_GROUP, None, h5py.Group)
+        if g is None:
+            return None
+        src = f"group '{EXTRA_GROUP}'"
+        self.attr_int(g, "format_version", f"{EXTRA_GROUP}/format_version", FORMAT_VERSION, FORMAT_VERSION,
+                                f"{FORMAT_VERSION} (a different version: written by a newer neurodeploy?)")
+        readout = self.attr_str(g, "readout", f"{EXTRA_GROUP}/readout", "spikes")  # older files: spikes
+        if readout not in READOUTS:
+            raise self.error(f"readout {bounded(readout)}, expected one of {READOUTS}", field=f"{EXTRA_GROUP}/readout")
+        input_shape = self.attr_ints(g, "input_shape", f"{EXTRA_GROUP}/input_shape", None, 1)
+        if math.prod(input_shape) > MAX_LAYER_ELEMENTS:
+            raise self.error(f"value {list(input_shape)} declares more than {MAX_LAYER_ELEMENTS} inputs "
+                             f"(MAX_LAYER_ELEMENTS)", field=f"{EXTRA_GROUP}/input_shape")
+        network = Network(
+            input_shape=input_shape, layers=[],
+            time_steps=self.attr_int(g, "time_steps", f"{EXTRA_GROUP}/time_steps", 1, MAX_TIME_STEPS,
+                                     f"1..{MAX_TIME_STEPS} (MAX_TIME_STEPS)"),
+            input_encoding=self.input_encoding(g), profile=self.attr_str(g, "profile", f"{EXTRA_GROUP}/profile"),
+            metadata=self.attr_json(g, "metadata", f"{EXTRA_GROUP}/metadata"), readout=readout)
+        if not isinstance(network.metadata, dict):
+            raise self.error(f"value {bounded(network.metadata)}, expected a JSON object",
+                             field=f"{EXTRA_GROUP}/metadata")
+        lg, n = self.layer_group(g, "layers", f"{EXTRA_GROUP}/layers")
+        if lg is None:
+            raise self.error("missing group", field=f"{EXTRA_GROUP}/layers")
+        if n != len(netx_layers):
+            raise self.error(f"{n} layers, but the netx part has {len(netx_layers)}", field=f"{EXTRA_GROUP}/layers")
+        exact_flags = []
+        for k in range(n):
+            layer, exact = self.extra_layer(lg, k)
+            network.layers.append(layer)
+            exact_flags.append(exact)
+        try:
+            network.validate(f"{self.path}: {src}")
+        except IRError as exc:
+            raise NetxFormatError(f"{exc}", path=str(self.path), field=EXTRA_GROUP) from None
+        self.check_same(network, in_shape, netx_layers, indices, exact_flags)
+        return network
+
+    def extra_layer(self, lg, k: int) -> tuple[Layer, bool]:
+        """Layer ``k`` of the ``neurodeploy/layers`` group and its ``netx_exact`` flag: attributes checked
+        first, then its arrays read."""
+        import h5py
+
+        base = f"{EXTRA_GROUP}/layers/{k}"
+        e = self.child(lg, str(k), None, base, None, h5py.Group)
+        if e is None:
+            raise self.error(f"missing (expected entries 0..{len(lg) - 1})", field=base)
+        exact = self.attr_bool(e, "netx_exact", f"{base}/netx_exact", True)
+        kind = self.attr_str(e, "kind", f"{base}/kind")
+        if kind not in ("dense", "dense_rec", "conv"):
+            raise self.error(f"layer kind {bounded(kind)}, expected dense, dense_rec or conv", field=f"{base}/kind")
+        common = dict(
+            name=self.attr_str(e, "name", f"{base}/name"),
+            sign_mode=self.attr_str(e, "sign_mode", f"{base}/sign_mode"),
+            weight_exp=self.attr_int(e, "weight_exp", f"{base}/weight_exp", *IR_EXP_RANGE),
+            num_weight_bits=self.attr_int(e, "num_weight_bits", f"{base}/num_weight_bits", 1, 8))
+        if common["sign_mode"] not in SIGN_MODES:
+            raise self.error(f"value {bounded(common['sign_mode'])}, expected one of {SIGN_MODES}",
+                             field=f"{base}/sign_mode")
+        ng = self.child(e, "neurons", None, f"{base}/neurons", None, h5py.Group)
+        if ng is None:
+            raise self.error("missing group", field=f"{base}/neurons")
+        scalars = {key: self.attr_int(ng, key, f"{base}/neurons/{key}", lo, hi)
+                   for key, lo, hi in (("du", 0, 4095), ("dv", 0, 4095), ("vth", 0, VTH_MAX),
+                                       ("bias_exp", *IR_EXP_RANGE))}
+        if kind == "conv":
+            conv = dict(in_shape=self.attr_ints(e, "in_shape", f"{base}/in_shape", 3, 1),
+                        stride=self.attr_ints(e, "stride", f"{base}/stride", 2, 1),
+                        padding=self.attr_ints(e, "padding", f"{base}/padding", 2, 0),
+                        dilation=self.attr_ints(e, "dilation", f"{base}/dilation", 2, 1),
+                        groups=self.attr_int(e, "groups", f"{base}/groups", 1, MAX_LAYER_ELEMENTS))
+        else:
+            rec_exp = self.attr_int(e, "weight_rec_exp", f"{base}/weight_rec_exp", *IR_EXP_RANGE)
+            has_rec = self.h5(lambda: "weight_rec" in e, _h5_name(e, "weight_rec"), field=f"{base}/weight_rec")
+            if has_rec != (kind == "dense_rec"):
+                raise self.error(f"kind {kind} {'with' if has_rec else 'without'} a weight_rec dataset",
+                                 field=f"{base}/weight_rec")
+
+        def ints(group, key: str, ndim: int) -> np.ndarray:
+            field = f"{base}/{key}" if group is e else f"{base}/neurons/{key}"
+            arr = np.asarray(self.dataset(group, key, None, field=field, kinds="iu"))
+            if arr.ndim != ndim:
+                raise self.error(f"shape {bounded(arr.shape)}, expected {ndim} dimensions", field=field)
+            return arr
+
+        bias = ints(ng, "bias_mant", 1)
+        nrn = Neurons(bias_mant=bias, **scalars)
+        if kind == "conv":
+            return ConvLayer(weight=ints(e, "weight", 4), neurons=nrn, **conv, **common), exact
+        return DenseLayer(weight=ints(e, "weight", 2), neurons=nrn, weight_rec=ints(e, "weight_rec", 2)
+                          if kind == "dense_rec" else None, weight_rec_exp=rec_exp, **common), exact
+
+    def check_same(self, network: Network, in_shape, netx_layers: list[Layer], indices: list[int],
+                   exact_flags: list[bool]) -> None:
+        """The extras must describe the computation the netx datasets describe (or, for layers written
+        with ``exact=False``, the approximation ``write_netx`` derives from them)."""
+        def mismatch(k: int, field: str, detail: str) -> NetxFormatError:
+            return self.error(f"the '{EXTRA_GROUP}' group disagrees with the netx datasets ({detail}); the file "
+                              f"was changed by another tool: delete the '{EXTRA_GROUP}' group to read the netx "
+                              f"datasets alone", indices[k], field, netx_layers[k].kind)
+
+        if math.prod(network.input_shape) != math.prod(in_shape):
+            raise self.error(f"input shape {network.input_shape} in '{EXTRA_GROUP}' vs {in_shape} in layer 0",
+                             0, "shape", "input")
+        for k, (ours, theirs) in enumerate(zip(network.layers, netx_layers)):
+            if ours.kind != theirs.kind or tuple(ours.out_shape) != tuple(theirs.out_shape):
+                raise mismatch(k, "type", f"{ours.kind} {ours.out_shape} vs {theirs.kind} {theirs.out_shape}")
+            if isinstance(ours, ConvLayer):
+                for attr in ("stride", "padding", "dilation", "groups"):
+                    if tuple(np.atleast_1d(getattr(ours, attr))) != tuple(np.atleast_1d(getattr(theirs, attr))):
+                        raise mismatch(k, attr, f"{getattr(ours, attr)} vs {getattr(theirs, attr)}")
+            if not exact_flags[k]:
+                try:
+                    parts, bias, vth, _ = _approx_values(k, ours)
+                except NetxExportError as exc:
+                    raise mismatch(k, exc.field or "weight", str(exc)) from None
+                for (field, w2, e2), want in zip(_synapses(theirs), parts):
+                    got = _ir_synapse(w2, e2, theirs.num_weight_bits, theirs.sign_mode)
+                    if got[1] != 0 or got[0].shape != want.shape or not np.array_equal(got[0], want):
+                        raise mismatch(k, field, "weights differ from the approximation of the exact ones")
+                if theirs.neurons.vth != vth:
+                    raise mismatch(k, "neuron/vThMant", f"vth {theirs.neurons.vth} vs {vth}")
+                if not np.array_equal(_ir_bias(theirs.neurons), bias << NETX_BIAS_EXP):
+                    raise mismatch(k, "bias", "biases differ from the approximation of the exact ones")
+                for attr, src in (("du", "neuron/iDecay"), ("dv", "neuron/vDecay")):
+                    if getattr(ours.neurons, attr) != getattr(theirs.neurons, attr):
+                        raise mismatch(k, src, f"{attr} {getattr(ours.neurons, attr)} vs "
+                                               f"{getattr(theirs.neurons, attr)}")
+                continue
+            pairs = [("weight", ours.weight, ours.weight_exp, theirs.weight, theirs.weight_exp)]
+            if isinstance(ours, DenseLayer) and ours.weight_rec is not None:
+                pairs.append(("weight_rec", ours.weight_rec, ours.weight_rec_exp, theirs.weight_rec,
+                              theirs.weight_rec_exp))
+            for field, w1, e1, w2, e2 in pairs:
+                a = _ir_synapse(w1, e1, ours.num_weight_bits, ours.sign_mode)
+                b = _ir_synapse(w2, e2, theirs.num_weight_bits, theirs.sign_mode)
+                if a[1] != b[1] or a[0].shape != b[0].shape or not np.array_equal(a[0], b[0]):
+                    raise mismatch(k, field, "different effective weights")
+            n1, n2 = ours.neurons, theirs.neurons
+            for attr, src in (("du", "neuron/iDecay"), ("dv", "neuron/vDecay"), ("vth", "neuron/vThMant")):
+                if getattr(n1, attr) != getattr(n2, attr):
+                    raise mismatch(k, src, f"{attr} {getattr(n1, attr)} vs {getattr(n2, attr)}")
+            if not np.array_equal(_ir_bias(n1), _ir_bias(n2)):
+                raise mismatch(k, "bias", "different effective biases")
+
+
+def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Optional[str] = None) -> Network:
+    """Read a lava-dl netx HDF5 file into a :class:`~neurodeploy.ir.Network`.
+
+    Files written by :func:`write_netx` come back exactly (every field).
+    Other netx files give the IR of what netx would run, with the input
+    encoding ``spikes`` (netx's unary default), ``time_steps`` (default 1,
+    netx files do not record it) and ``readout`` ``"potential"`` when the
+    last layer is a PilotNet-style integrator (``du 4095, dv 0, vth 131071``),
+    else ``"spikes"``. ``readout`` given here overrides what the file says.
+
+    Any file is safe to read: it must be a regular file (a named pipe is
+    refused, not waited on) holding HDF5; every declared size is checked
+    against ``MAX_LAYERS``, ``MAX_LAYER_ELEMENTS``, ``MAX_TOTAL_ELEMENTS``,
+    ``MAX_NDIM``, ``MAX_TIME_STEPS``, ``MAX_STRING_CHARS`` and
+    ``MAX_JSON_DEPTH`` before anything is read or allocated; every value's
+    dtype, integrality and range before it is cast. Any problem raises
+    :class:`NetxFormatError` (one line naming the file, the layer index, the
+    field, the value and what was expected); a missing or non-regular file a
+    NetxFormatError too.
+    """
+    import h5py
+
+    if readout is not None and (not isinstance(readout, str) or readout not in READOUTS):
+        raise NetxFormatError(f"{path}: readout {bounded(readout)}, expected one of {READOUTS}", path=str(path))
+    if time_steps is not None and (not isinstance(time_steps, (int, np.integer)) or isinstance(time_steps, bool)
+                                   or not 1 <= time_steps <= MAX_TIME_STEPS):
+        raise NetxFormatError(f"{path}: time_steps {bounded(time_steps)}, expected an integer 1..{MAX_TIME_STEPS} "
+                              f"(MAX_TIME_STEPS)", path=str(path))
+    path = Path(path)
+    try:
+        require_regular_file(path, "netx file")
+    except FileAccessError as exc:
+        raise NetxFormatError(str(exc), path=str(path)) from None
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise NetxFormatError(f"{path}: not an HDF5 file, or a corrupt one (h5py: {_one_line(exc)})",
+                              path=str(path)) from None
+    with f:
+        reader = _Reader(path, f)
+        in_shape, layers, indices = reader.netx_network()
+        network = reader.extras(in_shape, layers, indices)
+    if network is None:
+        kind = readout or ("potential" if _is_integrator(layers[-1].neurons) else "spikes")
+        network = Network(input_shape=in_shape, layers=layers, time_steps=int(time_steps or 1),
+                          input_encoding=InputEncoding(kind="spikes", bits=1, scale=1.0),
+                          metadata={"source": str(path), "format": "lava-dl netx hdf5"}, readout=kind)
+        try:
+            network.validate(str(path))
+        except IRError as exc:
+            raise NetxFormatError(f"{exc}", path=str(path)) from None
+    else:
+        if time_steps is not None:
+            network.time_steps = int(time_steps)
+        if readout is not None:
+            network.readout = readout
+    return network
