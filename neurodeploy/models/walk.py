@@ -158,13 +158,14 @@ def model_layers(model: SNNClassifier) -> ModelBody:
                 raise GraphError(f"{where}: a Flatten between a synapse and its neurons cannot be deployed")
             flatten = k
         elif isinstance(module, (torch.nn.Linear, TimeFolded)):
+            if isinstance(module, TimeFolded) and isinstance(module.module, _BN):
+                raise GraphError(f"{where}: a {type(module.module).__name__} must be folded into the conv before "
+                                 f"it first (models.folding.fold_batchnorm; graph_from_model does)")
             if pending is not None:
                 raise GraphError(f"{where}: two synapse layers in a row (body[{pending.index}] and this one) "
                                  f"without neurons between them cannot be deployed")
             if isinstance(module, TimeFolded):
                 conv = module.module
-                if isinstance(conv, _BN):
-                    raise GraphError(f"{where}: BatchNorm must be folded into the conv first (fold_batchnorm)")
                 if not isinstance(conv, torch.nn.Conv2d):
                     raise GraphError(f"{where}: unsupported time-folded layer {type(conv).__name__}")
                 if conv.padding_mode != "zeros" or isinstance(conv.padding, str):

@@ -1,7 +1,7 @@
 """Quantization to Loihi-style fixed point for a hardware profile."""
 
 from .profile import HardwareProfile, ProfileError, load_profile
-from .quantizer import QuantizationError, QuantizationResult, check_resources, quantize_model
+from .quantizer import QuantizationError, QuantizationResult, check_resources, quantize_graph, quantize_model
 
 __all__ = [
     "HardwareProfile",
@@ -10,5 +10,6 @@ __all__ = [
     "QuantizationError",
     "QuantizationResult",
     "check_resources",
+    "quantize_graph",
     "quantize_model",
 ]

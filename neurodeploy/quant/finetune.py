@@ -23,11 +23,13 @@ import torch.nn.utils.parametrize as parametrize
 from ..data import load_dataset
 from ..fileio import inside
 from ..models.builders import RoundSTE
+from ..models.walk import model_layers
 from ..train.checkpoint import save_checkpoint
 from ..train.loop import _optimizer, epoch_generator, random_shift, set_threads, training_loss
 from ..train.loop import RunError, load_run, predict, accuracy
 from .profile import HardwareProfile, load_profile
-from .quantizer import _choose_exp_and_scale, _float_layers, _neuron_params, _recurrent_exp, input_encoding_for
+from ..graph import GraphError
+from .quantizer import QuantizationError, _choose_exp_and_scale, _recurrent_exp, input_encoding_for
 
 
 class FakeQuant(torch.nn.Module):
@@ -61,9 +63,13 @@ class FakeQuant(torch.nn.Module):
 def attach_fake_quant(model, profile: HardwareProfile) -> None:
     """Freeze DLIF gains at their mean and fake-quantize every synaptic weight."""
     encoding = input_encoding_for(model, profile)
-    for i, fl in enumerate(_float_layers(model)):
-        neurons = fl["neurons"]
-        _, _, theta = _neuron_params(neurons)
+    try:
+        layers = model_layers(model).layers      # the walker's per-layer view: the torch modules themselves
+    except GraphError as exc:
+        raise QuantizationError(f"fine-tuning: {exc}") from None
+    for i, layer in enumerate(layers):
+        neurons = layer.neurons
+        theta = float(neurons.p.v_th)
         gain = 1.0
         if neurons.gain is not None:
             with torch.no_grad():
@@ -71,15 +77,10 @@ def attach_fake_quant(model, profile: HardwareProfile) -> None:
                 neurons.gain.fill_(gain)
             neurons.gain.requires_grad_(False)
         input_scale = encoding.scale if (i == 0 and encoding.kind == "graded") else 1.0
-        if fl["kind"] == "dense_rec":
-            owner_in, owner_rec = neurons.input_weights, neurons.recurrent_weights
-        else:
-            owner_in = next(m for m in model.modules() if getattr(m, "weight", None) is fl["weight"])
-            owner_rec = None
         fq = FakeQuant(profile, theta, gain, input_scale)
-        parametrize.register_parametrization(owner_in, "weight", fq)
-        if owner_rec is not None:
-            parametrize.register_parametrization(owner_rec, "weight", FakeQuant(profile, theta, gain, 1.0, fq))
+        parametrize.register_parametrization(layer.synapse, "weight", fq)
+        if layer.recurrent is not None:
+            parametrize.register_parametrization(layer.recurrent, "weight", FakeQuant(profile, theta, gain, 1.0, fq))
 
 
 def finetune_quantized(run: Path, profile_name: str, epochs: int, *, progress: bool = True,

@@ -59,8 +59,9 @@ import numpy as np
 import torch
 
 from ..errors import NeurodeployError, bounded
+from ..graph import CubaLIF, FloatGraph, GraphError, LIF
 from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
-from ..models.builders import SNNClassifier, TimeFolded
+from ..models.builders import SNNClassifier
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity
 from .profile import HardwareProfile
@@ -100,6 +101,7 @@ class LayerReport:
     readout: Optional[str] = None        # "potential" for the integrator output layer of a linear readout
     v_bound: Optional[int] = None        # worst-case |v| over the run (potential readout)
     v_limit: Optional[int] = None        # what v must stay within: vth << 6 (never spikes, never clips)
+    node: Optional[int] = None           # the float graph's node of this layer (its neuron node)
 
 
 @dataclass
@@ -109,66 +111,27 @@ class QuantizationResult:
     resources: dict
 
 
-def _float_layers(model: SNNClassifier) -> list[dict]:
-    """The deployable spiking layers of a float model: synapse and neurons.
+def _model_body(model: SNNClassifier):
+    from ..models.walk import model_layers
 
-    A linear readout (the final Linear without neurons) is not among them; see
-    :func:`_readout_layer`.
+    try:
+        return model_layers(model)
+    except GraphError as exc:
+        raise QuantizationError(str(exc)) from None
+
+
+def _float_layers(model: SNNClassifier) -> list[dict]:
+    """The deployable spiking layers of a float model as dicts (``kind``, ``weight``, ``bias``, ``conv``,
+    ``neurons``, ``weight_rec``): :func:`~neurodeploy.models.walk.model_layers`, for code that still reads
+    the dicts (the float-side hardware noise). A linear readout is not among them; see :func:`_readout_layer`.
     """
-    return _split_layers(model)[0]
+    return [layer.as_dict() for layer in _model_body(model).layers]
 
 
 def _readout_layer(model: SNNClassifier) -> Optional[dict]:
     """The linear readout of a ``readout: linear`` model (kind, weight, bias), else None."""
-    return _split_layers(model)[1]
-
-
-def _split_layers(model: SNNClassifier) -> tuple[list[dict], Optional[dict]]:
-    if model.readout not in ("spikes", "linear"):
-        raise QuantizationError(f"model.readout is {model.readout!r}, expected 'spikes' or 'linear'")
-    layers = []
-    pending: dict = {}
-    for module in model.body:
-        if isinstance(module, torch.nn.Flatten):
-            pending["flatten"] = True
-        elif isinstance(module, torch.nn.Linear):
-            pending = {"kind": "dense", "weight": module.weight, "bias": module.bias}
-        elif isinstance(module, TimeFolded):
-            conv = module.module
-            if not isinstance(conv, torch.nn.Conv2d):
-                raise QuantizationError(f"unsupported time-folded layer {type(conv).__name__}")
-            if conv.padding_mode != "zeros":
-                raise QuantizationError(f"conv padding_mode {conv.padding_mode!r}: Loihi supports zero padding only")
-            pending = {"kind": "conv", "weight": conv.weight, "bias": conv.bias, "conv": conv}
-        elif isinstance(module, SpikingNeurons):
-            if "weight" not in pending:
-                raise QuantizationError("a spiking layer without synapses in front of it cannot be deployed")
-            layers.append({**pending, "neurons": module})
-            pending = {}
-        elif isinstance(module, RecurrentSpikingNeurons):
-            layers.append({"kind": "dense_rec", "weight": module.input_weights.weight,
-                           "bias": module.input_weights.bias, "weight_rec": module.recurrent_weights.weight,
-                           "neurons": module})
-        else:
-            raise QuantizationError(f"layer {type(module).__name__} cannot be deployed to Loihi "
-                                    f"(supported: Linear, Conv2d, Flatten, spiking neurons)")
-    readout = None
-    if model.readout == "linear":
-        if pending.get("kind") != "dense" or pending.get("flatten"):
-            raise QuantizationError("model.readout is 'linear' but the model does not end in a Linear layer "
-                                    "without neurons; expected ... -> Linear as the last module")
-        readout = pending
-    elif pending.get("weight") is not None:
-        raise QuantizationError("the model ends in synapses without neurons; with model.readout 'spikes' the "
-                                "output layer must spike")
-    return layers, readout
-
-
-def _neuron_params(neurons) -> tuple[float, Optional[float], float]:
-    p = neurons.p
-    leak = float(1.0 - p.tau_mem_inv)
-    current_leak = float(1.0 - p.tau_syn_inv) if hasattr(p, "tau_syn_inv") else None
-    return leak, current_leak, float(p.v_th)
+    readout = _model_body(model).readout
+    return readout.as_dict() if readout is not None else None
 
 
 def _quantize_weights(w: np.ndarray, scale: float, exp: int, profile: HardwareProfile) -> tuple[np.ndarray, float, float]:
@@ -299,16 +262,16 @@ def _readout_bound(w_int: np.ndarray, exp: int, bias_eff: np.ndarray, in_max: in
     return int(max(np.abs(hi).max(initial=0), np.abs(lo).max(initial=0)))
 
 
-def _quantize_readout(fl: dict, index: int, encoding: InputEncoding, profile: HardwareProfile, time_steps: int,
-                      latency: int) -> tuple[DenseLayer, LayerReport]:
-    """The linear readout as an integrator output layer (see the module docstring)."""
+def _quantize_readout(w: np.ndarray, b: Optional[np.ndarray], index: int, encoding: InputEncoding,
+                      profile: HardwareProfile, time_steps: int, latency: int) -> tuple[DenseLayer, LayerReport]:
+    """The linear readout (float64 weights ``(out, in)``, bias or None) as an integrator output layer (see
+    the module docstring)."""
     shift = profile.neuron.activation_shift
     graded_in = index == 0 and encoding.kind == "graded"
-    w = fl["weight"].detach().double().numpy()
     if graded_in:
         w = w / encoding.scale
     in_max = (2**encoding.bits - 1) if graded_in else 1
-    b = fl["bias"].detach().double().numpy() if fl["bias"] is not None else np.zeros(w.shape[0])
+    b = b if b is not None else np.zeros(w.shape[0])
     T, P = int(time_steps), int(time_steps) + int(latency)
     b_step = b * T / P                      # P per-step biases add up to the float model's T
     v_limit = int(min(profile.vth_max << profile.neuron.vth_shift, profile.state_max))
@@ -432,27 +395,136 @@ def require_finite(model: torch.nn.Module, when: str = "") -> None:
                                         f"expected a finite number")
 
 
+def _node_scalar(graph: FloatGraph, index: int, name: str, value: Optional[np.ndarray]) -> Optional[float]:
+    """A neuron parameter that Loihi holds once per layer: its single value (refused if it varies)."""
+    if value is None:
+        return None
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if flat.size > 1 and not np.all(flat == flat[0]):
+        raise QuantizationError(f"node {index} ({type(graph.nodes[index]).__name__}): {name} has "
+                                f"{np.unique(flat).size} different values over the neurons; Loihi's "
+                                f"{'decays are' if 'leak' in name else 'value is'} one per layer")
+    return float(flat[0])
+
+
+def _require_finite_graph(graph: FloatGraph) -> None:
+    """Refuse a graph with a NaN or infinite array, naming the node and parameter."""
+    for i, node in enumerate(graph.nodes):
+        for name in ("weight", "bias", "gain", "leak", "current_leak", "threshold"):
+            value = getattr(node, name, None)
+            if value is None:
+                continue
+            bad = ~np.isfinite(np.asarray(value, dtype=np.float64))
+            if bad.any():
+                raise QuantizationError(f"node {i} ({type(node).__name__}): {name} has {int(bad.sum())} of "
+                                        f"{bad.size} values NaN or infinite; a graph with non-finite values cannot "
+                                        f"be quantized")
+
+
+def _encoding(kind, profile: HardwareProfile) -> InputEncoding:
+    if isinstance(kind, InputEncoding):
+        return kind
+    if kind == "spikes":
+        return InputEncoding(kind="spikes", bits=1, scale=1.0)
+    if kind == "graded":
+        bits = profile.input.graded_bits
+        return InputEncoding(kind="graded", bits=bits, scale=float(2**bits - 1))
+    raise QuantizationError(f"input encoding {kind!r}, expected 'spikes', 'graded' or an InputEncoding")
+
+
+def _neuron_checks(graph: FloatGraph, layer) -> tuple[float, Optional[float], np.ndarray]:
+    """(leak, current_leak, thresholds) of a layer's neuron node; refuses what Loihi's LIF cannot do."""
+    node, i = layer.neuron, layer.node
+    label = f"node {i} ({type(node).__name__})"
+    if getattr(node, "reset", "zero") != "zero":
+        raise QuantizationError(f"{label}: reset {node.reset!r}: Loihi's LIF resets v to 0 (reset 'zero'); a "
+                                f"reset by subtraction has no fixed-point mapping here")
+    leak = _node_scalar(graph, i, "leak", node.leak)
+    current_leak = _node_scalar(graph, i, "current_leak", getattr(node, "current_leak", None))
+    for name, value in (("leak", leak), ("current_leak", current_leak)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise QuantizationError(f"{label}: {name} {value:g} outside [0, 1]: Loihi's decays cannot grow a state")
+    theta = np.asarray(node.threshold, dtype=np.float64).reshape(-1)
+    if np.any(theta <= 0):
+        raise QuantizationError(f"{label}: threshold {float(theta.min()):g}: Loihi's threshold must be positive")
+    return leak, current_leak, theta
+
+
+def _normalise_thresholds(layer, theta: np.ndarray) -> tuple[float, list[str]]:
+    """One threshold per layer: rows of a layer with per-neuron thresholds are scaled to the largest (exact:
+    v_i > theta_i  <=>  v_i * theta_max / theta_i > theta_max, and the reset is to zero)."""
+    if theta.size == 1 or np.all(theta == theta[0]):
+        return float(theta[0]), []
+    ref = float(theta.max())
+    r = ref / theta
+    if layer.kind == "conv":
+        per_c = r.reshape(layer.out_shape[0], -1)
+        if not np.all(per_c == per_c[:, :1]):
+            raise QuantizationError(f"node {layer.node} ({type(layer.neuron).__name__}): thresholds that vary "
+                                    f"within a conv channel cannot be deployed (one conv kernel per channel)")
+        layer.weight = layer.weight * per_c[:, 0][:, None, None, None]
+        if layer.bias is not None:
+            layer.bias = layer.bias * per_c[:, 0]
+    else:
+        layer.weight = layer.weight * r[:, None]
+        if layer.bias is not None:
+            layer.bias = layer.bias * r
+        if layer.weight_rec is not None:
+            layer.weight_rec = layer.weight_rec * r[:, None]
+    if layer.neuron_bias is not None:
+        layer.neuron_bias = layer.neuron_bias * r
+    return ref, [f"per-neuron thresholds ({theta.min():g} .. {ref:g}) normalised to {ref:g}: each neuron's "
+                 f"weights and bias are scaled by {ref:g} / its threshold (exact)"]
+
+
+def graph_peak_currents(graph: FloatGraph, calibration, repeat: Optional[int] = None) -> list[float]:
+    """Per spiking neuron node of ``graph`` (gains folded), the largest ``|current| / threshold`` over the
+    calibration inputs (time-major ``(T, B, *input_shape)``; ``repeat``: one step repeated), run with
+    :class:`~neurodeploy.models.graph_module.GraphModule` in float64."""
+    from ..models.graph_module import GraphModule
+
+    x = torch.as_tensor(np.asarray(calibration, dtype=np.float64) if not isinstance(calibration, torch.Tensor)
+                        else calibration).double()
+    if repeat is not None:
+        if x.shape[0] != 1:
+            raise QuantizationError(f"calibration with repeat={repeat} takes one step, got {x.shape[0]}")
+        x = x.expand(repeat, *x.shape[1:])
+    module = GraphModule(graph, dtype=torch.float64)
+    with torch.no_grad():
+        _, records = module(x, currents=True)
+    shapes = graph.shapes()
+    peaks = []
+    for i, node in enumerate(graph.nodes):
+        if isinstance(node, (LIF, CubaLIF)):
+            theta = torch.as_tensor(np.asarray(node.threshold, dtype=np.float64))
+            theta = theta.reshape(()) if theta.numel() == 1 else theta.reshape(shapes[i])
+            peaks.append(float((records[i]["current"].abs() / theta).max()))
+    return peaks
+
+
 def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
                    time_steps: int, vth_target: Optional[int] = None, name: str = "",
                    calibration: Optional[torch.Tensor] = None,
                    calibration_repeat: Optional[int] = None) -> QuantizationResult:
     """Map a trained float model to a fixed-point :class:`Network` for ``profile``.
 
-    BatchNorm is folded into the convs first (eval statistics). With
-    ``calibration`` (encoded inputs, see :func:`peak_currents`), a layer whose
-    input current reaches many thresholds gets a lower threshold scale so its
-    u and v cannot leave the 24-bit state (a strongly driven recurrent layer
-    otherwise wraps u and loses most of its accuracy).
+    The model's :class:`~neurodeploy.graph.FloatGraph`
+    (:func:`~neurodeploy.models.walk.graph_from_model`: BatchNorm folded into
+    the convs with eval statistics, input normalisation into the first
+    synapse, DLIF gains kept per step) goes through :func:`quantize_graph`,
+    which folds the mean gains. With ``calibration`` (encoded inputs, see
+    :func:`peak_currents`), a layer whose input current reaches many
+    thresholds gets a lower threshold scale so its u and v cannot leave the
+    24-bit state (a strongly driven recurrent layer otherwise wraps u and
+    loses most of its accuracy); the peaks are measured on the model itself.
     """
     from ..models.folding import fold_batchnorm, has_batchnorm
+    from ..models.walk import graph_from_model
 
     require_finite(model)
     if has_batchnorm(model):
         model = fold_batchnorm(model)   # a BatchNormFoldError names the layer
         require_finite(model, " (after folding BatchNorm into the convs)")
-    if model.normalize is not None:
-        raise QuantizationError("models with input normalisation cannot be deployed yet: fold it into the first "
-                                "layer or train without model.normalize_mean/std")
     if not isinstance(model.encoder, (DirectEncoder, PoissonEncoder, TemporalEncoder)):
         raise QuantizationError(f"encoder {type(model.encoder).__name__} has no fixed-point input path")
     encoding = input_encoding_for(model, profile)
@@ -461,34 +533,79 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
             f"the model was trained on inputs quantized to {model.input_levels} levels (model.input_bits) but "
             f"profile {profile.name!r} sends {profile.input.graded_bits}-bit graded spikes "
             f"({int(encoding.scale)} levels); set model.input_bits to {profile.input.graded_bits}")
+    try:
+        graph = graph_from_model(model, time_steps, fold=False, input_shape=tuple(input_shape))
+    except GraphError as exc:
+        raise QuantizationError(str(exc)) from None
+    peaks = peak_currents(model, calibration, calibration_repeat) if calibration is not None else None
+    return quantize_graph(graph, profile, time_steps=time_steps, input_encoding=encoding, vth_target=vth_target,
+                          name=name, peaks=peaks)
+
+
+def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: Optional[int] = None,
+                   input_encoding="spikes", vth_target: Optional[int] = None, name: str = "",
+                   calibration=None, calibration_repeat: Optional[int] = None,
+                   peaks: Optional[list[float]] = None) -> QuantizationResult:
+    """Map a float graph to a fixed-point :class:`Network` for ``profile`` (see the module docstring).
+
+    ``time_steps``: steps per sample (default ``graph.time_steps``).
+    ``input_encoding``: what the first layer receives, ``"spikes"`` (0/1),
+    ``"graded"`` (values in [0, 1] sent as ``round(x * (2**bits - 1))``) or
+    an :class:`~neurodeploy.ir.InputEncoding`. The DLIF gains are folded to
+    their means first (:func:`~neurodeploy.models.walk.fold_gains`), linear
+    chains between neuron nodes are composed into one synapse
+    (:mod:`neurodeploy.quant.layers`). ``calibration``: encoded inputs
+    ``(T, B, *input_shape)`` (``calibration_repeat`` for a repeated step)
+    whose peak currents (:func:`graph_peak_currents`) cap each layer's
+    threshold scale; ``peaks`` gives those peaks directly (one per spiking
+    layer). What Loihi cannot do exactly (reset by subtraction, per-neuron
+    leaks, a leaky integrator readout, pooling without a synapse after it)
+    is a :class:`QuantizationError` naming the node.
+    """
+    from ..models.walk import fold_gains, gain_record
+    from .layers import graph_layers
+
+    graph.validate()
+    _require_finite_graph(graph)
+    T = time_steps if time_steps is not None else graph.time_steps
+    if T is None or not isinstance(T, (int, np.integer)) or isinstance(T, bool) or T < 1:
+        raise QuantizationError(f"time_steps {T!r}: quantizing a graph needs a positive number of steps per "
+                                f"sample (pass time_steps=, or set graph.time_steps)")
+    T = int(T)
+    encoding = _encoding(input_encoding, profile)
+    if graph.time_steps != T:
+        graph = FloatGraph(graph.nodes, dt=graph.dt, time_steps=T, readout=graph.readout, metadata=graph.metadata)
+    graph = fold_gains(graph)
+    float_layers, readout = graph_layers(graph, QuantizationError)
+    if peaks is None and calibration is not None:
+        peaks = graph_peak_currents(graph, calibration, calibration_repeat)
+    if peaks is not None and len(peaks) != len(float_layers):
+        raise QuantizationError(f"{len(peaks)} calibration peaks for {len(float_layers)} spiking layers")
     # vth << 6 at most 1/16 of the 24-bit state: a strongly driven first layer
     # (graded 8-bit pixels) reached 4x its threshold in one step and wrapped u
     state_headroom = profile.neuron.state_bits - 1 - profile.neuron.activation_shift - 4
     vth_target = int(vth_target or min(profile.vth_max, 2**state_headroom))
-    float_layers, readout = _split_layers(model)
-    peaks = peak_currents(model, calibration, calibration_repeat) if calibration is not None else None
-    shape: tuple[int, ...] = tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder) else tuple(input_shape)
+    shape: tuple[int, ...] = tuple(graph.input_shape)
     ir_layers: list[Layer] = []
     reports: list[LayerReport] = []
     for i, fl in enumerate(float_layers):
-        neurons = fl["neurons"]
-        leak, current_leak, theta = _neuron_params(neurons)
-        gain = neurons.gain.detach().double().numpy() if neurons.gain is not None else None
-        g = float(gain.mean()) if gain is not None else 1.0
-        w = fl["weight"].detach().double().numpy() * g
+        leak, current_leak, thetas = _neuron_checks(graph, fl)
+        theta, theta_notes = _normalise_thresholds(fl, thetas)
+        w = fl.weight
         if i == 0 and encoding.kind == "graded":
             w = w / encoding.scale  # the first layer receives round(x * scale)
-        b = fl["bias"].detach().double().numpy() * g if fl["bias"] is not None else np.zeros(w.shape[0])
+        b = fl.bias if fl.bias is not None else np.zeros(w.shape[0])
         joint = w
         graded_in = i == 0 and encoding.kind == "graded"
-        if fl["kind"] == "dense_rec":
-            w_rec = fl["weight_rec"].detach().double().numpy() * g
+        if fl.kind == "dense_rec":
+            w_rec = fl.weight_rec
             if not graded_in:
                 # spike inputs: one scale for both matrices keeps exponent 0 for both (netx's dense_rec);
                 # graded inputs carry a 1/255 factor, so sharing would crush the input weights
                 joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
         target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
         exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
+        notes = theta_notes + notes
         _check_scale(scale, f"layer {i}", theta)
         if target < vth_target:
             notes.append(f"input current reaches {peaks[i]:.1f} thresholds on the calibration inputs: "
@@ -497,28 +614,40 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         w_int, clip, err = _quantize_weights(w, scale, exp, profile)
         vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
         vth_back = vth * 2.0**profile.neuron.activation_shift / scale
-        if fl["kind"] == "conv":
+        if fl.kind == "conv":
             # one bias per channel in torch, one per neuron (C, H, W order) on the chip
-            conv = fl["conv"]
-            _, h, w_out = conv_out_shape(shape, conv.weight.shape, conv.stride, conv.padding, conv.dilation)
+            conv = fl.conv
+            _, h, w_out = conv_out_shape(shape, w.shape, conv.stride, conv.padding, conv.dilation)
             b = np.repeat(b, h * w_out)
+        extra = fl.neuron_bias
+        if fl.neuron.bias is not None:
+            nb = np.broadcast_to(np.asarray(fl.neuron.bias, dtype=np.float64).reshape(-1), b.shape)
+            extra = nb if extra is None else extra + nb
+        if extra is not None:
+            b = b + extra
+        if (current_leak is not None and current_leak != 0 and fl.bias is not None and np.any(fl.bias != 0)):
+            notes.append(f"the synapse bias of this CUBA layer enters the current (i = {current_leak:g} i + W x + b) "
+                         f"in float but v on Loihi (v = dv v + u + bias): the float model's bias settles "
+                         f"{1 / (1 - current_leak):.3g}x larger; fixed point approximates it")
         bias_mant, bias_exp, bias_clip = _bias(b, scale, profile)
         dv = int(min(max(round(4096 * (1 - leak)), 0), profile.decay_max))
         du = profile.decay_max if current_leak is None else int(min(max(round(4096 * (1 - current_leak)) - 1, 0),
                                                                      profile.decay_max))
         nrn = Neurons(du=du, dv=dv, vth=vth, bias_mant=bias_mant.reshape(-1), bias_exp=bias_exp)
         report = LayerReport(
-            index=i, kind=fl["kind"], shape=[], scale=scale, weight_exp=exp, vth=vth, bias_exp=bias_exp,
+            index=i, kind=fl.kind, shape=[], scale=scale, weight_exp=exp, vth=vth, bias_exp=bias_exp,
             du=du, dv=dv, weight_clip_fraction=clip, weight_rel_error=err,
             weight_levels_used=int(np.unique(w_int).size), threshold_rel_error=abs(vth_back - theta) / theta,
-            leak_float=leak, leak_fixed=1 - dv / 4096, bias_clip_fraction=bias_clip, notes=notes,
+            leak_float=leak, leak_fixed=1 - dv / 4096, bias_clip_fraction=bias_clip, notes=notes, node=fl.node,
         )
         report.peak_current = peaks[i] if peaks is not None else None
+        gain = gain_record(graph, fl.node)
         if gain is not None:
-            report.gain_mean = g
-            report.gain_spread = float(np.abs(gain - g).max() / abs(g)) if g != 0 else float("inf")
-        if fl["kind"] == "conv":
-            conv = fl["conv"]
+            g = gain["mean"]
+            report.gain_mean = g if np.ndim(g) == 0 else float(np.mean(g))
+            report.gain_spread = gain["spread"]
+        if fl.kind == "conv":
+            conv = fl.conv
             if len(shape) != 3:
                 raise QuantizationError(f"layer {i}: conv needs (C, H, W) input, got shape {shape}")
             layer: Layer = ConvLayer(
@@ -530,7 +659,7 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
             layer = DenseLayer(weight=w_int.reshape(w.shape[0], -1), neurons=nrn, weight_exp=exp,
                                num_weight_bits=profile.weights.bits, sign_mode=profile.weights.sign_mode,
                                name=f"layer{i}")
-            if fl["kind"] == "dense_rec":
+            if fl.kind == "dense_rec":
                 rexp = exp if (exp == 0 and not graded_in) else _recurrent_exp(w_rec, scale, profile)
                 w_rec_int, rclip, rerr = _quantize_weights(w_rec, scale, rexp, profile)
                 layer.weight_rec, layer.weight_rec_exp = w_rec_int, rexp
@@ -547,15 +676,25 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         shape = layer.out_shape
     if readout is not None:
         n_in = int(np.prod(shape))
-        if readout["weight"].shape[1] != n_in:
-            raise QuantizationError(f"the readout Linear has {readout['weight'].shape[1]} inputs, the layer "
-                                    f"before it {n_in} outputs")
-        layer, report = _quantize_readout(readout, len(ir_layers), encoding, profile, time_steps,
+        if readout.weight.shape[1] != n_in:
+            raise QuantizationError(f"the readout has {readout.weight.shape[1]} inputs, the layer before it "
+                                    f"{n_in} outputs")
+        b = readout.bias
+        if readout.neuron is not None:                     # a last LI node (leak 1): v sums like the integrator
+            leak = _node_scalar(graph, readout.node, "leak", readout.neuron.leak)
+            if leak != 1.0:
+                raise QuantizationError(f"node {readout.node} (LI): leak {leak:g}: the integrator readout sums "
+                                        f"(leak 1); a leaky readout has no fixed-point mapping here")
+            if readout.neuron.bias is not None:
+                nb = np.broadcast_to(np.asarray(readout.neuron.bias, dtype=np.float64).reshape(-1),
+                                     (readout.weight.shape[0],))
+                b = nb.copy() if b is None else b + nb
+        layer, report = _quantize_readout(readout.weight, b, len(ir_layers), encoding, profile, T,
                                           latency=len(ir_layers) + 1)
+        report.node = readout.node
         ir_layers.append(layer)
         reports.append(report)
-    network = Network(input_shape=tuple(input_shape[1:]) if isinstance(model.encoder, TemporalEncoder)
-                      else tuple(input_shape), layers=ir_layers, time_steps=time_steps,
+    network = Network(input_shape=tuple(graph.input_shape), layers=ir_layers, time_steps=T,
                       input_encoding=encoding, profile=profile.name, metadata={"source": name},
                       readout="potential" if readout is not None else "spikes")
     network.validate(name or "quantized network")
