@@ -523,10 +523,22 @@ def test_nir_folds_input_normalisation(tmp_path):
     fc = graph.nodes["fc0"]
     got = x.flatten(1).numpy() @ fc.weight.T + fc.bias
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+    # before a zero-padded conv the normalisation stays a per-channel map: a 1x1 conv in front (exact)
     conv = _model("conv", "lif", (2, 6, 6), channels=[2], hidden=[4], normalize_mean=[0.5, 0.4],
                   normalize_std=[0.3, 0.2])
-    with pytest.raises(NIRExportError, match="zero-padded"):
-        build_nir_graph(conv, input_shape=(2, 6, 6), time_steps=6)
+    graph = build_nir_graph(conv, input_shape=(2, 6, 6), time_steps=6, fold_r=False)
+    pre, first = graph.nodes["conv0"], graph.nodes["conv1"]
+    assert pre.weight.shape == (2, 2, 1, 1) and first.weight.shape == conv.body[0].module.weight.shape
+    x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = conv.body[0].module(conv.normalize(x.unsqueeze(0))[0])
+        got = torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, torch.tensor(pre.weight),
+                                                                    torch.tensor(pre.bias)),
+                                         torch.tensor(first.weight), torch.tensor(first.bias),
+                                         padding=tuple(first.padding))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(NIRExportError, match="time_steps"):
+        build_nir_graph(conv, input_shape=(2, 6, 6), time_steps=0)
 
 
 # --------------------------------------------------------------------------- ONNX

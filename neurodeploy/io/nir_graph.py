@@ -624,9 +624,13 @@ def graph_to_nir(graph: FloatGraph, *, fold_r: bool = True, time_steps: Optional
         b = np.zeros(c) if node.bias is None else node.bias
         if extra_bias is not None:
             b = b + _per_channel(extra_bias, c, "a neuron bias")
-        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=(node.weight * f[:, None, None, None]).astype(np.float32),
+        weight = node.weight * f[:, None, None, None]
+        if node.groups > 1:  # nir infers a grouped conv's input channels wrongly: the equivalent dense conv
+            meta["groups_expanded"] = int(node.groups)
+            weight = _ungroup(weight, int(node.groups), int(in_shape[0]))
+        return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=weight.astype(np.float32),
                           stride=tuple(node.stride), padding=tuple(node.padding), dilation=tuple(node.dilation),
-                          groups=int(node.groups), bias=(b * f).astype(np.float32), metadata=meta)
+                          groups=1, bias=(b * f).astype(np.float32), metadata=meta)
 
     def flush(meta: Optional[dict] = None) -> None:
         nonlocal pending
@@ -720,6 +724,16 @@ def graph_to_nir(graph: FloatGraph, *, fold_r: bool = True, time_steps: Optional
     if steps is not None:
         meta["time_steps"] = int(steps)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=True)
+
+
+def _ungroup(weight: np.ndarray, groups: int, in_channels: int) -> np.ndarray:
+    """A grouped conv's ``(out, in/groups, kh, kw)`` weight as the block-diagonal ``(out, in, kh, kw)`` one."""
+    out_c, per_in = weight.shape[:2]
+    per_out = out_c // groups
+    full = np.zeros((out_c, in_channels, *weight.shape[2:]), dtype=weight.dtype)
+    for g in range(groups):
+        full[g * per_out:(g + 1) * per_out, g * per_in:(g + 1) * per_in] = weight[g * per_out:(g + 1) * per_out]
+    return full
 
 
 def _per_channel(a: np.ndarray, c: int, what: str) -> np.ndarray:
