@@ -8,7 +8,8 @@ Inputs
     ``x``      ``(B, *step_shape)`` float32: the encoded input of one step,
                i.e. the encoder's output at step t (``encode_input(model, x)[t]``:
                the model's input quantisation, if any, then its encoder);
-               normalisation (``model.normalize``) is inside the graph.
+               normalisation (``model.normalize``) is inside the graph (folded
+               into the first synapse).
     ``t``      ``()`` int64: the step index, 0-based. The DLIF gains ``p[t]``
                are stored in the graph as constant tables and looked up with
                ``Gather``: the caller never handles them, and a step index past
@@ -32,37 +33,43 @@ The interface (names, per-sample shapes, time steps) is stored as JSON in the
 model's ``metadata_props`` under ``neurodeploy.step_interface``; read it with
 :func:`step_interface`.
 
-The step is traced from our own step functions
-(:func:`~neurodeploy.neurons.functional.dlif_step`,
-:func:`~neurodeploy.neurons.functional.cuba_step`) with the spike function
-replaced by its forward pass, the Heaviside ``x > 0`` (the surrogate gradient
-only matters for training). The legacy TorchScript exporter
-(``dynamo=False``) is used: it needs no extra packages and handles the graph.
+The step graph is built from the walker's :class:`~neurodeploy.graph.FloatGraph`
+(:func:`~neurodeploy.models.walk.graph_from_model` with ``fold=False``): BatchNorm
+folded into the conv (eval statistics), input normalisation folded into the
+first synapse (``x`` is the encoded input *before* normalisation, as it was
+when the graph normalised it itself; the outputs agree to float32 rounding),
+DLIF gains kept as per-step tables. The neuron step is the graph's
+(:mod:`neurodeploy.graph`: ``v = leak*v + I``; ``i = current_leak*i + I``
+first for CUBA) with the spike as its forward pass, the Heaviside
+``v - threshold > 0`` (the surrogate gradient only matters for training);
+weights are the model's float32 values, so the graph computes what the
+model computes. The legacy TorchScript exporter (``dynamo=False``) is used:
+it needs no extra packages and handles the graph.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import io
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import NeurodeployError
 from ..fileio import atomic_path
-from ..models.builders import SNNClassifier, TimeFolded
-from ..models.folding import fold_batchnorm, has_batchnorm
-from ..neurons import functional as F_
-from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
+from ..graph import (LI, NEURON_NODES, Affine, AvgPool2d, Conv2d, CubaLIF, Flatten, FloatGraph, GraphError,
+                     InputGain, Recurrent, SumPool2d)
+from ..models.builders import SNNClassifier
+from ..models.walk import graph_from_model
 
 __all__ = ["ONNXExportError", "export_onnx", "run_onnx", "step_interface", "encode_input", "StepModule",
-           "INTERFACE_KEY"]
+           "model_step_graph", "INTERFACE_KEY"]
 
 INTERFACE_KEY = "neurodeploy.step_interface"
 OPSET = 17
@@ -70,21 +77,6 @@ OPSET = 17
 
 class ONNXExportError(NeurodeployError, ValueError):
     """The model cannot be exported as an ONNX step graph; the message says why."""
-
-
-@contextlib.contextmanager
-def _heaviside_spikes() -> Iterator[None]:
-    """Make the step functions use the plain Heaviside forward (no surrogate autograd function)."""
-    original = F_.spike_fn
-
-    def heaviside(x: torch.Tensor, gamma: float) -> torch.Tensor:
-        return (x > 0).to(x.dtype)
-
-    F_.spike_fn = heaviside
-    try:
-        yield
-    finally:
-        F_.spike_fn = original
 
 
 def encode_input(model: SNNClassifier, x: torch.Tensor) -> torch.Tensor:
@@ -101,126 +93,156 @@ def encode_input(model: SNNClassifier, x: torch.Tensor) -> torch.Tensor:
 
 
 class StepModule(torch.nn.Module):
-    """One time step of an :class:`SNNClassifier` with explicit state: ``forward(x, t, *state)``.
+    """One time step of a :class:`~neurodeploy.graph.FloatGraph` with explicit state: ``forward(x, t, *state)``.
 
-    ``state_spec`` lists ``(name, per-sample shape)`` of the state tensors in
-    input order; ``forward`` returns ``(out, *next_state)``.
+    Built from the walker's graph of a model (:func:`~neurodeploy.models.walk.graph_from_model`
+    with ``fold=False``: BatchNorm and normalisation folded, DLIF gains kept
+    per step) or from a graph directly. ``state_spec`` lists ``(name,
+    per-sample shape)`` of the state tensors in input order; ``forward``
+    returns ``(out, *next_state)``. State names carry the body index of the
+    layer (``graph.metadata["body_index"]``; the node index without it).
     """
 
-    def __init__(self, model: SNNClassifier, step_shape: tuple[int, ...]) -> None:
+    def __init__(self, model_or_graph: Union[SNNClassifier, FloatGraph],
+                 step_shape: Optional[tuple[int, ...]] = None) -> None:
         super().__init__()
-        self.normalize = model.normalize
-        self.layers = torch.nn.ModuleList(list(model.body))
-        self.step_shape = tuple(int(s) for s in step_shape)
+        graph = (model_or_graph if isinstance(model_or_graph, FloatGraph)
+                 else model_step_graph(model_or_graph, step_shape))
+        shapes = graph.shapes()
+        where = graph.metadata.get("body_index") or tuple(range(len(graph.nodes)))
+        self.step_shape = tuple(int(s) for s in graph.input_shape)
         self.state_spec: list[tuple[str, tuple[int, ...]]] = []
-        self._plan: list[tuple[str, list[int]]] = []  # per module: kind and its state slots
-        params = list(model.parameters())
-        dtype = params[0].dtype if params else torch.float32
-        h = torch.zeros(1, *self.step_shape, dtype=dtype)
-        for k, m in enumerate(self.layers):
-            if isinstance(m, SpikingNeurons):
-                shape = tuple(h.shape[1:])
-                slots = [self._slot(f"v{k}", shape)]
-                if m.neuron_type.startswith("cuba"):
-                    slots.append(self._slot(f"i{k}", shape))
-                self._plan.append(("neurons", slots))
-            elif isinstance(m, RecurrentSpikingNeurons):
-                shape = (m.recurrent_weights.out_features,)
-                slots = [self._slot(f"z{k}", shape), self._slot(f"v{k}", shape)]
-                if m.cuba:
-                    slots.append(self._slot(f"i{k}", shape))
-                self._plan.append(("recurrent", slots))
-                h = torch.zeros(1, *shape, dtype=dtype)
+        self._plan: list[tuple] = []   # (kind, node index, state slots, extra)
+        self.graph = graph
+        nodes = graph.nodes
+        i = 1
+        while i < len(nodes):
+            node = nodes[i]
+            if isinstance(node, InputGain):
+                self._const(i, "gain", node.gain)
+                i += 1
                 continue
-            elif isinstance(m, torch.nn.Flatten):
-                self._plan.append(("flatten", []))
-            elif isinstance(m, (torch.nn.Linear, TimeFolded)):
-                self._plan.append(("synapse", []))
-            else:
-                raise ONNXExportError(f"layer {type(m).__name__} has no step export "
-                                      f"(supported: Linear, TimeFolded(Conv2d), Flatten, spiking neurons)")
-            with torch.no_grad():
-                h = self._stateless(m, h) if self._plan[-1][0] in ("flatten", "synapse") else h
-        self.out_shape = tuple(int(s) for s in h.shape[1:])
+            if isinstance(node, NEURON_NODES):
+                shape = tuple(int(s) for s in shapes[i])
+                k = where[i] if where[i] is not None else i
+                rec = i + 1 < len(nodes) and isinstance(nodes[i + 1], Recurrent)
+                gain = i - 1 if isinstance(nodes[i - 1], InputGain) else None
+                z_slot = self._slot(f"z{k}", shape) if rec else None
+                if rec:
+                    self._const(i + 1, "weight", nodes[i + 1].weight)
+                slots = [self._slot(f"v{k}", shape)]
+                if isinstance(node, CubaLIF):
+                    slots.append(self._slot(f"i{k}", shape))
+                    self._const(i, "current_leak", node.current_leak, shape)
+                self._const(i, "leak", node.leak, shape)
+                if not isinstance(node, LI):
+                    self._const(i, "threshold", node.threshold, shape)
+                if node.bias is not None:
+                    self._const(i, "bias", node.bias, shape)
+                self._plan.append(("neurons", i, slots, (gain, i + 1 if rec else None, z_slot)))
+                i += 2 if rec else 1
+                continue
+            for name in ("weight", "bias"):
+                if getattr(node, name, None) is not None:
+                    self._const(i, name, getattr(node, name))
+            self._plan.append(("stateless", i, [], None))
+            i += 1
+        self.out_shape = tuple(int(s) for s in shapes[-1])
+
+    def _const(self, i: int, name: str, value, shape: Optional[tuple[int, ...]] = None) -> None:
+        arr = np.array(value, dtype=np.float64)     # a writable copy
+        if shape is not None:
+            arr = arr.reshape(()) if arr.size == 1 else arr.reshape(shape)
+        self.register_buffer(f"n{i}_{name}", torch.as_tensor(arr, dtype=torch.float32))
+
+    def _c(self, i: int, name: str) -> Optional[torch.Tensor]:
+        return getattr(self, f"n{i}_{name}", None)
 
     def _slot(self, name: str, shape: tuple[int, ...]) -> int:
         self.state_spec.append((name, tuple(int(s) for s in shape)))
         return len(self.state_spec) - 1
 
-    @staticmethod
-    def _stateless(m: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
-        if isinstance(m, torch.nn.Flatten):
-            start = m.start_dim - 1 if m.start_dim > 0 else m.start_dim
-            end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
-            if start < 1 and m.start_dim >= 0:
-                raise ONNXExportError(f"Flatten(start_dim={m.start_dim}) would merge the time or batch axis")
-            return torch.flatten(h, start, end)
-        if isinstance(m, TimeFolded):
-            return m.module(h)
-        return m(h)
+    def _stateless(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        node = self.graph.nodes[i]
+        if isinstance(node, Flatten):
+            return torch.flatten(h, 1, -1)
+        if isinstance(node, Affine):
+            return F.linear(h, self._c(i, "weight"), self._c(i, "bias"))
+        if isinstance(node, Conv2d):
+            return F.conv2d(h, self._c(i, "weight"), self._c(i, "bias"), stride=tuple(node.stride),
+                            padding=tuple(node.padding), dilation=tuple(node.dilation), groups=int(node.groups))
+        if isinstance(node, (SumPool2d, AvgPool2d)):
+            c = h.shape[1]
+            kh, kw = (int(k) for k in node.kernel)
+            y = F.conv2d(h, h.new_ones((c, 1, kh, kw)), stride=tuple(node.stride), padding=tuple(node.padding),
+                         groups=c)
+            return y / float(kh * kw) if isinstance(node, AvgPool2d) else y
+        raise ONNXExportError(f"node {i} ({type(node).__name__}) has no step export")
 
-    @staticmethod
-    def _gain(m, current: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if m.gain is None:
+    def _gain(self, gain: Optional[int], current: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if gain is None:
             return current
-        g = torch.index_select(m.gain, 0, t.reshape(1).to(torch.int64))
-        return current * g.reshape([1] * current.dim())
+        table = self._c(gain, "gain")
+        g = torch.index_select(table, 0, t.reshape(1).to(torch.int64))
+        if table.dim() == 1 or table.shape[1] == 1:
+            return current * g.reshape([1] * current.dim())
+        return current * g.reshape(1, *current.shape[1:])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *state: torch.Tensor):
         h = x
-        if self.normalize is not None:
-            h = self.normalize(h.unsqueeze(0))[0]
         new_state: list[Optional[torch.Tensor]] = [None] * len(state)
-        for m, (kind, slots) in zip(self.layers, self._plan):
-            if kind in ("flatten", "synapse"):
-                h = self._stateless(m, h)
-            elif kind == "neurons":
-                current = self._gain(m, h, t)
-                if len(slots) == 2:
-                    z, st = F_.cuba_step(current, F_.LIFFeedForwardState(v=state[slots[0]], i=state[slots[1]]), m.p)
-                    new_state[slots[0]], new_state[slots[1]] = st.v, st.i
-                else:
-                    z, st = F_.dlif_step(current, F_.LIFBoxFeedForwardState(v=state[slots[0]]), m.p)
-                    new_state[slots[0]] = st.v
-                h = z
-            else:  # recurrent
-                z_prev = state[slots[0]]
-                current = self._gain(m, m.input_weights(h) + m.recurrent_weights(z_prev), t)
-                if len(slots) == 3:
-                    z, st = F_.cuba_step(current, F_.LIFFeedForwardState(v=state[slots[1]], i=state[slots[2]]), m.p)
-                    new_state[slots[2]] = st.i
-                else:
-                    z, st = F_.dlif_step(current, F_.LIFBoxFeedForwardState(v=state[slots[1]]), m.p)
-                new_state[slots[0]], new_state[slots[1]] = z, st.v
-                h = z
+        for kind, i, slots, extra in self._plan:
+            if kind == "stateless":
+                h = self._stateless(i, h)
+                continue
+            node = self.graph.nodes[i]
+            gain, rec, z_slot = extra
+            current = h
+            if rec is not None:
+                z_prev = state[z_slot]
+                current = current + F.linear(z_prev.flatten(1), self._c(rec, "weight")).reshape(z_prev.shape)
+            current = self._gain(gain, current, t)
+            v = state[slots[0]]
+            if isinstance(node, CubaLIF):
+                cur = self._c(i, "current_leak") * state[slots[1]] + current
+                new_state[slots[1]] = cur
+                v = self._c(i, "leak") * v + cur
+            else:
+                v = self._c(i, "leak") * v + current
+            bias = self._c(i, "bias")
+            if bias is not None:
+                v = v + bias
+            if isinstance(node, LI):
+                out = v
+            else:
+                theta = self._c(i, "threshold")
+                out = (v - theta > 0).to(v.dtype)        # the Heaviside forward of the surrogate spike
+                v = v - out * theta if node.reset == "subtract" else (1.0 - out) * v + out * 0.0
+            new_state[slots[0]] = v
+            if rec is not None:
+                new_state[z_slot] = out
+            h = out
         return (h, *new_state)
 
 
-def _step_shape(model: SNNClassifier, input_shape: Optional[tuple[int, ...]]) -> tuple[int, ...]:
-    from ..data.encoders import TemporalEncoder
-
-    if input_shape is not None:
-        shape = tuple(int(s) for s in input_shape)
-        if isinstance(model.encoder, TemporalEncoder) and len(shape) == 2:
-            shape = shape[1:]  # (T, F) sample -> (F,) per step
-        return shape
-    for m in model.body:
-        if isinstance(m, torch.nn.Flatten):
-            continue
-        if isinstance(m, torch.nn.Linear):
-            return (m.in_features,)
-        if isinstance(m, RecurrentSpikingNeurons):
-            return (m.input_weights.in_features,)
-        break
-    raise ONNXExportError("input_shape is required for this model (its first layer is a convolution): pass the "
-                          "shape of one sample, e.g. input_shape=(1, 28, 28)")
+def model_step_graph(model: SNNClassifier, input_shape: Optional[tuple[int, ...]] = None) -> FloatGraph:
+    """The graph the step export runs: the walker's graph with the DLIF gains per step (``fold=False``) over
+    the encoder's steps (sequences: each gain's own length). A :class:`ONNXExportError` says what has no
+    graph."""
+    try:
+        return graph_from_model(model, getattr(model.encoder, "time_steps", None), fold=False,
+                                input_shape=input_shape)
+    except GraphError as exc:
+        raise ONNXExportError(str(exc)) from None
 
 
-def _time_steps(model: SNNClassifier) -> Optional[int]:
+def _time_steps(model: SNNClassifier, graph: FloatGraph) -> Optional[int]:
+    """Steps per sample: the encoder's, or (sequences) the shortest DLIF gain table's, or None."""
     steps = getattr(model.encoder, "time_steps", None)
-    gains = [m.gain.shape[0] for m in model.modules()
-             if isinstance(m, (SpikingNeurons, RecurrentSpikingNeurons)) and m.gain is not None]
-    return int(steps) if steps is not None else (int(min(gains)) if gains else None)
+    if steps is not None:
+        return int(steps)
+    gains = [n.gain.shape[0] for n in graph.nodes if isinstance(n, InputGain)]
+    return int(min(gains)) if gains else None
 
 
 def export_onnx(model: SNNClassifier, path: Union[str, os.PathLike], *,
@@ -235,13 +257,10 @@ def export_onnx(model: SNNClassifier, path: Union[str, os.PathLike], *,
     """
     import onnx
 
-    if has_batchnorm(model):
-        model = fold_batchnorm(model)  # the step graph is the deployed (eval-mode, folded) model
-    step_shape = _step_shape(model, input_shape)
-    was_training = model.training
-    model.eval()
+    graph = model_step_graph(model, input_shape)   # BatchNorm folded (eval statistics): the deployed conv
+    step_shape = graph.input_shape
     try:
-        step = StepModule(model, step_shape)
+        step = StepModule(graph)
         batch = 2
         x = torch.zeros(batch, *step_shape)
         t = torch.tensor(0, dtype=torch.int64)
@@ -251,13 +270,13 @@ def export_onnx(model: SNNClassifier, path: Union[str, os.PathLike], *,
         output_names = ["out", *[f"{n}_next" for n in names]]
         dynamic = {n: {0: "batch"} for n in ["x", *names, "out", *[f"{n}_next" for n in names]]}
         buf = io.BytesIO()
-        with _heaviside_spikes(), torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
             torch.onnx.export(step, (x, t, *state), buf, input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, **kwargs)
-    finally:
-        model.train(was_training)
+    except GraphError as exc:
+        raise ONNXExportError(str(exc)) from None
     proto = onnx.load_from_string(buf.getvalue())
     graph_inputs = [i.name for i in proto.graph.input]
     if "t" not in graph_inputs:
@@ -273,7 +292,7 @@ def export_onnx(model: SNNClassifier, path: Union[str, os.PathLike], *,
         "state": [{"name": n, "shape": list(s), "init": 0.0} for n, s in step.state_spec],
         "outputs": {"out": list(step.out_shape)},
         "next_state_suffix": "_next",
-        "time_steps": _time_steps(model),
+        "time_steps": _time_steps(model, graph),
         "readout": model.readout,
         "readout_scale": float(model.readout_scale),
         "dlif_gains": "constant tables in the graph, looked up with the step index t",

@@ -44,6 +44,10 @@ _LINEAR = (Flatten, SumPool2d, AvgPool2d, Affine, Conv2d)
 _CHUNK = 512          # unit vectors per forward pass when a chain is expanded into a matrix
 
 
+def _t(arr) -> torch.Tensor:
+    return torch.from_numpy(np.array(arr, dtype=np.float64))   # a writable float64 copy
+
+
 def _label(graph: FloatGraph, i: int) -> str:
     return f"node {i} ({type(graph.nodes[i]).__name__})"
 
@@ -83,11 +87,11 @@ def _forward(graph: FloatGraph, chain: list[int], x: torch.Tensor, with_bias: bo
         if isinstance(node, Flatten):
             x = x.reshape(x.shape[0], -1)
         elif isinstance(node, Affine):
-            b = torch.as_tensor(node.bias) if (with_bias and node.bias is not None) else None
-            x = F.linear(x, torch.as_tensor(node.weight), b)
+            b = _t(node.bias) if (with_bias and node.bias is not None) else None
+            x = F.linear(x, _t(node.weight), b)
         elif isinstance(node, Conv2d):
-            b = torch.as_tensor(node.bias) if (with_bias and node.bias is not None) else None
-            x = F.conv2d(x, torch.as_tensor(node.weight), b, stride=tuple(node.stride), padding=tuple(node.padding),
+            b = _t(node.bias) if (with_bias and node.bias is not None) else None
+            x = F.conv2d(x, _t(node.weight), b, stride=tuple(node.stride), padding=tuple(node.padding),
                          dilation=tuple(node.dilation), groups=int(node.groups))
         else:
             c = x.shape[1]
@@ -161,8 +165,8 @@ def _compose_conv(graph: FloatGraph, shapes, pre: int, conv: Conv2d, conv_out: t
     x = torch.as_tensor(rng.standard_normal((2, *a_in)))
     with torch.no_grad():
         want = _forward(graph, [pre], x, with_bias=False)
-        want = F.conv2d(want, torch.as_tensor(w), None, stride=sb, padding=pb, dilation=db, groups=conv.groups)
-        got = F.conv2d(x, torch.as_tensor(out), None, stride=stride, padding=padding, groups=conv.groups)
+        want = F.conv2d(want, _t(w), None, stride=sb, padding=pb, dilation=db, groups=conv.groups)
+        got = F.conv2d(x, _t(out), None, stride=stride, padding=padding, groups=conv.groups)
     scale = float(want.abs().max()) or 1.0
     if got.shape != want.shape or not torch.allclose(got, want, rtol=0, atol=1e-9 * scale):
         raise error(f"{where}: not exact (the conv's zero padding {pb} reaches inputs the pool "
