@@ -6,6 +6,10 @@
 * :mod:`.hardware`: network noises as pure seeded transforms of the IR and of
   the float model, with one shared draw protocol; per-step noises
   (:class:`StepNoise`) for the backends' ``step_noise=`` and the float model.
+  It documents the semantics and re-exports :mod:`.draws` (the seeded draws),
+  :mod:`.ir_transforms` (:func:`perturb_network`), :mod:`.torch_transforms`
+  (:func:`perturb_float_model`, :func:`float_step_noise_model`) and :mod:`.step`
+  (:class:`StepNoise`, :func:`fixed_step_noise`).
 """
 
 from .input_noise import (
