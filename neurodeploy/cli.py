@@ -284,6 +284,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .fileio import atomic_path
     from .io import read_netx
 
+    if _is_nir(args.network):
+        return _simulate_nir(args)
+    if args.backend == "float":
+        raise BackendError(f"{args.network}: --backend float runs NIR graphs (MODEL.nir); a netx file is fixed point "
+                           f"(emulator or lava)")
     if (args.input is None) == (args.data is None):
         raise BackendError("give either --input SPIKES.npy or --data NAME" + (", not both" if args.input else ""))
     if args.input is not None and (args.samples is not None or args.steps is not None):
@@ -310,6 +315,140 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **saved)
     print(f"{args.backend}: {len(inputs)} samples -> {out}")
+    return 0
+
+
+CALIBRATION_SAMPLES = 16
+CALIBRATION_RATE = 0.1
+DEFAULT_NIR_STEPS = 100
+
+
+def _is_nir(path) -> bool:
+    return str(path).lower().endswith(".nir")
+
+
+def _load_nir_graph(args: argparse.Namespace, time_steps: Optional[int] = None):
+    """The FloatGraph of ``args.model`` / ``args.network`` (a .nir file); type-check notes printed."""
+    import warnings
+
+    from .io.nir_graph import NIRTypeCheckWarning, load_nir
+
+    path = require_regular_file(args.model, "NIR model file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NIRTypeCheckWarning)
+        graph = load_nir(path, dt=args.dt, time_steps=time_steps, reset=args.reset)
+    for w in caught:
+        if issubclass(w.category, NIRTypeCheckWarning):
+            print(f"note: {w.message}")
+    return graph
+
+
+def _calibration(args: argparse.Namespace, graph, time_steps: int):
+    """Calibration inputs ``(T, B, *input_shape)``: ``--calibration FILE.npy`` (samples, steps, ...) or
+    :data:`CALIBRATION_SAMPLES` samples of random events (each input on with probability
+    ``--calibration-rate`` at every step, seeded by ``--seed``)."""
+    import numpy as np
+    import torch
+
+    if args.calibration is not None:
+        from .io.npy_input import load_input_npy
+
+        x = load_input_npy(args.calibration, graph.input_shape, 1, what="--calibration")
+        return torch.from_numpy(np.moveaxis(x, 1, 0).astype(np.float32))
+    gen = torch.Generator().manual_seed(int(args.seed))
+    return (torch.rand(time_steps, CALIBRATION_SAMPLES, *graph.input_shape, generator=gen)
+            < args.calibration_rate).float()
+
+
+def _quantize_nir(args: argparse.Namespace, graph, time_steps: int):
+    """The NIR graph quantized for ``args.profile`` (the walker's ``quantize_graph``), event input."""
+    from .quant import load_profile
+    from .quant.quantizer import quantize_graph
+
+    import re
+
+    profile = load_profile(args.profile)
+    names = graph.metadata.get("node_names") or []
+    try:
+        return quantize_graph(graph, profile, time_steps=time_steps, input_encoding="spikes",
+                              calibration=_calibration(args, graph, time_steps), name=Path(args.model).stem)
+    except NeurodeployError as exc:
+        # the quantizer names graph nodes by index; add the NIR node's name
+        def named(m: "re.Match") -> str:
+            i = int(m.group(1))
+            return f"{m.group(0)[:-1]}, NIR node '{names[i]}')" if i < len(names) else m.group(0)
+
+        raise type(exc)(f"{args.model}: " + re.sub(r"node (\d+) \((\w+)\)", named, str(exc), count=1)) from None
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .quant.report import print_report, write_report
+
+    out = check_output_file(args.out, "--out")
+    graph = _load_nir_graph(args, args.time_steps)
+    steps = args.time_steps or graph.time_steps
+    if steps is None and args.calibration is not None:
+        from .io.npy_input import load_input_npy
+        steps = int(load_input_npy(args.calibration, graph.input_shape, 1, what="--calibration").shape[1])
+    steps = int(steps or DEFAULT_NIR_STEPS)
+    result = _quantize_nir(args, graph, steps)
+    _, md = write_report(result, out.parent, f"{out.stem}.quantization")
+    if not args.quiet:
+        print_report(result, details=md)
+    _write_netx(result.network, out)
+    kinds = " -> ".join(type(n).__name__ for n in graph.nodes)
+    print(f"{args.model}: {kinds} (dt {graph.dt:g} s, {steps} steps) quantized for {args.profile}; network written "
+          f"to {out}; report in {md.with_suffix('')}.{{json,md}}")
+    return 0
+
+
+def _simulate_nir(args: argparse.Namespace) -> int:
+    """``simulate MODEL.nir``: float (GraphModule), or quantized first (as ``import``) on the emulator / Lava."""
+    import numpy as np
+
+    from .backends import BackendError
+    from .fileio import atomic_path
+    from .io.npy_input import load_input_npy
+
+    if args.input is None or args.data is not None:
+        raise BackendError("simulate MODEL.nir takes --input EVENTS.npy (samples, steps, *input_shape) of 0/1 events")
+    if args.samples is not None or args.steps is not None:
+        raise BackendError(f"--{'samples' if args.samples is not None else 'steps'} applies to --data only; "
+                           f"with --input the array's shape (samples, steps, ...) decides")
+    out = check_output_file(args.out, "--out")
+    args.model = args.network
+    graph = _load_nir_graph(args)
+    inputs = load_input_npy(args.input, graph.input_shape, 1, what="--input")
+    steps = int(inputs.shape[1])
+    if args.backend == "float":
+        import torch
+
+        from .models.graph_module import GraphModule
+
+        module = GraphModule(graph)
+        with torch.no_grad():
+            seq = module(torch.from_numpy(np.moveaxis(inputs, 1, 0).astype(np.float32)))
+            logits = module.logits(seq)
+        output = np.moveaxis(seq.numpy(), 0, 1).reshape(len(inputs), steps, -1)
+        saved = {"output": output, "predictions": logits.reshape(len(inputs), -1).argmax(-1).numpy(),
+                 "time_steps": np.int64(steps), "latency": np.int64(0)}
+        if graph.readout == "spikes":
+            saved["output_spikes"] = output.astype(np.uint8)
+            saved["spike_counts"] = output.sum(1).astype(np.int64)
+    else:
+        from .backends import run_network
+
+        result = _quantize_nir(args, graph, steps)
+        network = result.network
+        network.metadata = {**network.metadata, "source": str(args.network)}
+        network.time_steps = steps
+        run = run_network(network, inputs.astype(np.int64), backend=args.backend, progress=not args.quiet)
+        saved = {"output_spikes": run.output_spikes, "spike_counts": run.spike_counts,
+                 "predictions": run.predictions(), "latency": np.int64(run.latency),
+                 "time_steps": np.int64(run.time_steps)}
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **saved)
+    print(f"{args.backend}: {len(inputs)} samples of {args.network} -> {out}")
     return 0
 
 
@@ -347,6 +486,42 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             # the listing keeps the reason; the how-to of a missing data set is in the error of the command
             print(f"{name:14s} unavailable: {str(exc).split('; to get them:')[0]}")
     return 0
+
+
+def _positive_float(text: str) -> float:
+    """An argparse ``type=``: a finite positive number."""
+    import math
+
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{bounded(text)} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{bounded(text)}: expected a positive number")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{bounded(text)}: a rate is at most 1")
+    return value
+
+
+def _nir_options(p: argparse.ArgumentParser) -> None:
+    """Options of reading a NIR graph and calibrating its quantization (``import`` and ``simulate MODEL.nir``)."""
+    p.add_argument("--dt", type=_positive_float, metavar="SECONDS",
+                   help="time step of the forward-Euler discretisation (default: the graph's own, as our exports "
+                        "record it; 1 for graphs without time constants, e.g. Sinabs' IF nets; the NIR paper's "
+                        "LIF and Braille graphs use 1e-4)")
+    p.add_argument("--reset", choices=("zero", "subtract"),
+                   help="reset of every spiking node (default: NIR's, to v_reset = 0); subtract runs in float only")
+    p.add_argument("--calibration", type=_path_text, metavar="FILE.npy",
+                   help="(samples, steps, *input_shape) 0/1 events whose peak currents calibrate the quantization "
+                        f"(default: {CALIBRATION_SAMPLES} samples of random events)")
+    p.add_argument("--calibration-rate", type=_rate, default=CALIBRATION_RATE,
+                   help=f"probability of an event per input and step in the random calibration (default "
+                        f"{CALIBRATION_RATE})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,15 +578,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("simulate", help="run a netx HDF5 network on Lava or the emulator")
-    p.add_argument("network", type=_path_text, help="netx HDF5 network (.net/.h5)")
-    p.add_argument("--backend", choices=("lava", "emulator"), default="emulator")
+    p = sub.add_parser("import", help="import a NIR graph (Norse, snnTorch, Sinabs, ...), quantize it for a profile "
+                                      "and write the netx file")
+    p.add_argument("model", type=_path_text, help="NIR graph file (.nir)")
+    p.add_argument("--profile", default="loihi2", help="profile name in hw_profiles/ or a profile file")
+    p.add_argument("--out", required=True, type=_path_text,
+                   help="netx HDF5 file to write; its quantization report beside it (OUT.quantization.{json,md})")
+    _nir_options(p)
+    p.add_argument("--time-steps", type=_steps,
+                   help=f"steps per sample (default: the graph's, else the --calibration file's, else "
+                        f"{DEFAULT_NIR_STEPS})")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random calibration events")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("simulate", help="run a netx HDF5 network on Lava or the emulator, or a NIR graph "
+                                        "(float, or quantized first)")
+    p.add_argument("network", type=_path_text, help="netx HDF5 network (.net/.h5), or a NIR graph (.nir)")
+    p.add_argument("--backend", choices=("lava", "emulator", "float"), default="emulator",
+                   help="float: the NIR graph in torch; emulator / lava: fixed point (a NIR graph is quantized "
+                        "first, as by `import`)")
+    p.add_argument("--profile", default="loihi2", help="with a NIR graph: the profile it is quantized for")
+    _nir_options(p)
     p.add_argument("--input", type=_path_text, help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
     p.add_argument("--data", help="encode this data set's test split instead of --input")
     p.add_argument("--samples", type=_samples, help="first N test samples with --data")
     p.add_argument("--steps", type=_steps,
                    help=f"input steps per sample with --data, 1..{MAX_STEPS} (default: the network's T)")
-    p.add_argument("--seed", type=_seed, default=0, help="data split seed with --data")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="data split seed with --data; with a NIR graph also the seed of its calibration events")
     p.add_argument("--data-dir", type=_path)
     p.add_argument("--out", required=True, type=_path_text, help="output .npz")
     p.add_argument("--quiet", action="store_true")
