@@ -57,6 +57,7 @@ from neurodeploy.data import load_dataset  # noqa: E402
 from neurodeploy.evaluate.deployment import file_digest, prepare_deployment  # noqa: E402
 from neurodeploy.evaluate.pipeline import ensure_run  # noqa: E402
 from neurodeploy.evaluate.robustness import sweep, summarize  # noqa: E402
+from neurodeploy.noise.hardware import HardwareNoiseError  # noqa: E402
 from neurodeploy.noise.specs import parse_noise_spec, resolve_noise_specs  # noqa: E402
 from neurodeploy.train.checkpoint import CHECKPOINT_NAME  # noqa: E402
 from neurodeploy.train.loop import METRICS_NAME, set_threads  # noqa: E402
@@ -186,9 +187,18 @@ def evaluate_run(run: Path, seed: int, b: Budget, log) -> dict:
             for r in sweep(dep.trained, x, y, specs, 1, seed, ("float", "emulator"), dep.quantized)]
     rows += [{**r, "view": "deployable float"} for r in sweep(dep.model, x, y, [parse_noise_spec("gaussian:0")],
                                                               1, seed, ("float",), dep.quantized)]
-    hw = [{**r, "view": "fixed point"} for r in sweep(dep.model, x, y, _hardware_specs(b), 1, seed,
-                                                      ("emulator",), dep.quantized)]
+    hw, refused = [], []
+    for spec in _hardware_specs(b):
+        try:
+            hw += [{**r, "view": "fixed point"} for r in sweep(dep.model, x, y, [spec], 1, seed, ("emulator",),
+                                                               dep.quantized)]
+        except HardwareNoiseError as exc:
+            # a noise this network cannot carry exactly (e.g. a stuck conv neuron whose bias no exponent
+            # reaches): recorded and reported as missing, never approximated
+            refused.append({"noise": spec.name, "reason": str(exc)})
+            log(f"{run}: {spec.name} refused: {exc}")
     result = {"key": key, "run": str(run), "seed": seed, "samples": len(x), "rows": rows, "hardware": hw,
+              "hardware_refused": refused,
               "metrics": [json.loads(line) for line in (run / METRICS_NAME).read_text().splitlines()],
               "eval_seconds": time.perf_counter() - t0}
     cache.write_text(json.dumps(result))
@@ -247,6 +257,13 @@ def build_tables(results: dict) -> list[str]:
                 accs = conds[arm].get(k)
                 cells.append("" if not accs else f"{100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f}")
             lines.append(f"| {k[0]} | {_cond_name(k[1], k[2])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    refused = [(fam, arm, ev["seed"], r) for fam, arms in results["families"].items() for arm, evs in arms.items()
+               for ev in evs for r in ev.get("hardware_refused", [])]
+    if refused:
+        lines += ["## Hardware noises a network could not carry (missing from the means above)", "",
+                  "| family | arm | seed | noise | why |", "|---|---|---:|---|---|"]
+        lines += [f"| {fam} | {arm} | {seed} | {r['noise']} | {r['reason']} |" for fam, arm, seed, r in refused]
         lines.append("")
     lines += ["## Differences between arms (points, 95% Welch interval over seeds)", "",
               "| family | comparison | view | condition | baseline | arm | difference [95% CI] |",
