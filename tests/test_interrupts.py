@@ -212,22 +212,21 @@ def _counted_by_lava(network: Network, noise=None) -> tuple:
     """(estimate, processes of Lava's compiled executable + its shared-memory manager); starts nothing."""
     import neurodeploy.backends.lava as lb
     from lava.magma.core.run_configs import Loihi2SimCfg
+    from neurodeploy.backends.injection import injection_layout
     from neurodeploy.backends.lava_noise import PROC_MODELS
-    from neurodeploy.noise.hardware import fixed_step_noise, step_noise_layers
 
     plan = lb.plan_network(network)
     P = network.time_steps + len(network.layers)
     data = np.zeros((*plan.src_shape, P), dtype=np.int32)
-    layers = []
-    arrays = None
+    layout = injection_layout(network, noise)
+    streams = None
     if noise is not None:
-        layers = step_noise_layers(network, noise.name)
-        raw = fixed_step_noise(network, noise, [0])
-        arrays = (noise.name, [None if a is None else lb._noise_stream(a, lp) for a, lp in zip(raw, plan.layers)])
-    graph = lb._Graph(plan, data, P, arrays)
+        streams = [None if inj is None else inj.map(lambda a, lp=lp: lb._noise_stream(a, lp))
+                   for inj, lp in zip(noise.injections(network, [0]), plan.layers)]
+    graph = lb._Graph(plan, data, P, streams)
     exe = graph.source.compile(Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS)))
     started = len(exe.proc_builders) + len(exe.runtime_service_builders) + 1
-    return lb.estimate_processes(plan, noise and noise.name, layers), started
+    return lb.estimate_processes(plan, layout), started
 
 
 def test_estimate_counts_what_lava_starts():

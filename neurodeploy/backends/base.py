@@ -214,21 +214,11 @@ def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
     return arr.astype(np.int64, copy=False) if as_int64 else arr
 
 
-def run_network(network: Network, inputs, backend: str = "emulator", **kwargs) -> RunResult:
-    """Run ``inputs`` (samples, T, *input_shape) through ``network`` on ``backend``.
-
-    ``backend``: ``"emulator"`` (numpy, bit-exact with Lava's fixed_pt models,
-    batched) or ``"lava"`` (real Lava 0.10 processes, ``Loihi2SimCfg(select_tag=
-    "fixed_pt")``). Keyword arguments go to the backend (``record_state``,
-    ``progress``, ``record_spikes``; emulator: ``batch_size``; both: ``step_noise`` (a
-    :class:`~neurodeploy.noise.hardware.StepNoise`: spike-drop, current-noise,
-    membrane-noise, identical in both backends) and ``sample_ids`` (the
-    data-set indices its per-sample draws follow; default ``0..n-1``)).
-    """
-    if backend == "emulator":
-        from .emulator import run_emulator
-        return run_emulator(network, inputs, **kwargs)
-    if backend == "lava":
-        from .lava import run_lava
-        return run_lava(network, inputs, **kwargs)
-    raise BackendError(f"unknown backend {backend!r}, expected one of {BACKENDS}")
+def sample_ids_of(sample_ids, n: int) -> np.ndarray:
+    """Data-set indices of ``n`` samples (injections are drawn per sample); default ``0..n-1``."""
+    if sample_ids is None:
+        return np.arange(n, dtype=np.int64)
+    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    if ids.size != n:
+        raise BackendError(f"sample_ids has {ids.size} entries for {n} samples")
+    return ids

@@ -51,11 +51,12 @@ proves it changes nothing; otherwise the general int64 code runs):
   are zero cannot spike and only decay v.
 * Otherwise (large drives, ``FAST_A_LIMIT = 0`` in the tests) the general
   int64 step reproduces every int32 wrap; tests check both paths against Lava.
-* Step noise (``step_noise=``, :class:`~neurodeploy.noise.hardware.StepNoise`):
-  a layer with current or membrane noise, or a recurrent layer with spike-drop,
-  runs the general int64 step with the noise added; spike-drop of a
-  feed-forward layer only masks the spikes the next layer receives, so every
-  other layer keeps its fast path.
+* Injections (``step_noise=``, a :class:`~neurodeploy.backends.injection.StepInjector`
+  such as :class:`~neurodeploy.noise.step.StepNoise`): a layer with an ``a_in`` or
+  ``v`` injection, or a recurrent layer with a ``keep`` mask, runs the general
+  int64 step with the injection added; a ``keep`` mask of a feed-forward layer
+  only masks the spikes the next layer receives, so every other layer keeps its
+  fast path.
 
 On the default mnist5k network (784-256-10, T = 8, int64 inputs as the
 pipeline makes them) this runs ~30,000-35,000 samples/s on the 2-core
@@ -76,7 +77,8 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network
 from ..lava_rules import effective_weights, shift, wrap32
-from .base import BackendError, RunResult, check_inputs, check_network, input_max
+from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_emulator", "Emulator"]
 
@@ -348,7 +350,8 @@ class Emulator:
             self.layers.append((ff, rec, _Neurons.build(layer.neurons)))
 
     # -- one batch --------------------------------------------------------------
-    def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None, noise: Optional[list] = None,
+    def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None,
+                  noise: Optional[list[Optional[LayerInjection]]] = None,
                   record_spikes: bool = False):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
 
@@ -358,10 +361,10 @@ class Emulator:
 
         ``x`` must be validated by the caller except for its value range, which
         is checked here on the distinct steps (``_source``: the whole input, for
-        :func:`check_inputs`' error message). ``noise``: per layer the step
-        noise of this batch from :func:`neurodeploy.noise.hardware.fixed_step_noise`
-        (``(B, T + L, n)`` or None) and its name, as ``(name, arrays)``."""
-        name, arrays = noise if noise is not None else (None, [None] * len(self.layers))
+        :func:`check_inputs`' error message). ``noise``: per layer this batch's
+        :class:`~neurodeploy.backends.injection.LayerInjection` (arrays ``(B, T + L, n)``)
+        or None."""
+        injections = noise if noise is not None else [None] * len(self.layers)
         b, T = x.shape[:2]
         L = len(self.layers)
         P = T + L                                     # simulated steps per sample
@@ -399,15 +402,14 @@ class Emulator:
                         drives[s + 1] = views[s - s0]
             amax = 0.0 if D is None else max(float(D.max()), -float(D.min())) / _ACT
             a_bound = amax + (rec.bound if rec is not None else 0)
-            nz = arrays[li]
-            if nz is not None:                        # (P, b, n), time-major like the spikes
-                nz = np.ascontiguousarray(np.moveaxis(nz, 1, 0))
-            drop = nz if name == "spike-drop" else None
-            if nz is not None and (drop is None or rec is not None):
-                # current/membrane noise, or dropped recurrent spikes: the general int64 step
-                S, silent, u, v = self._lif_general(
-                    nrn, rec, drives, b, P, a_noise=nz if name == "current-noise" else None,
-                    v_noise=nz if name == "membrane-noise" else None, rec_keep=drop)
+            inj = injections[li]
+            if inj is not None:                       # (P, b, n), time-major like the spikes
+                inj = inj.map(lambda arr: np.ascontiguousarray(np.moveaxis(arr, 1, 0)))
+            a_add, v_add, drop = (None, None, None) if inj is None else (inj.a_in, inj.v, inj.keep)
+            if a_add is not None or v_add is not None or (drop is not None and rec is not None):
+                # injected input or voltage, or masked recurrent spikes: the general int64 step
+                S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
+                                                    rec_keep=drop)
             elif FAST_A_LIMIT > 0 and ((nrn.du_mult == 0 and rec is None)
                                        or (a_bound < FAST_A_LIMIT and nrn.bias_bound < FAST_BIAS_LIMIT)):
                 S, silent, u, v = self._lif_fast(nrn, rec, drives, b, P, a_bound)
@@ -425,7 +427,7 @@ class Emulator:
                 spikes.append(S.transpose(1, 0, 2).astype(np.uint8))
             if li == L - 1:
                 out = S.transpose(1, 0, 2).astype(np.uint8)   # the readout: the neurons' own spikes
-            if drop is not None:                      # spike-drop: the next layer gets the kept spikes
+            if drop is not None:                      # keep mask: the next layer gets the kept spikes
                 S = S * drop
         return out, counts, us, vs, spikes
 
@@ -514,9 +516,9 @@ class Emulator:
                      rec_keep: Optional[np.ndarray] = None):
         """LIF over P steps in int64 with every int32 wrap of Lava's arithmetic.
 
-        Step noise (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
+        Injections (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
         synaptic inputs, ``v_noise`` the int32 sum for v, ``rec_keep`` masks
-        the spikes the recurrent synapse receives (spike-drop)."""
+        the spikes the recurrent synapse receives."""
         n = nrn.size
         S = np.zeros((P, b, n), dtype=np.float32)
         u = np.zeros((b, n), dtype=np.int64)
@@ -559,22 +561,22 @@ class Emulator:
         faster with 2 (BLAS already uses both cores for the matmuls). Results
         do not depend on either setting (integer arithmetic throughout).
 
-        ``step_noise``: a :class:`~neurodeploy.noise.hardware.StepNoise`
-        (spike-drop, current-noise, membrane-noise), drawn per sample from
-        ``sample_ids`` (data-set indices of the inputs; default ``0..n-1``), so
-        batching does not change the numbers; a noisy layer runs the general
-        int64 step (spike-drop of a feed-forward layer only masks what the next
-        layer receives). Semantics: :func:`~neurodeploy.noise.hardware.fixed_step_noise`.
+        ``step_noise``: a :class:`~neurodeploy.backends.injection.StepInjector`
+        (e.g. :class:`~neurodeploy.noise.step.StepNoise`: spike-drop, current-noise,
+        membrane-noise), its injections drawn per sample from ``sample_ids``
+        (data-set indices of the inputs; default ``0..n-1``), so batching does not
+        change the numbers; a layer with an ``a_in`` or ``v`` injection runs the
+        general int64 step (a ``keep`` mask of a feed-forward layer only masks what
+        the next layer receives). Semantics: :mod:`neurodeploy.backends.injection`.
 
         ``record_spikes`` keeps every layer's spikes at every step
         (``RunResult.layer_spikes``), e.g. to find where two backends part ways."""
         net = self.network
         x = self._validated(inputs)
         n, T = x.shape[:2]
-        ids = _sample_ids(sample_ids, n)
-        noisy = step_noise is not None and step_noise.active
-        if noisy:
-            from ..noise.hardware import fixed_step_noise
+        ids = sample_ids_of(sample_ids, n)
+        layout = injection_layout(net, step_noise)
+        noisy = any(layout)
         L = len(self.layers)
         outs = np.zeros((n, T + L, net.output_size), dtype=np.uint8)
         counts = np.zeros((n, L), dtype=np.int64)
@@ -597,7 +599,7 @@ class Emulator:
         def batch_noise(start):
             if not noisy:
                 return None
-            return step_noise.name, fixed_step_noise(net, step_noise, ids[start:start + batch_size])
+            return draw_injections(net, step_noise, ids[start:start + batch_size], layout)
 
         def store(start, result):
             stop = min(n, start + batch_size)
@@ -644,16 +646,6 @@ class Emulator:
                 bar.stop()
         return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk,
                          readout=net.readout, output_v=out_v)
-
-
-def _sample_ids(sample_ids, n: int) -> np.ndarray:
-    """Data-set indices of ``n`` samples (step-noise draws are per sample); default ``0..n-1``."""
-    if sample_ids is None:
-        return np.arange(n, dtype=np.int64)
-    ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
-    if ids.size != n:
-        raise BackendError(f"sample_ids has {ids.size} entries for {n} samples")
-    return ids
 
 
 def _result(item):

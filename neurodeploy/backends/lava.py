@@ -23,11 +23,12 @@ Process graph for one call (compiled once, all samples run through it):
   OS process per population, which cost ~40% of the step rate): its spikes of
   every step stream back to this process (output spikes, per-layer counts).
 
-With ``step_noise`` the graph also holds the noise-injection processes of
-:mod:`neurodeploy.backends.lava_noise` (a ``RingBuffer`` into ``a_in`` for
-current noise, ``SpikeDrop`` on the spike path, ``LIFResetVNoise`` for
-membrane noise), loaded with the per-sample noise of every step; none adds
-delay.
+With ``step_noise`` (a :class:`~neurodeploy.backends.injection.StepInjector`)
+the graph also holds the injection processes of
+:mod:`neurodeploy.backends.lava_noise` (a ``RingBuffer`` into ``a_in`` for an
+``a_in`` injection, ``SpikeDrop`` on the spike path for a ``keep`` mask,
+``LIFResetVNoise`` for a ``v`` injection), loaded with the per-sample
+injections of every step; none adds delay.
 
 Between samples the synapses fed by neurons (every synapse but the first
 layer's feed-forward one, whose input is zero in the last step) would send one
@@ -87,7 +88,8 @@ from ..processes import (
     unlink_segments,
 )
 from ..lava_rules import U_LIMIT, effective_weights
-from .base import BackendError, RunResult, check_inputs, check_network, input_max
+from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
            "MAX_PROCESSES_ENV"]
@@ -248,9 +250,10 @@ def _port(port, shape):
 class _Graph:
     """The Lava processes of one run (built from a plan and the input data)."""
 
-    def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int, noise=None):
-        """``noise``: None or ``(name, per-layer arrays)``, each array None or
-        ``(*lava shape, samples * steps)`` (spike-drop keep mask, int32 noise)."""
+    def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int,
+                 injections: Optional[list[Optional[LayerInjection]]] = None):
+        """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
+        (or None) whose arrays are streams ``(*lava shape, samples * steps)`` (:func:`_noise_stream`)."""
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
         from lava.proc.io.reset import Reset
@@ -260,32 +263,33 @@ class _Graph:
 
         from .lava_noise import LIFResetVNoise, SpikeDrop
 
-        name, arrays = noise if noise is not None else (None, [None] * len(plan.layers))
+        injections = injections if injections is not None else [None] * len(plan.layers)
         self.source = RingBuffer(data=data)
         self.lifs, self.var_resets = [], []
         self.reset_procs = []
         self.noise_procs = []
         prev_port = self.source.s_out
-        for lp, nz in zip(plan.layers, arrays):
+        for lp, inj in zip(plan.layers, injections):
+            inj = inj if inj is not None else LayerInjection()
             if lp.kind == "dense":
                 syn = Dense(**lp.params)
             elif lp.kind == "sparse":
                 syn = Sparse(**lp.params)
             else:
                 syn = Conv(**lp.params)
-            if nz is not None and name == "membrane-noise":
-                lif = LIFResetVNoise(**lp.neuron, reset_interval=steps, reset_offset=1 % steps, v_noise=nz)
+            if inj.v is not None:                 # added to the sum for v, inside the neuron
+                lif = LIFResetVNoise(**lp.neuron, reset_interval=steps, reset_offset=1 % steps, v_noise=inj.v)
             else:
                 lif = LIFReset(**lp.neuron, reset_interval=steps, reset_offset=1 % steps)
             _port(prev_port, syn.s_in.shape).connect(syn.s_in)
             _port(syn.a_out, lif.a_in.shape).connect(lif.a_in)
-            if nz is not None and name == "current-noise":   # a noise source summed into a_in
-                src = RingBuffer(data=nz)
+            if inj.a_in is not None:              # a source summed into a_in
+                src = RingBuffer(data=inj.a_in)
                 _port(src.s_out, lif.a_in.shape).connect(lif.a_in)
                 self.noise_procs.append(src)
             out_port = lif.s_out                  # what the synapses fed by this population receive
-            if nz is not None and name == "spike-drop":
-                drop = SpikeDrop(shape=lp.shape, keep=nz)
+            if inj.keep is not None:              # only the kept spikes reach the synapses
+                drop = SpikeDrop(shape=lp.shape, keep=inj.keep)
                 _port(lif.s_out, drop.s_in.shape).connect(drop.s_in)
                 out_port = drop.s_out
                 self.noise_procs.append(drop)
@@ -318,22 +322,22 @@ def _network_name(network: Network) -> str:
     return f"{src} ({depth})" if src else f"the {depth}"
 
 
-def estimate_processes(plan: LavaPlan, noise_name: Optional[str] = None, noise_layers=()) -> int:
+def estimate_processes(plan: LavaPlan, layout: Optional[list] = None) -> int:
     """The OS processes Lava starts for ``plan``: one per Lava process of the graph
     (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
-    Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and for ``noise_name``
-    current-noise or spike-drop a RingBuffer or SpikeDrop in each of ``noise_layers``;
-    membrane-noise replaces the LIF), plus Lava's runtime service and its shared-memory
-    manager."""
+    Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and per the injection
+    ``layout`` (:func:`~neurodeploy.backends.injection.injection_layout`) a RingBuffer for
+    ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF), plus Lava's runtime
+    service and its shared-memory manager."""
     n = 1 + 1 + 1
-    noisy = set(noise_layers) if noise_name in ("current-noise", "spike-drop") else set()
+    layout = layout if layout is not None else [()] * len(plan.layers)
     for i, lp in enumerate(plan.layers):
         big = int(np.prod(lp.shape)) > VAR_SET_MAX
         n += 2
         n += int(lp.reset_ff and big)
         if lp.rec_params is not None:
             n += 1 + int(big)
-        n += int(i in noisy)
+        n += int("a_in" in layout[i]) + int("keep" in layout[i])
     return n
 
 
@@ -352,15 +356,14 @@ def process_limit() -> int:
     return value
 
 
-def check_resources(network: Network, plan: LavaPlan, noise_name: Optional[str] = None, noise_layers=(),
-                    data_bytes: int = 0) -> tuple:
+def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0) -> tuple:
     """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
 
     Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
     ~10-16 MiB of MemAvailable on a 2-core Linux machine; doubled for copy-on-write
     growth) plus the data streams (the source process holds its own copy), against
     ``MEMORY_FRACTION`` of ``/proc/meminfo``'s MemAvailable. Returns (processes, MiB)."""
-    procs = estimate_processes(plan, noise_name, noise_layers)
+    procs = estimate_processes(plan, layout)
     mib = procs * PROCESS_MIB + int(data_bytes) // (1 << 20)
     cap = process_limit()
     avail = available_memory_mib()
@@ -475,10 +478,11 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     at a time). ``record_spikes`` keeps every population's spikes at every
     step (``RunResult.layer_spikes``, IR neuron order; they are received anyway).
 
-    ``step_noise`` (a :class:`~neurodeploy.noise.hardware.StepNoise`) adds
-    noise-injection processes to the graph (:mod:`neurodeploy.backends.lava_noise`)
-    loaded with the draws of ``sample_ids`` (data-set indices; default
-    ``0..n-1``), the same integers the emulator uses, so both agree bit for bit.
+    ``step_noise`` (a :class:`~neurodeploy.backends.injection.StepInjector`, e.g.
+    :class:`~neurodeploy.noise.step.StepNoise`) adds injection processes to the graph
+    (:mod:`neurodeploy.backends.lava_noise`) loaded with the injections of
+    ``sample_ids`` (data-set indices; default ``0..n-1``), the same integers the
+    emulator uses, so both agree bit for bit.
 
     Before anything starts, a graph needing more processes or memory than
     :func:`check_resources` allows is refused (``BackendError``). Errors of the
@@ -491,20 +495,14 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     n, T = x.shape[:2]
     L = len(network.layers)
     P = T + L
-    active = step_noise is not None and step_noise.active
-    noise_name, noise_layers = (step_noise.name if active else None), []
-    if active:
-        from ..noise.hardware import step_noise_layers
-        noise_layers = step_noise_layers(network, noise_name)
-    per_step = sum(int(np.prod(plan.layers[i].shape)) for i in noise_layers)
-    check_resources(network, plan, noise_name, noise_layers, data_bytes=4 * n * P * (x[0, 0].size + per_step))
-    noise = None
-    if active:
-        from ..noise.hardware import fixed_step_noise
-        from .emulator import _sample_ids
-
-        arrays = fixed_step_noise(network, step_noise, _sample_ids(sample_ids, n))
-        noise = (step_noise.name, [None if a is None else _noise_stream(a, lp) for a, lp in zip(arrays, plan.layers)])
+    layout = injection_layout(network, step_noise)
+    per_step = sum(int(np.prod(lp.shape)) * len(kinds) for lp, kinds in zip(plan.layers, layout))
+    check_resources(network, plan, layout, data_bytes=4 * n * P * (x[0, 0].size + per_step))
+    injections = None
+    if any(layout):
+        ids = sample_ids_of(sample_ids, n)
+        injections = [None if inj is None else inj.map(lambda arr, lp=lp: _noise_stream(arr, lp))
+                      for inj, lp in zip(draw_injections(network, step_noise, ids, layout), plan.layers)]
     # the whole input stream: sample k occupies global steps k*P+1 .. k*P+P
     flat = np.zeros((n, P, x[0, 0].size), dtype=np.int32)
     flat[:, :T] = x.reshape(n, T, -1)
@@ -529,7 +527,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     bar = None
     failed = True
     try:
-        graph = _Graph(plan, data, P, noise)
+        graph = _Graph(plan, data, P, injections)
         from .lava_noise import PROC_MODELS
         cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
         with warnings.catch_warnings():
@@ -543,7 +541,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                procs = estimate_processes(plan, noise_name, noise_layers)
+                procs = estimate_processes(plan, layout)
                 raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
                                    f"processes: {exc} (free memory or /dev/shm space, or raise the "
                                    f"process/open-file limits)") from exc
@@ -574,7 +572,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
 
 
 def _noise_stream(arr: np.ndarray, lp: LayerPlan) -> np.ndarray:
-    """(samples, P, n) IR-order noise -> (*Lava shape, samples * P) int32, one column per global step."""
+    """(samples, P, n) IR-order injection -> (*Lava shape, samples * P) int32, one column per global step."""
     n, P = arr.shape[:2]
     flat = arr.reshape(n * P, -1)[:, lp.order].astype(np.int32)
     return np.ascontiguousarray(np.moveaxis(flat.reshape(n * P, *lp.shape), 0, -1))

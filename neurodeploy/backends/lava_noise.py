@@ -1,24 +1,25 @@
-"""Lava noise-injection processes for the per-step noises (fixed-point models).
+"""Lava injection processes for the per-step injections (fixed-point models).
 
 They sit in the converted process graph (:mod:`neurodeploy.backends.lava`)
-and play pre-generated noise, one column per global time step, exactly like
+and play pre-generated integers, one column per global time step, exactly like
 ``lava.proc.io.source.RingBuffer`` plays the input (column
 ``(time_step - 1) % length``; sample ``k``'s step ``s`` is column
-``k * (T + latency) + s``). Semantics: :func:`neurodeploy.noise.hardware.fixed_step_noise`.
+``k * (T + latency) + s``). Semantics: :mod:`neurodeploy.backends.injection`
+(the step noises that produce them: :func:`neurodeploy.noise.step.fixed_step_noise`).
 
-* ``current-noise``: a stock ``RingBuffer`` (fixed_pt, int32) holding the
-  integers, connected to the population's ``a_in``: the InPort sums it with
-  the synaptic inputs (int32), so it enters ``u = decay(u) + (a_in << 6)``.
-* :class:`SpikeDrop` (``spike-drop``): between ``LIF.s_out`` and every synapse
-  the population feeds (next layer's feed-forward, own recurrent); each step it
-  receives the spikes and forwards them masked by its keep mask. It receives
-  and sends in the same time step, so it adds no delay (like the LIF, which
-  also receives ``a_in`` and sends its spikes in one step).
-* :class:`LIFResetVNoise` (``membrane-noise``): ``LIFReset`` whose fixed-point
-  model (``PyLifResetModelBitAcc`` plus one line) adds the step's noise to the
-  bias term of the voltage update, ``v = clip(decay(v) + u + bias + noise)``
-  (int32 sum, 24-bit clip), before the threshold comparison. Voltage noise
-  cannot come from outside the neuron: ``u`` carries memory.
+* ``a_in`` (current noise): a stock ``RingBuffer`` (fixed_pt, int32) holding
+  the integers, connected to the population's ``a_in``: the InPort sums it
+  with the synaptic inputs (int32), so it enters ``u = decay(u) + (a_in << 6)``.
+* ``keep`` (spike-drop): :class:`SpikeDrop` between ``LIF.s_out`` and every
+  synapse the population feeds (next layer's feed-forward, own recurrent);
+  each step it receives the spikes and forwards them masked by its keep mask.
+  It receives and sends in the same time step, so it adds no delay (like the
+  LIF, which also receives ``a_in`` and sends its spikes in one step).
+* ``v`` (membrane noise): :class:`LIFResetVNoise`, ``LIFReset`` whose
+  fixed-point model (``PyLifResetModelBitAcc`` plus one line) adds the step's
+  integers to the bias term of the voltage update, ``v = clip(decay(v) + u +
+  bias + noise)`` (int32 sum, 24-bit clip), before the threshold comparison.
+  Voltage noise cannot come from outside the neuron: ``u`` carries memory.
 """
 
 from __future__ import annotations

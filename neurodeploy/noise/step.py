@@ -15,13 +15,17 @@ from typing import Optional
 import numpy as np
 
 from .. import lava_rules as lr
+from ..backends.injection import LayerInjection
 from ..ir import Network
 from .draws import spiking_layer_indices, step_noise_draws
 from .specs import STEP_NOISE_NAMES, NoiseSpecError, check_level
 
-__all__ = ["step_noise_integers", "StepNoise", "step_noise_layers", "fixed_step_noise"]
+__all__ = ["step_noise_integers", "StepNoise", "step_noise_layers", "fixed_step_noise", "INJECTS"]
 
 _INT32_MAX = lr.INT32_MAX
+# where each step noise enters a population (neurodeploy.backends.injection): the keep mask of the
+# spikes it sends, its synaptic input a_in, its voltage v
+INJECTS = {"spike-drop": "keep", "current-noise": "a_in", "membrane-noise": "v"}
 
 
 def step_noise_integers(name: str, level: float, vth: int, draws: np.ndarray) -> np.ndarray:
@@ -64,6 +68,18 @@ class StepNoise:
     def active(self) -> bool:
         """Level 0 is the clean network exactly: the backends then add nothing to the graph."""
         return self.level > 0
+
+    # -- the backends' step injector (neurodeploy.backends.injection.StepInjector)
+    def injection_layout(self, network: Network) -> list[tuple[str, ...]]:
+        """Per layer, what this noise injects there: ``(INJECTS[name],)`` in :func:`step_noise_layers`,
+        else ``()`` (everywhere at level 0)."""
+        layers = set(step_noise_layers(network, self.name)) if self.active else set()
+        return [(INJECTS[self.name],) if i in layers else () for i in range(len(network.layers))]
+
+    def injections(self, network: Network, samples) -> list[Optional[LayerInjection]]:
+        """Per layer, :func:`fixed_step_noise` of ``samples`` as the backends' injection (None for none)."""
+        kind = INJECTS[self.name]
+        return [None if a is None else LayerInjection(**{kind: a}) for a in fixed_step_noise(network, self, samples)]
 
 
 def step_noise_layers(network: Network, name: str) -> list[int]:
