@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurodeploy.graph import LI, LIF, Affine, CubaLIF, FloatGraph, GraphError, Input, InputGain, Recurrent
+from neurodeploy.graph import LI, LIF, Affine, CubaLIF, FloatGraph, Input, InputGain, Recurrent
 from neurodeploy.io.nir_export import NIRExportError
 from neurodeploy.io.nir_graph import NIRImportError, NIRTypeCheckWarning, graph_to_nir, load_nir, nir_to_graph
 from neurodeploy.models.graph_module import GraphModule
