@@ -243,3 +243,224 @@ def test_recurrent_layer_with_graded_input_keeps_input_weight_resolution():
     rep = res.layers[0]
     assert rep.weight_rel_error < 0.02 and rep.recurrent_rel_error < 0.02
     assert rep.weight_levels_used > 50
+
+
+# --------------------------------------------------------------------------- quantize_graph: any FloatGraph
+
+from neurodeploy.graph import (LI, LIF, Affine, AvgPool2d, Conv2d, CubaLIF, Flatten, FloatGraph, Input,  # noqa: E402
+                               Recurrent, SumPool2d)
+from neurodeploy.quant import quantize_graph  # noqa: E402
+from neurodeploy.quant.layers import graph_layers  # noqa: E402
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _chain_graph(shape, chain, out_neurons):
+    return FloatGraph((Input(shape), *chain, LIF(leak=0.9, threshold=1.0)), time_steps=4)
+
+
+def _chain_current(graph, x):
+    """The current the graph's neuron node receives for input x (GraphModule, float64)."""
+    from neurodeploy.models.graph_module import GraphModule
+
+    _, rec = GraphModule(graph, dtype=torch.float64)(torch.as_tensor(x)[None], currents=True)
+    return rec[len(graph.nodes) - 1]["current"][0].numpy()
+
+
+def _layer_current(layer, x):
+    import torch.nn.functional as F
+    if layer.kind == "conv":
+        y = F.conv2d(torch.as_tensor(x), torch.as_tensor(np.array(layer.weight)),
+                     None if layer.bias is None else torch.as_tensor(np.array(layer.bias)),
+                     stride=layer.conv.stride, padding=layer.conv.padding, dilation=layer.conv.dilation,
+                     groups=layer.conv.groups).numpy()
+    else:
+        y = x.reshape(x.shape[0], -1) @ layer.weight.T + (0 if layer.bias is None else layer.bias)
+    y = y.reshape(x.shape[0], -1)
+    if layer.neuron_bias is not None:
+        y = y + layer.neuron_bias
+    return y
+
+
+CHAINS = {
+    # the NIR paper's Sinabs CNN: a 2x2 sum pool into a padded 3x3 conv is one 6x6 conv of stride 2, padding 2
+    "sumpool-conv": ((4, 8, 8), lambda r: [SumPool2d((2, 2), (2, 2)),
+                                          Conv2d(r.standard_normal((3, 4, 3, 3)), r.standard_normal(3),
+                                                 padding=(1, 1))], "conv"),
+    "avgpool-flatten-affine": ((2, 6, 6), lambda r: [AvgPool2d((2, 2), (2, 2)), Flatten(),
+                                                     Affine(r.standard_normal((5, 18)), r.standard_normal(5))],
+                               "dense"),
+    # the walker's normalisation before a padded conv: a bias per neuron (borders differ)
+    "depthwise-conv": ((2, 5, 5), lambda r: [Conv2d(r.uniform(1, 3, (2, 1, 1, 1)), r.standard_normal(2), groups=2),
+                                            Conv2d(r.standard_normal((3, 2, 3, 3)), r.standard_normal(3),
+                                                   padding=(1, 1), stride=(2, 2))], "conv"),
+    "affine-affine": ((6,), lambda r: [Affine(r.standard_normal((4, 6)), r.standard_normal(4)),
+                                       Affine(r.standard_normal((3, 4)), r.standard_normal(3))], "dense"),
+    "sumpool-dilated-conv": ((2, 12, 12), lambda r: [SumPool2d((2, 2), (2, 2)),
+                                                     Conv2d(r.standard_normal((2, 2, 2, 2)), dilation=(2, 2))],
+                             "conv"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_linear_chains_compose_exactly(name):
+    shape, make, kind = CHAINS[name]
+    graph = _chain_graph(shape, make(_rng()), None)
+    layers, readout = graph_layers(graph, QuantizationError)
+    assert readout is None and len(layers) == 1 and layers[0].kind == kind
+    x = _rng(1).standard_normal((3, *shape))
+    np.testing.assert_allclose(_layer_current(layers[0], x), _chain_current(graph, x).reshape(3, -1),
+                               rtol=1e-10, atol=1e-10)
+    res = quantize_graph(graph, LOIHI2)
+    assert len(res.network.layers) == 1 and res.layers[0].node == len(graph.nodes) - 1
+
+
+@pytest.mark.parametrize("chain, shape, match", [
+    ([SumPool2d((2, 2), (2, 2))], (1, 4, 4), r"node 1 \(SumPool2d\): pooling must be followed by an Affine or Conv2d"),
+    ([Conv2d(np.ones((1, 1, 3, 3)), padding=(1, 1)), SumPool2d((2, 2), (2, 2))], (1, 4, 4),
+     r"node 2 \(SumPool2d\): pooling after the last synapse"),
+    ([SumPool2d((3, 3), (2, 2)), Conv2d(np.ones((1, 1, 3, 3)), padding=(1, 1))], (1, 9, 9),
+     r"node 1 \(SumPool2d\) folded into the Conv2d after it: .*not exact"),
+    ([Conv2d(np.ones((2, 1, 3, 3))), Conv2d(np.ones((1, 2, 1, 1)))], (1, 6, 6),
+     r"node 1 \(Conv2d\): feeds a Conv2d without neurons between them"),
+])
+def test_pooling_that_cannot_fold_is_refused(chain, shape, match):
+    with pytest.raises(QuantizationError, match=match):
+        quantize_graph(_chain_graph(shape, chain, None), LOIHI2)
+
+
+def _dense(n_in=4, n=3, seed=0):
+    return Affine(_rng(seed).standard_normal((n, n_in)), _rng(seed + 1).standard_normal(n))
+
+
+@pytest.mark.parametrize("nodes, readout, match", [
+    ([_dense(), LIF(leak=0.9, threshold=1.0, reset="subtract")], "spikes",
+     r"node 2 \(LIF\): reset 'subtract'"),
+    ([_dense(), LIF(leak=np.array([0.9, 0.8, 0.9]), threshold=1.0)], "spikes",
+     r"node 2 \(LIF\): leak has 2 different values"),
+    ([_dense(), CubaLIF(current_leak=np.array([0.5, 0.6, 0.5]), leak=0.9, threshold=1.0)], "spikes",
+     r"node 2 \(CubaLIF\): current_leak has 2 different values"),
+    ([_dense(), LIF(leak=0.9, threshold=1.0), _dense(3, 2), LI(leak=0.9)], "potential",
+     r"node 4 \(LI\): leak 0.9: the integrator readout sums"),
+    ([_dense(), LIF(leak=0.9, threshold=1.0), _dense(3, 2), LI(leak=1.0)], "mean",
+     r"node 4 \(LI\): an LI output is read as its potential"),
+    ([_dense(), LIF(leak=0.9, threshold=1.0)], "potential", r"readout 'potential' needs a last LI node"),
+    ([_dense(), LIF(leak=0.9, threshold=1.0), _dense(3, 2)], "spikes", "ends in synapses without neurons"),
+    ([_dense(), LI(leak=1.0), _dense(3, 2), LIF(leak=0.9, threshold=1.0)], "spikes",
+     r"node 2 \(LI\): a non-spiking integrator can only be the graph's last node"),
+    ([_dense(), LIF(leak=1.5, threshold=1.0)], "spikes", r"node 2 \(LIF\): leak 1.5 outside \[0, 1\]"),
+    ([_dense(), LIF(leak=0.9, threshold=-1.0)], "spikes", r"node 2 \(LIF\): threshold -1: .* positive"),
+    ([Affine(np.full((3, 4), np.nan)), LIF(leak=0.9, threshold=1.0)], "spikes",
+     r"node 1 \(Affine\): weight has 12 of 12 values NaN"),
+])
+def test_what_loihi_cannot_do_is_refused_naming_the_node(nodes, readout, match):
+    graph = FloatGraph((Input((4,)), *nodes), time_steps=4, readout=readout)
+    with pytest.raises(QuantizationError, match=match) as err:
+        quantize_graph(graph, LOIHI2)
+    assert "\n" not in str(err.value)
+
+
+def test_conv_recurrence_and_missing_steps_are_refused():
+    conv = FloatGraph((Input((1, 4, 4)), Conv2d(np.ones((1, 1, 3, 3)), padding=(1, 1)),
+                       LIF(leak=0.9, threshold=1.0), Recurrent(np.eye(16))), time_steps=3)
+    with pytest.raises(QuantizationError, match=r"node 3 \(Recurrent\): recurrent weights on a conv layer"):
+        quantize_graph(conv, LOIHI2)
+    plain = FloatGraph((Input((4,)), _dense(), LIF(leak=0.9, threshold=1.0)))
+    with pytest.raises(QuantizationError, match="time_steps None"):
+        quantize_graph(plain, LOIHI2)
+    assert quantize_graph(plain, LOIHI2, time_steps=5).network.time_steps == 5
+
+
+def test_if_neurons_per_neuron_thresholds_and_an_li_readout():
+    """IF (leak 1) is dv 0; per-neuron thresholds are normalised into the rows (exact); a last LI with leak 1
+    is the integrator readout and its bias is a bias like the synapse's."""
+    from neurodeploy.backends import run_network
+    from neurodeploy.models.graph_module import GraphModule
+
+    r = _rng(3)
+    w1 = r.uniform(0, 1, (5, 4))
+    theta = np.array([0.5, 1.0, 1.5, 1.0, 2.0])
+    graph = FloatGraph((Input((4,)), Affine(w1), LIF(leak=1.0, threshold=theta),
+                        Affine(r.standard_normal((3, 5))), LI(leak=1.0, bias=np.array([0.05, -0.05, 0.0]))),
+                       time_steps=8, readout="potential")
+    res = quantize_graph(graph, LOIHI2)
+    net = res.network
+    assert net.readout == "potential" and net.layers[0].neurons.dv == 0 and res.layers[1].node == 4
+    assert any("per-neuron thresholds" in n for n in res.layers[0].notes)
+    # row i scaled by 2 / theta_i: the integer weights' rows are in that ratio to the float rows
+    w_int = net.layers[0].weight.astype(float)
+    ratio = w_int / (w1 * (2.0 / theta)[:, None])
+    assert np.allclose(ratio.mean(1), ratio.mean(), rtol=0.03)
+    x = (r.uniform(size=(40, 8, 4)) < 0.4).astype(np.int64)
+    fixed = run_network(net, x).spike_counts[:, 0]          # layer 0's spikes per sample
+    with torch.no_grad():
+        _, rec = GraphModule(graph, dtype=torch.float64)(torch.as_tensor(np.moveaxis(x, 1, 0), dtype=torch.float64),
+                                                         record=True)
+    ref = rec[2]["spikes"].sum((0, 2)).numpy()
+    assert ref.sum() > 0 and np.abs(fixed - ref).sum() <= 0.05 * ref.sum()
+
+
+def test_graph_calibration_gives_the_model_path_peaks():
+    """quantize_graph(calibration=) measures the peaks on the graph (GraphModule), quantize_model on the
+    model; for a model without gains they agree and so do the networks."""
+    from neurodeploy.evaluate.inputs import encode_inputs
+    from neurodeploy.models.walk import graph_from_model
+    from neurodeploy.quant.quantizer import input_encoding_for
+
+    model = _model(kind="lif", hidden=(8,))
+    with torch.no_grad():
+        model.body[1].weight.mul_(60.0)      # drive the first layer far past its threshold
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cal = encode_inputs(model, input_encoding_for(model, LOIHI2), 4, x.numpy())
+    seq = cal.float_sequence(0, len(cal))
+    a = quantize_model(model, (1, 8, 8), LOIHI2, time_steps=4, calibration=seq, calibration_repeat=4)
+    b = quantize_graph(graph_from_model(model, 4, input_shape=(1, 8, 8)), LOIHI2, input_encoding="graded",
+                       calibration=seq, calibration_repeat=4)
+    assert a.layers[0].peak_current > 4
+    for ra, rb in zip(a.layers, b.layers):
+        assert rb.peak_current == pytest.approx(ra.peak_current, rel=1e-5) and rb.vth == ra.vth
+    for la, lb in zip(a.network.layers, b.network.layers):
+        np.testing.assert_array_equal(la.weight, lb.weight)
+
+
+@pytest.mark.parametrize("arch, over", [
+    ("mlp", {}), ("conv", {"channels": [3]}),            # the conv is zero-padded: a bias per neuron
+])
+def test_models_with_input_normalisation_deploy(arch, over):
+    """The normalisation folds into the first layer's weights and bias; the fixed-point first layer spikes as
+    the float graph does when run with the chip's timing (the bias acts from step 0, the input arrives one
+    step later through the synapse, and the bias goes on for the run's last steps)."""
+    from neurodeploy.backends import run_network
+    from neurodeploy.evaluate.inputs import chip_inputs
+    from neurodeploy.models.graph_module import GraphModule
+    from neurodeploy.models.walk import graph_from_model
+
+    model = _model(arch=arch, normalize_mean=[0.4], normalize_std=[0.25], **over).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(2.0)
+    res = quantize_model(model, (1, 8, 8), LOIHI2, time_steps=4)
+    rep = res.layers[0]
+    assert rep.bias_clip_fraction == 0 and any("does not fit" in n for n in rep.notes)   # scale capped for the bias
+    assert any("input normalisation" in n for n in rep.notes)
+    bias = res.network.layers[0].neurons.bias_mant
+    if arch == "conv":    # the border neurons see fewer normalised zeros than the interior
+        per_channel = bias.reshape(3, -1)
+        assert not np.all(per_channel == per_channel[:, :1])
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    inputs = chip_inputs(model, res.network, x)
+    fixed = run_network(res.network, inputs.values)
+    graph = graph_from_model(model, 4, input_shape=(1, 8, 8))
+    P = fixed.total_steps
+    seq = np.moveaxis(np.asarray(inputs.values, dtype=np.float64), 1, 0) / inputs.scale
+    chip_timed = np.zeros((P, *seq.shape[1:]))
+    chip_timed[1:1 + len(seq)] = seq
+    with torch.no_grad():
+        _, rec = GraphModule(FloatGraph(graph.nodes, time_steps=P), dtype=torch.float64)(
+            torch.as_tensor(chip_timed), record=True)
+    first = next(i for i, n in enumerate(graph.nodes) if isinstance(n, LIF))
+    ref = rec[first]["spikes"].flatten(2).sum((0, 2)).numpy()
+    assert ref.sum() > 0 and np.abs(fixed.spike_counts[:, 0] - ref).sum() <= 0.02 * ref.sum()

@@ -200,3 +200,89 @@ def test_time_steps_and_what_is_refused():
     model.readout = "spikes"
     with pytest.raises(GraphError, match="ends in synapses without neurons"):
         model_layers(model)
+
+
+# --------------------------------------------------------------------------- the quantizer's numbers are unchanged
+
+def _network_digest(net) -> str:
+    """16 hex digits of sha256 over every integer the fixed-point network holds, layer by layer."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def put(*xs):
+        for x in xs:
+            h.update(np.ascontiguousarray(x, dtype=np.int64).tobytes() if isinstance(x, np.ndarray)
+                     else repr(x).encode())
+    put(net.readout, int(net.time_steps), tuple(net.input_shape), net.input_encoding.kind, int(net.input_encoding.bits))
+    for layer in net.layers:
+        n = layer.neurons
+        put(type(layer).__name__, layer.weight, int(layer.weight_exp), n.bias_mant, int(n.bias_exp), int(n.du),
+            int(n.dv), int(n.vth))
+        rec = getattr(layer, "weight_rec", None)
+        put(rec if rec is not None else "norec", int(getattr(layer, "weight_rec_exp", 0)))
+        put(tuple(getattr(layer, "stride", ())), tuple(getattr(layer, "padding", ())), int(getattr(layer, "groups", 1)))
+    return h.hexdigest()[:16]
+
+
+def _pinned_model(arch="mlp", **over):
+    data = {"dataset": "digits", "time_steps": 4}
+    m = {"arch": arch, "hidden": [6], "bias": True, "neuron": {"type": "dlif"}, **over}
+    if arch == "srnn":
+        data = {"dataset": "vowels", "encoder": "temporal", "time_steps": None}
+        m["neuron"] = {"type": "cuba-lif", "current_leak": 0.75}
+    cfg = config_from_dict({"data": data, "model": m})
+    torch.manual_seed(0)
+    shape = (25, 12) if arch == "srnn" else (1, 8, 8)
+    mod = build_model(cfg, shape, 3)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for x in mod.modules():
+            if getattr(x, "gain", None) is not None:
+                x.gain.mul_(1 + 0.3 * torch.rand(x.gain.shape, generator=g))
+            if isinstance(x, torch.nn.BatchNorm2d):
+                x.running_mean.copy_(0.1 * torch.randn(x.running_mean.shape, generator=g))
+                x.running_var.copy_(0.5 + torch.rand(x.running_var.shape, generator=g))
+    return mod, shape, (25 if arch == "srnn" else 4)
+
+
+# Recorded with the quantizer as it was before the walker (commit 3ceffdb, its own walk of model.body):
+# the walker + quantize_graph must give the same integers. Regenerate only for an intended numeric change.
+PINNED = {
+    "mlp": ({}, False, "146486bc5f765d03"), "mlp-linear": ({"readout": "linear"}, False, "731cca75cc246248"),
+    "conv": ({"arch": "conv", "channels": [3]}, False, "fe6abd8bc15c3ffa"),
+    "conv-bn-linear": ({"arch": "conv", "channels": [3], "batchnorm": True, "readout": "linear"}, False,
+                       "5ae0db3871750e6c"),
+    "srnn": ({"arch": "srnn"}, False, "acdd5aa30b9c6c02"),
+    "srnn-linear": ({"arch": "srnn", "readout": "linear"}, False, "bc1baeb856fa9de8"),
+    "conv-bn-linear-deployed": ({"arch": "conv", "channels": [3], "batchnorm": True, "readout": "linear"}, True,
+                                "5ae0db3871750e6c"),
+    "srnn-driven-calibrated": ({"arch": "srnn"}, "driven", "921be0ad89c722db"),
+    "mlp-driven-calibrated": ({}, "driven", "daa2cc7f635d80a5"),
+}
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_fixed_point_network_is_bit_identical_to_the_old_walk(name):
+    from neurodeploy.evaluate.deployment import deployable_model
+    from neurodeploy.evaluate.inputs import encode_inputs
+    from neurodeploy.quant import load_profile, quantize_model
+    from neurodeploy.quant.quantizer import input_encoding_for
+
+    over, how, digest = PINNED[name]
+    model, shape, T = _pinned_model(**over)
+    hw = load_profile("loihi2")
+    kw = {}
+    if how is True:
+        model = deployable_model(model)
+        x = torch.rand(8, *shape, generator=torch.Generator().manual_seed(3))
+        cal = encode_inputs(model, input_encoding_for(model, hw), T, x.numpy())
+        kw = {"calibration": cal.float_sequence(0, len(cal)), "calibration_repeat": T if cal.repeated else None}
+    elif how == "driven":
+        with torch.no_grad():
+            [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0].weight.mul_(40.0)
+        x = torch.rand(8, *shape, generator=torch.Generator().manual_seed(3))
+        cal = encode_inputs(model, input_encoding_for(model, hw), T, x.numpy())
+        kw = {"calibration": cal.float_sequence(0, len(cal)), "calibration_repeat": T if cal.repeated else None}
+    res = quantize_model(model, shape, hw, time_steps=T, **kw)
+    assert _network_digest(res.network) == digest

@@ -52,7 +52,15 @@ per-channel bias cannot express at the borders; there the normalisation is
 kept as an explicit per-channel affine map, a 1x1 depthwise ``Conv2d``
 (weight ``1/std``, bias ``-mean/std``) in front of the conv, and consumers
 compose the two linear maps (the quantizer does so exactly, with a bias per
-neuron).
+neuron). ``graph.metadata["normalisation"]`` records the fold (the node it
+starts at, mean, std).
+
+Like every bias on Loihi, the folded one acts on every simulated step: from
+step 0, one step before the first input arrives through the layer's synapse
+(one step of delay), and on the steps after the last input. With a large
+mean the folded bias is large (``W (mean / std)``), so the fixed-point first
+layer then differs from the float one on those steps, as it does for any
+large trained bias; in between it computes what the float layer computes.
 
 DLIF gain folding
 -----------------
@@ -340,12 +348,14 @@ def graph_from_model(model: SNNClassifier, time_steps: Optional[int], *, fold: b
         where.append(index)
 
     first = True
+    norm_node = None
     for layer in body.layers + ([body.readout] if body.readout is not None else []):
         if layer.flatten:
             add(Flatten(), layer.flatten_index)
         syn = [_synapse_node(layer)]
         if first and norm is not None:
             syn = _fold_normalisation(syn[0], norm, shape)
+            norm_node = len(nodes)
         first = False
         for j, node in enumerate(syn):
             add(node, layer.index if j == len(syn) - 1 else None)
@@ -362,6 +372,8 @@ def graph_from_model(model: SNNClassifier, time_steps: Optional[int], *, fold: b
     meta = {"producer": "neurodeploy.models.walk.graph_from_model", "model_readout": model.readout,
             "readout_scale": float(model.readout_scale), "encoder": type(model.encoder).__name__,
             "body_index": tuple(where)}
+    if norm_node is not None:
+        meta["normalisation"] = {"node": norm_node, "mean": norm[0].tolist(), "std": norm[1].tolist()}
     graph = FloatGraph(tuple(nodes), dt=1.0, time_steps=None if time_steps is None else int(time_steps),
                        readout="mean" if model.readout == "linear" else "spikes", metadata=meta)
     graph.validate()

@@ -233,6 +233,15 @@ def _bias(b: np.ndarray, scale: float, profile: HardwareProfile) -> tuple[np.nda
     return mant.astype(np.int64), int(e), clip
 
 
+def _bias_cap(b: np.ndarray, theta: float, profile: HardwareProfile) -> int:
+    """The largest vth at which every bias ``b`` (float, per step) fits ``bias_mant << bias_exp_max``."""
+    peak = float(np.abs(b).max(initial=0.0))
+    if peak == 0:
+        return profile.vth_max
+    scale = (profile.bias_mant_max << profile.bias_exp_max) / peak * (1 - 1e-9)
+    return max(1, int(theta * scale / 2.0**profile.neuron.activation_shift))
+
+
 def _check_scale(scale: float, where: str, theta: Optional[float]) -> None:
     """A membrane scale must be a positive finite number (extreme thresholds or weights can make it inf or 0)."""
     if not (math.isfinite(scale) and scale > 0):
@@ -496,7 +505,7 @@ def graph_peak_currents(graph: FloatGraph, calibration, repeat: Optional[int] = 
     peaks = []
     for i, node in enumerate(graph.nodes):
         if isinstance(node, (LIF, CubaLIF)):
-            theta = torch.as_tensor(np.asarray(node.threshold, dtype=np.float64))
+            theta = torch.as_tensor(np.array(node.threshold, dtype=np.float64))
             theta = theta.reshape(()) if theta.numel() == 1 else theta.reshape(shapes[i])
             peaks.append(float((records[i]["current"].abs() / theta).max()))
     return peaks
@@ -603,17 +612,6 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
                 # spike inputs: one scale for both matrices keeps exponent 0 for both (netx's dense_rec);
                 # graded inputs carry a 1/255 factor, so sharing would crush the input weights
                 joint = np.concatenate([w.reshape(w.shape[0], -1), w_rec], axis=1)
-        target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
-        exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
-        notes = theta_notes + notes
-        _check_scale(scale, f"layer {i}", theta)
-        if target < vth_target:
-            notes.append(f"input current reaches {peaks[i]:.1f} thresholds on the calibration inputs: "
-                         f"threshold scale capped at vth {target} so u and v stay in the "
-                         f"{profile.neuron.state_bits}-bit state")
-        w_int, clip, err = _quantize_weights(w, scale, exp, profile)
-        vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
-        vth_back = vth * 2.0**profile.neuron.activation_shift / scale
         if fl.kind == "conv":
             # one bias per channel in torch, one per neuron (C, H, W order) on the chip
             conv = fl.conv
@@ -625,6 +623,29 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
             extra = nb if extra is None else extra + nb
         if extra is not None:
             b = b + extra
+        target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
+        exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
+        cap = _bias_cap(b, theta, profile)
+        if _bias(b, scale, profile)[2] > 0 and cap < target:
+            # the biases would clip at this scale: lower the threshold scale until the largest fits
+            # (only for layers whose biases clip; every other layer keeps its numbers)
+            exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, cap)
+            notes.append(f"the largest bias ({float(np.abs(b).max() / theta):.2g} thresholds per step) does not "
+                         f"fit the {profile.neuron.bias_mant_bits}-bit bias mantissa at the weights' scale: "
+                         f"threshold scale capped at vth {cap}")
+        notes = theta_notes + notes
+        _check_scale(scale, f"layer {i}", theta)
+        if target < vth_target:
+            notes.append(f"input current reaches {peaks[i]:.1f} thresholds on the calibration inputs: "
+                         f"threshold scale capped at vth {target} so u and v stay in the "
+                         f"{profile.neuron.state_bits}-bit state")
+        w_int, clip, err = _quantize_weights(w, scale, exp, profile)
+        vth = int(min(round(theta * scale / 2.0**profile.neuron.activation_shift), profile.vth_max))
+        vth_back = vth * 2.0**profile.neuron.activation_shift / scale
+        norm = graph.metadata.get("normalisation")
+        if norm is not None and norm.get("node") in fl.synapse_nodes:
+            notes.append("the bias includes the folded input normalisation (- W mean/std); like any bias it acts "
+                         "from step 0, one step before the first input reaches the layer, and after the last")
         if (current_leak is not None and current_leak != 0 and fl.bias is not None and np.any(fl.bias != 0)):
             notes.append(f"the synapse bias of this CUBA layer enters the current (i = {current_leak:g} i + W x + b) "
                          f"in float but v on Loihi (v = dv v + u + bias): the float model's bias settles "
