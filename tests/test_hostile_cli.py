@@ -248,9 +248,18 @@ def test_unsupported_nir_export_is_one_line_and_missing_folders_are_made(tmp_pat
                        "threads": 1, "data.dataset": "digits", "data.time_steps": 2,
                        "model.normalize_mean": [0.5], "model.normalize_std": [0.5]})
     train(cfg, run, progress=False, data=load_dataset("digits", seed=0).subset(16, 8), log=lambda s: None)
-    assert main(["export", str(run), "--format", "nir", "--out", str(tmp_path / "a" / "m.nir")]) == 2
-    _one_line_error(capsys, str(run), "nir", "normalize")
-    assert not (tmp_path / "a" / "m.nir").exists()
+    # input normalisation in front of a padded conv is exported exactly (a 1x1 conv), into new folders
+    assert main(["export", str(run), "--format", "nir", "--out", str(tmp_path / "a" / "m.nir")]) == 0
+    assert (tmp_path / "a" / "m.nir").is_file()
+    # what NIR cannot hold is one line naming the run: a CUBA current that never decays has no tau_syn
+    cuba = tmp_path / "cuba"
+    cfg2 = load_config(REPO / "models" / "mnist5k-mlp-dlif.yaml",
+                       {"training.epochs": 1, "model.hidden": [4], "threads": 1, "data.dataset": "digits",
+                        "data.time_steps": 2, "model.neuron.type": "cuba-lif", "model.neuron.current_leak": 1.0})
+    train(cfg2, cuba, progress=False, data=load_dataset("digits", seed=0).subset(16, 8), log=lambda s: None)
+    assert main(["export", str(cuba), "--format", "nir", "--out", str(tmp_path / "e" / "m.nir")]) == 2
+    _one_line_error(capsys, str(cuba), "nir")
+    assert not (tmp_path / "e" / "m.nir").exists()
     # a conv model exports to ONNX (input shape from the run), into folders that do not exist yet
     assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "b" / "c" / "m.onnx")]) == 0
     assert (tmp_path / "b" / "c" / "m.onnx").is_file()
