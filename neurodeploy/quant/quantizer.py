@@ -1,4 +1,20 @@
-"""Post-training quantization of a trained float SNN to the fixed-point IR.
+"""Post-training quantization of a float SNN (a :class:`~neurodeploy.graph.FloatGraph`) to the fixed-point IR.
+
+:func:`quantize_graph` maps any float graph; :func:`quantize_model` is the
+walker's graph of a trained model (:func:`~neurodeploy.models.walk.graph_from_model`)
+through it. The DLIF gains are folded first
+(:func:`~neurodeploy.models.walk.fold_gains`), and the stateless nodes
+between two neuron nodes (flatten, pooling, a per-channel map, synapses) are
+composed into the one synapse of a Loihi layer
+(:mod:`neurodeploy.quant.layers`). What Loihi's LIF cannot do exactly is a
+one-line :class:`QuantizationError` naming the graph node and the parameter:
+a reset by subtraction, leaks that differ between the neurons of a layer, a
+leak outside [0, 1] or a threshold <= 0, a non-spiking LI node anywhere but
+last or with a leak other than 1 (the readout integrates), pooling with no
+synapse after it to fold into, pooling into a conv where the conv's padding
+is not the pool's, recurrent weights on a conv layer. Per-neuron thresholds
+are normalised into the rows of the weights (exact); per-neuron biases are
+Loihi's own.
 
 Each spiking layer (its synapses plus its neurons) is scaled on its own: the
 layers talk in binary spikes, so a layer's membrane scale ``S`` (integer
@@ -20,7 +36,11 @@ threshold at most ``vth_target`` (headroom in the 24-bit state for inputs
 above threshold); where even that is impossible the weights clip (reported).
 The DLIF gain ``p[t]`` varies over time but Loihi weights do not: the mean gain
 is folded in and its spread is reported (fine-tune with a frozen gain when it
-matters).
+matters). A layer whose biases would clip at that scale gets a lower threshold
+scale instead, one at which its largest bias fits ``bias_mant << bias_exp``
+(reported). The synapse bias of a CUBA layer feeds the current in float but
+``v`` on Loihi (its bias is a neuron bias); that approximation is noted in
+the layer's report.
 
 Direct-encoded inputs use graded spikes carrying ``round(255 * x)``; the
 float model sees the same 8-bit input (``SNNClassifier`` quantizes it).
@@ -62,8 +82,12 @@ from ..errors import NeurodeployError, bounded
 from ..graph import CubaLIF, FloatGraph, GraphError, LIF
 from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
 from ..models.builders import SNNClassifier
+from ..models.folding import fold_batchnorm, has_batchnorm
+from ..models.graph_module import GraphModule
+from ..models.walk import fold_gains, gain_record, graph_from_model, model_layers
 from ..data.encoders import DirectEncoder, PoissonEncoder, TemporalEncoder
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons, record_activity
+from .layers import graph_layers
 from .profile import HardwareProfile
 
 
@@ -112,8 +136,6 @@ class QuantizationResult:
 
 
 def _model_body(model: SNNClassifier):
-    from ..models.walk import model_layers
-
     try:
         return model_layers(model)
     except GraphError as exc:
@@ -490,8 +512,6 @@ def graph_peak_currents(graph: FloatGraph, calibration, repeat: Optional[int] = 
     """Per spiking neuron node of ``graph`` (gains folded), the largest ``|current| / threshold`` over the
     calibration inputs (time-major ``(T, B, *input_shape)``; ``repeat``: one step repeated), run with
     :class:`~neurodeploy.models.graph_module.GraphModule` in float64."""
-    from ..models.graph_module import GraphModule
-
     x = torch.as_tensor(np.asarray(calibration, dtype=np.float64) if not isinstance(calibration, torch.Tensor)
                         else calibration).double()
     if repeat is not None:
@@ -527,9 +547,6 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
     24-bit state (a strongly driven recurrent layer otherwise wraps u and
     loses most of its accuracy); the peaks are measured on the model itself.
     """
-    from ..models.folding import fold_batchnorm, has_batchnorm
-    from ..models.walk import graph_from_model
-
     require_finite(model)
     if has_batchnorm(model):
         model = fold_batchnorm(model)   # a BatchNormFoldError names the layer
@@ -571,9 +588,6 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
     leaks, a leaky integrator readout, pooling without a synapse after it)
     is a :class:`QuantizationError` naming the node.
     """
-    from ..models.walk import fold_gains, gain_record
-    from .layers import graph_layers
-
     graph.validate()
     _require_finite_graph(graph)
     T = time_steps if time_steps is not None else graph.time_steps
