@@ -19,7 +19,7 @@ Time constants are expressed with ``dt = 1``: the retention factor per step is
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from norse.torch.functional.lif import LIFFeedForwardState, LIFParameters
@@ -97,14 +97,20 @@ def cuba_step(
     state: LIFFeedForwardState,
     p: LIFParameters,
     dt: float = 1.0,
+    v_noise: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, LIFFeedForwardState]:
-    """One step of the current-based neuron in Loihi's order.
+    """One step of the current-based neuron in Loihi's order: the one CUBA update of the package.
 
     ``i = (1 - tau_syn_inv)*i + I;  v = (1 - tau_mem_inv)*v + i;  s = H(v - theta)``,
     then ``v`` resets to ``v_reset`` where it spiked; ``i`` is not reset (as Loihi).
+    ``v_noise`` (membrane noise, :mod:`neurodeploy.noise.torch_transforms`) joins the
+    voltage update, ``v = (1 - tau_mem_inv)*v + i + v_noise``, as on the chip (the
+    current stays noise-free).
     """
     i = (1.0 - dt * p.tau_syn_inv) * state.i + input_current
     v = (1.0 - dt * p.tau_mem_inv) * state.v + i
+    if v_noise is not None:
+        v = v + v_noise
     z = spike_fn(v - p.v_th, p.alpha)
     v_new = (1.0 - z) * v + z * p.v_reset
     return z, LIFFeedForwardState(v=v_new, i=i)

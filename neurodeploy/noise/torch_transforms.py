@@ -19,6 +19,7 @@ import torch
 
 from .. import lava_rules as lr
 from ..ir import Network
+from ..neurons.functional import cuba_step
 from .draws import (
     WEIGHT_NOISES,
     HardwareNoiseError,
@@ -288,11 +289,7 @@ class _LayerHook:
             noise = self._value(self.t, input_current) * float(p.v_th)
             self.t += 1
             if name == "membrane-noise" and hasattr(state, "i"):   # CUBA: v gets it, not i
-                from ..neurons.functional import spike_fn
-                i = (1.0 - dt * p.tau_syn_inv) * state.i + input_current
-                v = (1.0 - dt * p.tau_mem_inv) * state.v + i + noise
-                z = spike_fn(v - p.v_th, p.alpha)
-                return z, type(state)(v=(1.0 - z) * v + z * p.v_reset, i=i)
+                return cuba_step(input_current, state, p, dt, v_noise=noise)
             return activation(input_current + noise, state, p, dt)
 
         return noisy
