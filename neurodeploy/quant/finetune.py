@@ -23,6 +23,7 @@ import torch.nn.utils.parametrize as parametrize
 from ..data import load_dataset
 from ..fileio import inside
 from ..models.builders import RoundSTE
+from ..models.folding import has_batchnorm
 from ..models.walk import model_layers
 from ..train.checkpoint import save_checkpoint
 from ..train.loop import _optimizer, epoch_generator, random_shift, set_threads, training_loss
@@ -63,6 +64,10 @@ class FakeQuant(torch.nn.Module):
 def attach_fake_quant(model, profile: HardwareProfile) -> None:
     """Freeze DLIF gains at their mean and fake-quantize every synaptic weight."""
     encoding = input_encoding_for(model, profile)
+    if has_batchnorm(model):
+        raise QuantizationError("fine-tuning a model with BatchNorm is not supported (the deployed conv weights "
+                                "are the BatchNorm-scaled ones, which fake quantization of the conv alone would "
+                                "miss); quantize it without --finetune")
     try:
         layers = model_layers(model).layers      # the walker's per-layer view: the torch modules themselves
     except GraphError as exc:
