@@ -11,16 +11,8 @@ import torch
 from neurodeploy.backends import check_network, run_network
 from neurodeploy.backends.base import BIAS_MANT_RANGE, VTH_MAX, effective_weights
 from neurodeploy.ir import ConvLayer, DenseLayer, InputEncoding, Network, Neurons
-from neurodeploy.noise import (
-    NETWORK_NOISE_NAMES,
-    NOISES,
-    STEP_NOISE_NAMES,
-    NoiseProfileError,
-    NoiseSpecError,
-    noise_from_profile,
-    parse_noise_spec,
-    resolve_noise_specs,
-)
+from neurodeploy.noise import NETWORK_NOISE_NAMES, NOISES, STEP_NOISE_NAMES, NoiseSpecError, parse_noise_spec
+from neurodeploy.noise.specs import NoiseProfileError, noise_from_profile, resolve_noise_specs
 from neurodeploy.noise.hardware import (
     HardwareNoiseError,
     chosen_neurons,

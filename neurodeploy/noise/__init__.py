@@ -1,15 +1,24 @@
 """Noise models: seeded input corruptions, the noise vocabulary and network (hardware) noise.
 
 * :mod:`.input_noise`: Gaussian, uniform, salt-and-pepper on samples;
-* :mod:`.specs`: every noise name, its kind (input / network / step), level
-  meaning and range, the ``NAME:LEVELS`` parser and profile defaults;
+* :mod:`.vocabulary`: every noise name, its kind (input / network / step), level
+  meaning and range, the ``NAME:LEVELS`` parser (no profile, no model: the
+  profile loader and the config checks read it);
+* :mod:`.specs`: the vocabulary plus the profile defaults
+  (:func:`~.specs.noise_from_profile`, :func:`~.specs.resolve_noise_specs`,
+  :class:`~.specs.NoiseProfileError`);
 * :mod:`.hardware`: network noises as pure seeded transforms of the IR and of
   the float model, with one shared draw protocol; per-step noises
-  (:class:`StepNoise`) for the backends' ``step_noise=`` and the float model.
+  (:class:`~.step.StepNoise`) for the backends' ``step_noise=`` and the float model.
   It documents the semantics and re-exports :mod:`.draws` (the seeded draws),
-  :mod:`.ir_transforms` (:func:`perturb_network`), :mod:`.torch_transforms`
-  (:func:`perturb_float_model`, :func:`float_step_noise_model`) and :mod:`.step`
-  (:class:`StepNoise`, :func:`fixed_step_noise`).
+  :mod:`.ir_transforms` (:func:`~.ir_transforms.perturb_network`), :mod:`.torch_transforms`
+  (:func:`~.torch_transforms.perturb_float_model`, :func:`~.torch_transforms.float_step_noise_model`)
+  and :mod:`.step` (:class:`~.step.StepNoise`, :func:`~.step.fixed_step_noise`).
+
+The package itself exports the input noises and the vocabulary only: the
+profile defaults and the noise models sit above the hardware profile and the
+quantizer (which read the vocabulary), so importing them here would make the
+package import itself back; take them from :mod:`.specs` and :mod:`.hardware`.
 """
 
 from .input_noise import (
@@ -19,26 +28,14 @@ from .input_noise import (
     salt_pepper_noise,
     uniform_noise,
 )
-from .specs import (
+from .vocabulary import (
     NETWORK_NOISE_NAMES,
     NOISES,
     STEP_NOISE_NAMES,
-    NoiseProfileError,
     NoiseSpec,
     NoiseSpecError,
     NoiseType,
-    noise_from_profile,
     parse_noise_spec,
-    resolve_noise_specs,
-)
-from .hardware import (
-    HardwareNoiseError,
-    StepNoise,
-    draw_network_noise,
-    fixed_step_noise,
-    float_step_noise_model,
-    perturb_float_model,
-    perturb_network,
 )
 
 __all__ = [
@@ -53,15 +50,5 @@ __all__ = [
     "NoiseType",
     "NoiseSpec",
     "NoiseSpecError",
-    "NoiseProfileError",
     "parse_noise_spec",
-    "noise_from_profile",
-    "resolve_noise_specs",
-    "HardwareNoiseError",
-    "draw_network_noise",
-    "perturb_network",
-    "perturb_float_model",
-    "StepNoise",
-    "fixed_step_noise",
-    "float_step_noise_model",
 ]

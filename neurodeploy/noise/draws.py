@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import NeurodeployError
 from ..ir import Network
-from .specs import NETWORK_NOISE_NAMES, STEP_NOISE_NAMES, NoiseSpecError
+from .vocabulary import NETWORK_NOISE_NAMES, STEP_NOISE_NAMES, NoiseSpecError
 
 __all__ = ["HardwareNoiseError", "WEIGHT_NOISES", "LayerDraws", "draw_network_noise", "readout_index",
            "spiking_layer_indices", "chosen_neurons", "step_noise_draws", "float_step_rows"]

@@ -20,7 +20,7 @@ from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network
 from ..lava_rules import BIAS_EXP_RANGE, BIAS_MANT_RANGE, VTH_MAX, effective_weights, shift, weight_grid
 from .draws import HardwareNoiseError, LayerDraws, chosen_neurons, draw_network_noise, spiking_layer_indices
-from .specs import NETWORK_NOISE_NAMES, NOISES, NoiseSpecError, check_level
+from .vocabulary import NETWORK_NOISE_NAMES, NOISES, NoiseSpecError, check_level
 
 __all__ = ["perturb_network", "weight_grid"]
 

@@ -18,7 +18,7 @@ from .. import lava_rules as lr
 from ..backends.injection import LayerInjection
 from ..ir import Network
 from .draws import spiking_layer_indices, step_noise_draws
-from .specs import STEP_NOISE_NAMES, NoiseSpecError, check_level
+from .vocabulary import STEP_NOISE_NAMES, NoiseSpecError, check_level
 
 __all__ = ["step_noise_integers", "StepNoise", "step_noise_layers", "fixed_step_noise", "INJECTS"]
 

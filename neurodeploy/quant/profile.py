@@ -8,7 +8,7 @@ range the hardware and our backends can mean (:data:`FIELD_BOUNDS`):
 ``neuron.vth_shift`` 6 are the only values Lava 0.10's CPU models and the
 emulator implement, so any other value is refused instead of silently
 ignored. The ``noise:`` section is checked at load time too
-(:func:`neurodeploy.noise.specs.noise_levels_from_section`). The profile's
+(:func:`neurodeploy.noise.vocabulary.noise_levels_from_section`). The profile's
 ``name`` becomes a folder name (``RUN/<name>/``), so it must be a plain name.
 """
 
@@ -21,6 +21,7 @@ from typing import Any, Union
 
 from .. import lava_rules
 from ..errors import NeurodeployError, bounded
+from ..noise.vocabulary import NoiseSpecError, noise_levels_from_section
 from ..yamlio import load_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
@@ -28,6 +29,13 @@ PROFILE_DIR = Path(__file__).resolve().parents[2] / "hw_profiles"
 
 class ProfileError(NeurodeployError, ValueError):
     """A hardware profile file is malformed; the message names file and key."""
+
+
+class NoiseProfileError(ProfileError, NoiseSpecError):
+    """The ``noise:`` section of a hardware profile is malformed; the message names file and key.
+
+    Both a profile error and a noise-spec error (also importable as
+    ``neurodeploy.noise.specs.NoiseProfileError``)."""
 
 
 @dataclass(frozen=True)
@@ -203,9 +211,7 @@ def profile_from_dict(data: Any, src: str = "<profile>") -> HardwareProfile:
         raise ProfileError(f"{src}: weights.exp_min: {w.exp_min} > weights.exp_max {w.exp_max}, expected "
                            f"exp_min <= exp_max")
     if data.get("noise") is not None:
-        from ..noise.specs import noise_levels_from_section
-
-        noise_levels_from_section(data["noise"], src)
+        noise_levels_from_section(data["noise"], src, NoiseProfileError)
     return profile
 
 
