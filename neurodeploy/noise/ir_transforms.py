@@ -204,7 +204,7 @@ def _dead_or_stuck(network: Network, net: Network, name: str, draws: list[LayerD
         else:
             where = f"{name} in layer {i}" + (f" ({layer.name})" if layer.name else "")
             need = (f"a bias <= -{int(pos_b.max())} (bound of u)" if name == "dead-neuron"
-                    else f"a bias > vth << 6 + bound of -u = {(int(nrn.vth) << 6) + int(neg_b.max())}")
+                    else f"a bias > vth << 6 + bound of -u = {lr.effective_vth(nrn.vth) + int(neg_b.max())}")
             shared = "conv neurons share their kernel, so " if isinstance(layer, ConvLayer) else ""
             raise HardwareNoiseError(
                 f"{where}: {shared}a {name.replace('-', ' ')} needs {need}, which no bias exponent {e}.."
