@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from .errors import NeurodeployError, bounded
+from .fileio import NAME_PATTERN, check_name  # noqa: F401 - re-exported: names become path parts
 from .yamlio import load_yaml, parse_scalar
 
 
@@ -185,7 +186,6 @@ class RunConfig:
 # zero, a pasted 5,000-digit integer) is an error at load time instead of an
 # out-of-memory crash or a week-long run later.
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a run name becomes runs/<name>/
 MAX_SEED = 2**32 - 1            # numpy's and torch's seed range
 MAX_THREADS = 256
 MAX_TIME_STEPS = 100_000
@@ -345,15 +345,6 @@ def _check_text(value: str, where: str, src: str) -> None:
                           f"{MAX_PATH_CHARS} characters)")
 
 
-def check_name(name: Any, where: str, src: str, error: type = None) -> str:
-    """``name`` if it is a safe file-name part (it becomes ``runs/<name>/``), else ``error`` (ConfigError)."""
-    error = error or ConfigError
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise error(f"{src}: {where}: {bounded(name)} is not a valid name; expected 1-100 letters, digits, "
-                    f"'_', '.' or '-', starting with a letter or digit (it becomes a folder name)")
-    return name
-
-
 def spiking_layer_count(m: ModelConfig) -> tuple[int, int]:
     """(spiking layers, hidden spiking layers) of the model ``m`` describes, as the builder makes them."""
     hidden = len(m.hidden) + (len(m.channels) if m.arch == "conv" else 0)
@@ -433,8 +424,7 @@ def _check_training(t: TrainingConfig, m: ModelConfig, src: str) -> None:
     _check_range(t.hardware_noise_level, 0.0, BIG, "training.hardware_noise_level", src)
     _check_text(t.hardware_profile, "training.hardware_profile", src)
     if t.hardware_noise is not None:
-        from .noise.specs import NETWORK_NOISE_NAMES, NoiseSpecError, check_level, noise_kind
-        from .quant.profile import ProfileError, load_profile
+        from .noise.vocabulary import NETWORK_NOISE_NAMES, NoiseSpecError, check_level, noise_kind
 
         try:
             kind = noise_kind(t.hardware_noise)
@@ -448,10 +438,6 @@ def _check_training(t: TrainingConfig, m: ModelConfig, src: str) -> None:
             check_level(t.hardware_noise, t.hardware_noise_level, "training.hardware_noise_level")
         except NoiseSpecError as exc:
             raise ConfigError(f"{src}: {exc}") from None
-        try:
-            load_profile(t.hardware_profile)
-        except ProfileError as exc:
-            raise ConfigError(f"{src}: training.hardware_profile: {exc}") from None
         if m.batchnorm:
             # the chip-instance step quantizes and perturbs the unfolded training
             # model, and BatchNorm's running statistics would update on the copy only
@@ -554,7 +540,7 @@ def validate(cfg: RunConfig, src: str = "<config>", *, check_data: bool = True) 
     :data:`DATASET_INFO`; nothing is loaded).
     """
     d = cfg.data
-    check_name(cfg.name, "name", src)
+    check_name(cfg.name, "name", src, ConfigError)
     _check_int(cfg.seed, 0, MAX_SEED, "seed", src)
     _check_int(cfg.threads, 1, MAX_THREADS, "threads", src)
     _check_choice(_dataset_key(d.dataset), tuple(DATASET_INFO), "data.dataset", src)

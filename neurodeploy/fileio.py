@@ -16,15 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
-from .errors import NeurodeployError
+from .errors import NeurodeployError, bounded
 
-__all__ = ["FileAccessError", "atomic_path", "write_text_atomic", "require_regular_file", "inside",
+__all__ = ["NAME_PATTERN", "check_name", "FileAccessError", "atomic_path", "write_text_atomic", "require_regular_file", "inside",
            "check_output_file", "check_output_folder"]
+
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a run or profile name becomes a folder name
+
+
+def check_name(name: object, where: str, src: str, error: Optional[type] = None) -> str:
+    """``name`` if it is a safe file-name part (it becomes ``runs/<name>/``), else ``error`` (a NeurodeployError)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise (error or NeurodeployError)(
+            f"{src}: {where}: {bounded(name)} is not a valid name; expected 1-100 letters, digits, "
+            f"'_', '.' or '-', starting with a letter or digit (it becomes a folder name)")
+    return name
 
 
 class FileAccessError(NeurodeployError, OSError):

@@ -42,10 +42,9 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import NeurodeployError, bounded
+from .lava_rules import SIGN_MODES, VTH_MAX  # noqa: F401 - Lava's rules, re-exported for the IR's users
 
-SIGN_MODES = ("mixed", "excitatory", "inhibitory")
 READOUTS = ("spikes", "potential")
-VTH_MAX = 2**17 - 1                         # Loihi's 17-bit threshold mantissa
 IR_INT_RANGE = (-(2**31), 2**31 - 1)        # weights and bias mantissas: 32-bit integers
 IR_EXP_RANGE = (-32, 32)                    # weight/bias exponents: shifts of 32-bit values stay in int64
 

@@ -99,3 +99,14 @@ def test_lava_rules_imports_only_numpy():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"numpy", "__future__", "typing"}, names
+
+
+def test_the_package_has_no_import_cycle():
+    """Issue 11: no module of the package is in an import cycle (imports inside functions count)."""
+    cycles = _cycles(_edges(_modules()))
+    assert not cycles, f"import cycles: {[sorted(c) for c in cycles]}"
+
+
+def test_the_cycle_check_can_fail():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert _cycles(edges) == [{"a", "b", "c"}]

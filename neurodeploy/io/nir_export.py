@@ -81,21 +81,16 @@ import os
 from pathlib import Path
 from typing import Union
 
-from ..errors import NeurodeployError
 from ..fileio import atomic_path
+from .nir_graph import NIRExportError, graph_to_nir
 
 __all__ = ["NIRExportError", "export_nir", "build_nir_graph"]
-
-
-class NIRExportError(NeurodeployError, ValueError):
-    """The model cannot be written as an exact NIR graph; the message says which layer and why."""
 
 
 def build_nir_graph(model, *, input_shape: tuple[int, ...], time_steps: int, fold_r: bool = True):
     """The NIR graph of ``model`` (see the module docstring); ``input_shape`` is one sample's shape."""
     from ..graph import GraphError
     from ..models.walk import graph_from_model
-    from .nir_graph import graph_to_nir
 
     if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:
         raise NIRExportError(f"time_steps must be >= 1, got {time_steps}")

@@ -78,7 +78,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..errors import bounded
+from ..errors import NeurodeployError, bounded
 from ..graph import (LI, LIF, READOUTS, RESETS, Affine, AvgPool2d, Conv2d, CubaLIF, Flatten, FloatGraph, GraphError,
                      Input, InputGain, Recurrent, SumPool2d)
 
@@ -87,6 +87,10 @@ __all__ = ["NIRImportError", "NIRTypeCheckWarning", "nir_to_graph", "graph_to_ni
 
 GAIN_ONE_TOLERANCE = 2.0 ** -20  # 8 float32 ulps at 1
 SUPPORTED = "Input, Output, Affine, Linear, Conv2d, Flatten, SumPool2d, AvgPool2d, IF, LIF, CubaLIF, LI, I, NIRGraph"
+
+
+class NIRExportError(NeurodeployError, ValueError):
+    """The model cannot be written as an exact NIR graph; the message says which layer and why."""
 
 
 class NIRImportError(GraphError):
@@ -551,7 +555,6 @@ def nir_to_graph(ng, *, dt: Optional[float], time_steps: Optional[int] = None, s
 
 
 def _export_error(msg: str) -> Exception:
-    from .nir_export import NIRExportError
     return NIRExportError(msg)
 
 

@@ -27,7 +27,6 @@ from .functional import (
     cuba_parameters,
     cuba_step,
     dlif_step,
-    spike_fn,
 )
 
 
@@ -145,14 +144,8 @@ class RecurrentSpikingNeurons(_RecordingMixin, torch.nn.Module):
             if hook is not None:
                 scaled = hook.current(t, scaled)
             v_noise = hook.membrane(t, scaled) if hook is not None else None
-            if v_noise is not None:      # CUBA membrane noise: v = leak*v + i + noise
-                p = self.p
-                i = (1.0 - p.tau_syn_inv) * neuron_state.i + scaled
-                v = (1.0 - p.tau_mem_inv) * neuron_state.v + i + v_noise
-                z = spike_fn(v - p.v_th, p.alpha)
-                neuron_state = LIFFeedForwardState(v=(1.0 - z) * v + z * p.v_reset, i=i)
-            elif self.cuba:
-                z, neuron_state = cuba_step(scaled, neuron_state, self.p)
+            if self.cuba or v_noise is not None:      # membrane noise is CUBA's: v = leak*v + i + noise
+                z, neuron_state = cuba_step(scaled, neuron_state, self.p, v_noise=v_noise)
             else:
                 z, neuron_state = dlif_step(scaled, neuron_state, self.p)
             spikes.append(z)

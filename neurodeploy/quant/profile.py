@@ -190,7 +190,7 @@ def _section(cls: type, data: Any, name: str, src: str) -> Any:
 
 def profile_from_dict(data: Any, src: str = "<profile>") -> HardwareProfile:
     """Build and check a profile from a mapping (the parsed YAML), its ``noise:`` section included."""
-    from ..config import check_name
+    from ..fileio import check_name
 
     if not isinstance(data, dict):
         raise ProfileError(f"{src}: expected a mapping at the top level, got {type(data).__name__} {bounded(data)}")

@@ -79,6 +79,7 @@ import numpy as np
 import torch
 
 from ..errors import NeurodeployError, bounded
+from .. import lava_rules
 from ..graph import CubaLIF, FloatGraph, GraphError, LIF
 from ..ir import ConvLayer, DenseLayer, InputEncoding, Layer, Network, Neurons, conv_out_shape
 from ..models.builders import SNNClassifier
@@ -665,15 +666,14 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
                          f"in float but v on Loihi (v = dv v + u + bias): the float model's bias settles "
                          f"{1 / (1 - current_leak):.3g}x larger; fixed point approximates it")
         bias_mant, bias_exp, bias_clip = _bias(b, scale, profile)
-        dv = int(min(max(round(4096 * (1 - leak)), 0), profile.decay_max))
-        du = profile.decay_max if current_leak is None else int(min(max(round(4096 * (1 - current_leak)) - 1, 0),
-                                                                     profile.decay_max))
+        dv = lava_rules.dv_for_leak(leak, profile.decay_max)
+        du = profile.decay_max if current_leak is None else lava_rules.du_for_leak(current_leak, profile.decay_max)
         nrn = Neurons(du=du, dv=dv, vth=vth, bias_mant=bias_mant.reshape(-1), bias_exp=bias_exp)
         report = LayerReport(
             index=i, kind=fl.kind, shape=[], scale=scale, weight_exp=exp, vth=vth, bias_exp=bias_exp,
             du=du, dv=dv, weight_clip_fraction=clip, weight_rel_error=err,
             weight_levels_used=int(np.unique(w_int).size), threshold_rel_error=abs(vth_back - theta) / theta,
-            leak_float=leak, leak_fixed=1 - dv / 4096, bias_clip_fraction=bias_clip, notes=notes, node=fl.node,
+            leak_float=leak, leak_fixed=lava_rules.leak_of_dv(dv), bias_clip_fraction=bias_clip, notes=notes, node=fl.node,
         )
         report.peak_current = peaks[i] if peaks is not None else None
         gain = gain_record(graph, fl.node)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import NeurodeployError, bounded
 from ..attacks import fgsm
-from ..config import RunConfig, config_from_dict, dump_config
+from ..config import ConfigError, RunConfig, config_from_dict, dump_config
 from ..data import DatasetSplit, load_dataset
 from ..fileio import atomic_path, require_regular_file, write_text_atomic
 from ..models import SNNClassifier, build_model
@@ -547,6 +547,14 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, force: b
     elif os.path.lexists(ckpt_path) and not force:
         raise RunError(f"{out}: already holds a trained run; use --resume to continue it or --force to overwrite")
 
+    if cfg.training.hardware_noise is not None:
+        # checked before any work (the config module cannot load profiles: it sits below the quantizer)
+        from ..quant.profile import ProfileError, load_profile
+
+        try:
+            load_profile(cfg.training.hardware_profile)
+        except ProfileError as exc:
+            raise ConfigError(f"training.hardware_profile: {exc}") from None
     set_threads(cfg.threads)
     if data is None:
         data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
