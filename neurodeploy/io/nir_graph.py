@@ -71,6 +71,7 @@ the metadata).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -79,7 +80,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..errors import NeurodeployError, bounded
-from ..graph import (LI, LIF, READOUTS, RESETS, Affine, AvgPool2d, Conv2d, CubaLIF, Flatten, FloatGraph, GraphError,
+from ..graph import (fold_gains, gain_record, LI, LIF, READOUTS, RESETS, Affine, AvgPool2d, Conv2d, CubaLIF, Flatten, FloatGraph, GraphError,
                      Input, InputGain, Recurrent, SumPool2d)
 
 __all__ = ["NIRImportError", "NIRTypeCheckWarning", "nir_to_graph", "graph_to_nir", "load_nir",
@@ -558,23 +559,16 @@ def _export_error(msg: str) -> Exception:
     return NIRExportError(msg)
 
 
-def _gain_factor(node: InputGain, time_steps: Optional[int], n: int) -> tuple[np.ndarray, Optional[dict]]:
-    """(per-neuron factor folded into the synapse, metadata) of an InputGain; a time-varying gain folds its mean."""
-    g = node.gain if node.gain.ndim == 2 else node.gain[:, None]
-    steps = g.shape[0] if time_steps is None else int(time_steps)
-    per_step = g[np.minimum(np.arange(steps), g.shape[0] - 1)]
-    mean = per_step.mean(0)
-    factor = np.broadcast_to(mean, (n,)).astype(np.float64)
-    if node.constant:
-        return factor, None
-    ref = np.abs(mean)
-    spread = np.abs(per_step - mean).max(0)
-    spread = float(np.max(np.where(ref > 0, spread / np.where(ref > 0, ref, 1.0), np.inf)))
-    folded = float(mean[0]) if mean.size == 1 else mean.astype(np.float32)
-    values = per_step[:, 0] if per_step.shape[1] == 1 else per_step
-    return factor, {"gain_per_step": values.astype(np.float32), "gain_folded": folded, "gain_spread": spread,
-                    "gain_note": "the DLIF per-step gain p[t] is time varying; its mean is folded into the "
-                                 "incoming weights (exact only for a constant gain)"}
+def _gain_metadata(record: Optional[dict]) -> Optional[dict]:
+    """The NIR neuron metadata of a gain :func:`~neurodeploy.graph.fold_gains` folded (None when it was constant)."""
+    if record is None or record["spread"] == 0:
+        return None
+    per_step = np.asarray(record["per_step"], dtype=np.float32)
+    mean = record["mean"]
+    return {"gain_per_step": per_step, "gain_folded": float(mean) if np.ndim(mean) == 0 else
+            np.asarray(mean, dtype=np.float32), "gain_spread": float(record["spread"]),
+            "gain_note": "the DLIF per-step gain p[t] is time varying; its mean is folded into the "
+                         "incoming weights (exact only for a constant gain)"}
 
 
 def graph_to_nir(graph: FloatGraph, *, fold_r: bool = True, time_steps: Optional[int] = None):
@@ -588,8 +582,14 @@ def graph_to_nir(graph: FloatGraph, *, fold_r: bool = True, time_steps: Optional
     """
     import nir
 
-    shapes = graph.validate().shapes()
     steps = time_steps if time_steps is not None else graph.time_steps
+    try:
+        # NIR nodes are time invariant: every gain's mean over the steps goes into the synapse before it
+        # (the one gain fold, shared with deployment); the per-step values stay in the neuron's metadata
+        graph = fold_gains(dataclasses.replace(graph, time_steps=steps) if steps != graph.time_steps else graph)
+    except GraphError as exc:
+        raise _export_error(str(exc)) from None
+    shapes = graph.validate().shapes()
     dt = float(graph.dt)
     nodes: dict = {"input": nir.Input(input_type={"input": np.array(shapes[0])})}
     edges: list[tuple[str, str]] = []
@@ -666,13 +666,10 @@ def graph_to_nir(graph: FloatGraph, *, fold_r: bool = True, time_steps: Optional
                                      padding=np.array(node.padding)))
             i += 1
             continue
-        gain_meta, factor = None, None
+        factor = None
         shape = shapes[i]
         n = int(np.prod(shape))
-        if isinstance(node, InputGain):
-            factor, gain_meta = _gain_factor(node, steps, n)
-            i += 1
-            node = nlist[i]
+        gain_meta = _gain_metadata(gain_record(graph, i))
         rec = nlist[i + 1] if i + 1 < len(nlist) and isinstance(nlist[i + 1], Recurrent) else None
         factor = np.ones(n) if factor is None else factor
         nnode, extra_factor, extra_bias = _nir_neuron(nir, node, shape, dt, fold_r, i)

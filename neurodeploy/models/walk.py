@@ -81,7 +81,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..graph import (LIF, Affine, Conv2d, CubaLIF, Flatten, FloatGraph, GraphError, Input, InputGain, Recurrent)
+from ..graph import (LIF, Affine, Conv2d, CubaLIF, Flatten, FloatGraph, GraphError, Input, InputGain, Recurrent,
+                     fold_gains, gain_record)
 from ..neurons.modules import RecurrentSpikingNeurons, SpikingNeurons
 from .builders import SNNClassifier, TimeFolded
 from .folding import fold_batchnorm, has_batchnorm
@@ -378,95 +379,3 @@ def graph_from_model(model: SNNClassifier, time_steps: Optional[int], *, fold: b
                        readout="mean" if model.readout == "linear" else "spikes", metadata=meta)
     graph.validate()
     return fold_gains(graph) if fold else graph
-
-
-def _gain_steps(gain: np.ndarray, time_steps: Optional[int]) -> np.ndarray:
-    """The gain of steps ``0 .. time_steps - 1`` (``gain[min(t, len - 1)]``); all its rows without a count."""
-    if time_steps is None or gain.shape[0] == time_steps:
-        return gain
-    if gain.shape[0] > time_steps:
-        return gain[:time_steps]
-    return np.concatenate([gain, np.repeat(gain[-1:], time_steps - gain.shape[0], axis=0)])
-
-
-def fold_gains(graph: FloatGraph) -> FloatGraph:
-    """``graph`` with every :class:`~neurodeploy.graph.InputGain` folded into the synapse before it.
-
-    The gain's mean over the graph's steps (per neuron for a per-neuron gain)
-    multiplies that synapse's weights and bias and the neuron node's
-    recurrent weights (module docstring). Exact for a time-invariant gain.
-    ``metadata["folded_gains"]`` lists, per folded gain, the neuron node's
-    index in the returned graph, the folded ``mean``, the relative
-    ``spread`` (max |p[t] - mean| / |mean|) and the ``per_step`` values.
-    A gain that does not directly follow an Affine or Conv2d, or a
-    per-neuron gain that varies within a conv channel, is a
-    :class:`~neurodeploy.graph.GraphError`.
-    """
-    if not any(isinstance(n, InputGain) for n in graph.nodes):
-        return graph
-    shapes = graph.shapes()
-    old_where = graph.metadata.get("body_index")
-    nodes: list = []
-    where: list = []
-    folded = list(graph.metadata.get("folded_gains", ()))
-    scale_rec: dict[int, np.ndarray | float] = {}   # old neuron index -> factor for its Recurrent rows
-    for i, node in enumerate(graph.nodes):
-        if isinstance(node, Recurrent) and (i - 1) in scale_rec:
-            f = scale_rec[i - 1]
-            node = Recurrent(node.weight * f if np.ndim(f) == 0 else node.weight * np.asarray(f)[:, None])
-        if not isinstance(node, InputGain):
-            nodes.append(node)
-            where.append(old_where[i] if old_where is not None and i < len(old_where) else None)
-            continue
-        prev = nodes[-1] if nodes else None
-        label = f"node {i} (InputGain)"
-        if not isinstance(prev, (Affine, Conv2d)):
-            raise GraphError(f"{label}: follows {type(prev).__name__}; a gain folds into the Affine or Conv2d "
-                             f"just before it")
-        g = _gain_steps(node.gain, graph.time_steps)
-        per_neuron = g.ndim == 2 and g.shape[1] > 1
-        if not per_neuron:
-            g1 = g.reshape(g.shape[0])
-            mean = float(g1.mean())
-            spread = float(np.abs(g1 - mean).max() / abs(mean)) if mean != 0 else float("inf")
-            factor: np.ndarray | float = mean
-            w = prev.weight * mean
-            b = prev.bias * mean if prev.bias is not None else None
-        else:
-            mean_v = g.mean(axis=0)
-            dev = np.abs(g - mean_v[None, :]).max(axis=0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.where(mean_v != 0, dev / np.abs(mean_v), np.where(dev == 0, 0.0, np.inf))
-            spread, mean, factor = float(rel.max()), mean_v.tolist(), mean_v
-            if isinstance(prev, Affine):
-                w = prev.weight * mean_v[:, None]
-                b = prev.bias * mean_v if prev.bias is not None else None
-            else:
-                per_c = mean_v.reshape(shapes[i])
-                chan = per_c.reshape(per_c.shape[0], -1)
-                if not np.all(chan == chan[:, :1]):
-                    raise GraphError(f"{label}: a per-neuron gain that varies within a conv channel cannot be "
-                                     f"folded into the Conv2d before it")
-                c = chan[:, 0]
-                w = prev.weight * c[:, None, None, None]
-                b = prev.bias * c if prev.bias is not None else None
-        nodes[-1] = (Affine(w, b) if isinstance(prev, Affine) else
-                     Conv2d(w, b, stride=prev.stride, padding=prev.padding, dilation=prev.dilation, groups=prev.groups))
-        scale_rec[i + 1] = factor
-        folded.append({"node": len(nodes), "mean": mean, "spread": spread,
-                       "per_step": np.asarray(node.gain).tolist()})
-    meta = {**graph.metadata, "folded_gains": tuple(folded)}
-    if old_where is not None:
-        meta["body_index"] = tuple(where)
-    out = FloatGraph(tuple(nodes), dt=graph.dt, time_steps=graph.time_steps, readout=graph.readout, metadata=meta)
-    out.validate()
-    return out
-
-
-def gain_record(graph: FloatGraph, node: int) -> Optional[dict]:
-    """The :func:`fold_gains` record of neuron node ``node`` (None if no gain was folded there)."""
-    for entry in graph.metadata.get("folded_gains", ()):
-        if entry.get("node") == node:
-            return entry
-    return None
-
