@@ -371,7 +371,8 @@ def _quantize_nir(args: argparse.Namespace, graph, time_steps: int):
     names = graph.metadata.get("node_names") or []
     try:
         return quantize_graph(graph, profile, time_steps=time_steps, input_encoding="spikes",
-                              calibration=_calibration(args, graph, time_steps), name=Path(args.model).stem)
+                              calibration=_calibration(args, graph, time_steps), name=Path(args.model).stem,
+                              cuba_bias="approximate" if args.approximate_cuba_bias else "refuse")
     except NeurodeployError as exc:
         # the quantizer names graph nodes by index; add the NIR node's name
         def named(m: "re.Match") -> str:
@@ -522,6 +523,9 @@ def _nir_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-rate", type=_rate, default=CALIBRATION_RATE,
                    help=f"probability of an event per input and step in the random calibration (default "
                         f"{CALIBRATION_RATE})")
+    p.add_argument("--approximate-cuba-bias", action="store_true",
+                   help="run CubaLIF layers whose synapse has a bias with that bias on v (Loihi cannot add it to "
+                        "the current; default: refuse, naming the node)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -303,13 +303,13 @@ def test_import_equals_norse_from_nir_where_norse_is_exact():
 # --------------------------------------------------------------------------- fixed point: quantize, emulator, Lava
 
 
-def _quantize(graph, steps, calibration):
+def _quantize(graph, steps, calibration, cuba_bias="refuse"):
     from neurodeploy.quant import load_profile
     from neurodeploy.quant.quantizer import quantize_graph
 
     cal = torch.from_numpy(np.moveaxis(calibration, 1, 0).astype(np.float32))
     net = quantize_graph(graph, load_profile("loihi2"), time_steps=steps, input_encoding="spikes",
-                         calibration=cal).network
+                         calibration=cal, cuba_bias=cuba_bias).network
     net.time_steps = steps
     return net
 
@@ -342,13 +342,13 @@ def test_lif_fixture_fixed_point_matches_lava_cpu_and_loihi2(backend):
     assert np.nonzero(res.aligned_output()[0, :, 0])[0].tolist() == [460, 510, 710, 760]
 
 
-def _agreement(name, graph, x, lava_samples=2):
+def _agreement(name, graph, x, lava_samples=2, cuba_bias="refuse"):
     """Float vs emulator vs Lava on events ``x`` (samples, steps, ...): emulator == Lava bit for bit; the
     float-vs-fixed agreement is printed (run with -s) and returned."""
     from neurodeploy.backends import run_network
 
     steps = x.shape[1]
-    net = _quantize(graph, steps, x[:8])
+    net = _quantize(graph, steps, x[:8], cuba_bias)
     with torch.no_grad():
         f = GraphModule(graph, dtype=torch.float64)(torch.from_numpy(np.moveaxis(x, 1, 0)).double())
     f = np.moveaxis(f.numpy(), 0, 1).reshape(len(x), steps, -1)
@@ -386,7 +386,15 @@ def test_braille_fixtures_run_in_float_emulator_and_lava(k):
     from _helpers import require_module
     require_module("lava", "Lava runs the fixed-point network")
     g = load_nir(_need(RNN_FLAT[k]), dt=1e-4)
-    stats = _agreement(RNN_FLAT[k].stem, g, _events(g.input_shape, 16, 60, 0.1))
+    if k == 0:
+        # its Affine biases feed CUBA currents, which Loihi cannot do exactly: refused unless asked for
+        from neurodeploy.errors import NeurodeployError
+
+        with pytest.raises(NeurodeployError, match=r"node \d+ \(CubaLIF\) parameter bias") as err:
+            _quantize(g, 60, _events(g.input_shape, 2, 60, 0.1))
+        assert "\n" not in str(err.value)
+    stats = _agreement(RNN_FLAT[k].stem, g, _events(g.input_shape, 16, 60, 0.1),
+                       cuba_bias="approximate" if k == 0 else "refuse")
     assert stats["fixed_spikes"] > 0
     if k == 1:  # no biases: float and fixed point agree closely
         assert stats["predictions_agree"] >= 0.75 and stats["count_correlation"] > 0.8
@@ -479,7 +487,7 @@ def test_own_export_reimports_to_the_same_graph_and_network(tmp_path, arch, neur
     exact = leak in (0.5, 0.75) and neuron != "dlif"
     _same_graph(_without_noop_flatten(want), got, rtol=0.0 if exact else 2e-7)
     cal = _events(want.input_shape, 8, steps, 0.3)
-    _same_network(_quantize(want, steps, cal), _quantize(got, steps, cal))
+    _same_network(_quantize(want, steps, cal, "approximate"), _quantize(got, steps, cal, "approximate"))
 
 
 # --------------------------------------------------------------------------- the command line

@@ -535,7 +535,7 @@ def graph_peak_currents(graph: FloatGraph, calibration, repeat: Optional[int] = 
 def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
                    time_steps: int, vth_target: Optional[int] = None, name: str = "",
                    calibration: Optional[torch.Tensor] = None,
-                   calibration_repeat: Optional[int] = None) -> QuantizationResult:
+                   calibration_repeat: Optional[int] = None, cuba_bias: str = "refuse") -> QuantizationResult:
     """Map a trained float model to a fixed-point :class:`Network` for ``profile``.
 
     The model's :class:`~neurodeploy.graph.FloatGraph`
@@ -566,13 +566,13 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         raise QuantizationError(str(exc)) from None
     peaks = peak_currents(model, calibration, calibration_repeat) if calibration is not None else None
     return quantize_graph(graph, profile, time_steps=time_steps, input_encoding=encoding, vth_target=vth_target,
-                          name=name, peaks=peaks)
+                          name=name, peaks=peaks, cuba_bias=cuba_bias)
 
 
 def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: Optional[int] = None,
                    input_encoding="spikes", vth_target: Optional[int] = None, name: str = "",
                    calibration=None, calibration_repeat: Optional[int] = None,
-                   peaks: Optional[list[float]] = None) -> QuantizationResult:
+                   peaks: Optional[list[float]] = None, cuba_bias: str = "refuse") -> QuantizationResult:
     """Map a float graph to a fixed-point :class:`Network` for ``profile`` (see the module docstring).
 
     ``time_steps``: steps per sample (default ``graph.time_steps``).
@@ -587,8 +587,12 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
     threshold scale; ``peaks`` gives those peaks directly (one per spiking
     layer). What Loihi cannot do exactly (reset by subtraction, per-neuron
     leaks, a leaky integrator readout, pooling without a synapse after it)
-    is a :class:`QuantizationError` naming the node.
+    is a :class:`QuantizationError` naming the node; so is the synapse bias
+    of a CUBA layer (it enters the current in float, v on Loihi) unless
+    ``cuba_bias="approximate"`` (then it goes to v and the report says so).
     """
+    if cuba_bias not in ("refuse", "approximate"):
+        raise ValueError(f"cuba_bias {cuba_bias!r}: expected 'refuse' or 'approximate'")
     graph.validate()
     _require_finite_graph(graph)
     T = time_steps if time_steps is not None else graph.time_steps
@@ -662,6 +666,13 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
             notes.append("the bias includes the folded input normalisation (- W mean/std); like any bias it acts "
                          "from step 0, one step before the first input reaches the layer, and after the last")
         if (current_leak is not None and current_leak != 0 and fl.bias is not None and np.any(fl.bias != 0)):
+            if cuba_bias != "approximate":
+                raise QuantizationError(
+                    f"node {fl.node} ({type(fl.neuron).__name__}) parameter bias: a CUBA layer's synapse bias enters the current "
+                    f"(i = {current_leak:g} i + W x + b) in float but v on Loihi, which cannot add a bias to u: "
+                    f"not exact; train without it (model.bias: false) or allow the approximation (steady "
+                    f"state off by {1 / (1 - current_leak):.3g}x; cuba_bias='approximate', CLI "
+                    f"--approximate-cuba-bias)")
             notes.append(f"the synapse bias of this CUBA layer enters the current (i = {current_leak:g} i + W x + b) "
                          f"in float but v on Loihi (v = dv v + u + bias): the float model's bias settles "
                          f"{1 / (1 - current_leak):.3g}x larger; fixed point approximates it")
