@@ -144,6 +144,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .evaluate.deployment import load_deployment
+    from .evaluate.inputs import encoding_generator
+    from .evaluate.inspect import inspect_deployment, write_inspection
+
+    run = _require_run(Path(args.run))
+    report = check_output_folder(args.report if args.report is not None else str(run / "inspect"), "--report")
+    dep = load_deployment(run, args.profile, log=lambda m: None if args.quiet else print(m))
+    data = load_dataset(dep.cfg.data.dataset, seed=dep.cfg.seed, data_dir=dep.cfg.data.data_dir)
+    n = min(args.samples, len(data.y_test))
+    x, y = torch.as_tensor(data.x_test[:n]), data.y_test[:n]
+    result = inspect_deployment(dep, dep.inputs(x, encoding_generator(args.seed)), y)
+    paths = write_inspection(result, report, f"{run.name} on {args.profile}: float vs fixed point")
+    first = result["first_divergence"]
+    print("float and fixed point agree spike for spike" if first is None else
+          f"first divergence: layer {first['layer']}, step {first['step']}, neurons {first['neurons']}")
+    for c in result["layers"]:
+        print(f"layer {c['layer']}: spike agreement {100 * c['spike_agreement']:.2f}%, count agreement "
+              f"{100 * c['count_agreement']:.1f}%, rate changed for {100 * c['rate_changed']:.1f}% of neurons")
+    print(f"predictions agree on {100 * result['predictions']['agreement']:.1f}% of {n} samples; "
+          f"written {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def _quantize_run(run: Path, profile: str, finetune: int = 0, progress: bool = True,
                   report_folder: Optional[Path] = None, report_stem: str = "quantization"):
     """Deploy ``run`` for ``profile``; the quantization report goes to ``report_folder`` (default: the
@@ -563,6 +590,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lava-samples", type=_lava_samples, default=100, help="samples per level on Lava")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("inspect", help="where float and fixed point part ways: layer by layer, step by step")
+    p.add_argument("run", help="run folder (runs/X), as deployed for --profile")
+    p.add_argument("--profile", default="loihi2", help="hardware profile of the deployment")
+    p.add_argument("--samples", type=_samples, default=100, help="test samples to compare (default 100)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the input encoding (Poisson models)")
+    p.add_argument("--report", type=_path_text, help="folder for inspect.{json,md,png} (default RUN/inspect)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("quantize", help="quantize a trained run to fixed point for a hardware profile")
     p.add_argument("run", help="run folder (runs/X)")

@@ -1,0 +1,69 @@
+"""`inspect`: float vs fixed point, layer by layer and step by step."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neurodeploy.cli import main
+from neurodeploy.evaluate.inspect import compare_layers, inspect_deployment
+
+
+def test_compare_layers_counts_and_first_step():
+    f = np.zeros((2, 4, 3), np.uint8)
+    q = np.zeros((2, 4, 3), np.uint8)
+    f[:, :, 0] = 1                     # neuron 0 saturated in float
+    q[:, :, 0] = 1
+    f[0, 2, 1] = 1                     # neuron 1 differs at step 2 of sample 0
+    (c,) = compare_layers([f], [q], [7])
+    assert c.first_step == 2 and c.most_divergent == [1] and c.node == 7
+    assert c.count_agreement == pytest.approx(5 / 6) and c.spike_agreement == pytest.approx(23 / 24)
+    assert c.float_saturated == c.fixed_saturated == pytest.approx(1 / 3)
+    assert c.fixed_silent == pytest.approx(2 / 3) and c.float_silent == pytest.approx(1 / 3)
+    (same,) = compare_layers([f], [f], [7])
+    assert same.first_step is None and same.most_divergent == []
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    from neurodeploy.config import load_config
+    from neurodeploy.data import load_dataset
+    from neurodeploy.evaluate.deployment import prepare_deployment
+    from neurodeploy.train import train
+
+    run = tmp_path_factory.mktemp("inspect") / "run"
+    cfg = load_config("models/mnist5k-mlp-dlif.yaml", {"training.epochs": 1, "threads": 1, "model.hidden": [32]})
+    data = load_dataset(cfg.data.dataset, seed=0)
+    train(cfg, run, progress=False, data=data.subset(400, 100), log=lambda s: None)
+    dep = prepare_deployment(run, "loihi2", 0, progress=False, log=lambda s: None)
+    return run, dep, torch.as_tensor(data.x_test[:40]), data.y_test[:40]
+
+
+def test_a_broken_neuron_is_named(deployed):
+    from neurodeploy.evaluate.inputs import encoding_generator
+
+    _, dep, x, y = deployed
+    inputs = dep.inputs(x, encoding_generator(0))
+    clean = inspect_deployment(dep, inputs, y)
+    assert clean["layers"][0]["spike_agreement"] > 0.95          # aligned: float and fixed nearly agree
+    # silence the float model's busiest hidden neuron on the chip: inspect must point at it
+    busiest = int(clean["traces"]["float"][0].sum((0, 1)).argmax())
+    layer = dep.network.layers[0]
+    layer.weight = layer.weight.copy()
+    layer.weight[busiest] = 0                  # no input reaches it (and these hidden layers have no bias)
+    broken = inspect_deployment(dep, inputs, y)
+    first = broken["first_divergence"]
+    assert first["layer"] == 0 and first["neurons"][0] == busiest
+    assert broken["traces"]["fixed"][0][:, :, busiest].sum() == 0
+    assert broken["layers"][0]["fixed_silent"] > clean["layers"][0]["fixed_silent"]
+
+
+def test_inspect_command_writes_json_markdown_and_png(deployed, tmp_path, capsys):
+    run = deployed[0]
+    assert main(["inspect", str(run), "--samples", "20", "--report", str(tmp_path / "r"), "--quiet"]) == 0
+    data = json.loads((tmp_path / "r" / "inspect.json").read_text())
+    assert data["samples"] == 20 and len(data["layers"]) == 2 and "first_divergence" in data
+    assert (tmp_path / "r" / "inspect.png").stat().st_size > 1000
+    assert "First divergence" in (tmp_path / "r" / "inspect.md").read_text() or data["first_divergence"] is None
+    assert main(["inspect", str(tmp_path / "nope")]) == 2
