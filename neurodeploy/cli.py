@@ -158,7 +158,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     data = load_dataset(dep.cfg.data.dataset, seed=dep.cfg.seed, data_dir=dep.cfg.data.data_dir)
     n = min(args.samples, len(data.y_test))
     x, y = torch.as_tensor(data.x_test[:n]), data.y_test[:n]
-    result = inspect_deployment(dep, dep.inputs(x, encoding_generator(args.seed)), y)
+    network = None
+    if args.network is not None:
+        from .io import read_netx
+
+        network = read_netx(require_regular_file(args.network, "netx network file"))
+    result = inspect_deployment(dep, dep.inputs(x, encoding_generator(args.seed)), y, network=network,
+                                source=str(args.network))
     paths = write_inspection(result, report, f"{run.name} on {args.profile}: float vs fixed point")
     first = result["first_divergence"]
     print("float and fixed point agree spike for spike" if first is None else
@@ -594,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="where float and fixed point part ways: layer by layer, step by step")
     p.add_argument("run", help="run folder (runs/X), as deployed for --profile")
     p.add_argument("--profile", default="loihi2", help="hardware profile of the deployment")
+    p.add_argument("--network", type=_path_text, metavar="NET.net",
+                   help="a modified or foreign fixed-point file of the same architecture, instead of the deployment's")
     p.add_argument("--samples", type=_samples, default=100, help="test samples to compare (default 100)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the input encoding (Poisson models)")
     p.add_argument("--report", type=_path_text, help="folder for inspect.{json,md,png} (default RUN/inspect)")

@@ -67,3 +67,32 @@ def test_inspect_command_writes_json_markdown_and_png(deployed, tmp_path, capsys
     assert (tmp_path / "r" / "inspect.png").stat().st_size > 1000
     assert "First divergence" in (tmp_path / "r" / "inspect.md").read_text() or data["first_divergence"] is None
     assert main(["inspect", str(tmp_path / "nope")]) == 2
+
+
+def test_inspect_a_modified_file_against_the_run(deployed, tmp_path, capsys):
+    import copy
+
+    from neurodeploy.evaluate.deployment import load_deployment
+    from neurodeploy.io import write_netx
+
+    run = deployed[0]
+    net = copy.deepcopy(load_deployment(run, "loihi2", log=lambda m: None).network)
+    out = net.layers[1]
+    out.weight = out.weight.copy()
+    out.weight[3] = 0                          # output neuron 3 gets no input in the file
+    write_netx(net, tmp_path / "broken.net", exact=False)
+    assert main(["inspect", str(run), "--network", str(tmp_path / "broken.net"), "--samples", "20",
+                 "--report", str(tmp_path / "r"), "--quiet"]) == 0
+    first = json.loads((tmp_path / "r" / "inspect.json").read_text())["first_divergence"]
+    layer0 = json.loads((tmp_path / "r" / "inspect.json").read_text())["layers"][0]
+    # layer 0 is untouched: where it already differs from float the first divergence is there; else layer 1
+    assert first["layer"] == (0 if layer0["first_step"] is not None else 1)
+    assert 3 in json.loads((tmp_path / "r" / "inspect.json").read_text())["layers"][1]["most_divergent"][:1]
+    # another architecture is a one-line error
+    small = copy.deepcopy(net)
+    small.layers = small.layers[:1]
+    write_netx(small, tmp_path / "other.net", exact=False)
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--network", str(tmp_path / "other.net"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "other.net" in err and "same architecture" in err and len(err.strip().splitlines()) == 1

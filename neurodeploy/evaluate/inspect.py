@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..backends import run_network
+from ..errors import NeurodeployError
 from ..graph import LIF, CubaLIF
 from ..models.graph_module import GraphModule
 from ..models.walk import graph_from_model
@@ -91,6 +92,24 @@ def compare_layers(float_spikes: list[np.ndarray], fixed_spikes: list[np.ndarray
     return out
 
 
+class InspectError(NeurodeployError, ValueError):
+    """A network given to ``inspect`` does not fit the run's float model."""
+
+
+def _check_same_shape(ours, theirs, source: str) -> None:
+    def sizes(net):
+        return [int(np.prod(layer.out_shape)) if hasattr(layer, "out_shape") else int(layer.neurons.size)
+                for layer in net.layers]
+
+    if tuple(theirs.input_shape) != tuple(ours.input_shape):
+        raise InspectError(f"{source}: input shape {tuple(theirs.input_shape)}, but the run's network takes "
+                           f"{tuple(ours.input_shape)}; expected the same architecture")
+    if sizes(theirs) != sizes(ours) or theirs.readout != ours.readout:
+        raise InspectError(f"{source}: layers of {sizes(theirs)} neurons (readout {theirs.readout!r}), but the "
+                           f"run's network has {sizes(ours)} (readout {ours.readout!r}); expected the same "
+                           f"architecture")
+
+
 def _first_divergence(layers: list[LayerComparison]) -> Optional[dict]:
     for c in layers:
         if c.first_step is not None:
@@ -100,18 +119,23 @@ def _first_divergence(layers: list[LayerComparison]) -> Optional[dict]:
 
 @torch.no_grad()
 def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.ndarray] = None, *,
-                       rate_threshold: float = 0.1) -> dict:
+                       rate_threshold: float = 0.1, network=None, source: str = "the deployment") -> dict:
     """Float vs fixed point, layer by layer and step by step, on ``inputs`` (every number as JSON-able data).
 
     Returns ``{"samples", "time_steps", "layers": [...], "first_divergence", "predictions"}``;
     ``first_divergence`` is ``{"layer", "step", "neurons"}`` of the first fixed-point layer whose
     spikes differ from the float model's (aligned step), or None. Arrays for plots are under ``"traces"``
-    (float and fixed spikes per layer; not JSON).
+    (float and fixed spikes per layer; not JSON). ``network``: another fixed-point network of the same
+    architecture (a modified or foreign file, named ``source`` in errors) instead of the deployment's.
     """
     T = dep.time_steps
+    if network is None:
+        network = dep.network
+    else:
+        _check_same_shape(dep.network, network, source)
     graph = graph_from_model(dep.model, T, input_shape=tuple(dep.input_shape))
     spiking_nodes = [i for i, n in enumerate(graph.nodes) if isinstance(n, (LIF, CubaLIF))]
-    emu = run_network(dep.network, inputs.values, record_spikes=True)
+    emu = run_network(network, inputs.values, record_spikes=True)
     seq = inputs.float_sequence(0, len(inputs))
     if inputs.repeated:
         seq = seq.expand(T, *seq.shape[1:])
@@ -119,7 +143,7 @@ def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.
     out, rec = module(seq, record=True)
     float_pred = module.logits(out).argmax(1).numpy()
     # every chip layer spikes but a potential readout's
-    n_spiking = len(dep.network.layers) - (1 if dep.network.readout == "potential" else 0)
+    n_spiking = len(network.layers) - (1 if network.readout == "potential" else 0)
     nodes = spiking_nodes[:n_spiking]
     float_spikes, fixed_spikes = [], []
     for layer, node in enumerate(nodes):
