@@ -42,7 +42,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import NeurodeployError, bounded
-from .lava_rules import SIGN_MODES, VTH_MAX  # noqa: F401 - Lava's rules, re-exported for the IR's users
+from .lava_rules import DU_RANGE, DV_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, VTH_MAX, VTH_RANGE  # noqa: F401
 
 READOUTS = ("spikes", "potential")
 IR_INT_RANGE = (-(2**31), 2**31 - 1)        # weights and bias mantissas: 32-bit integers
@@ -57,19 +57,29 @@ class IRError(NeurodeployError, ValueError):
 class Neurons:
     """A population of Loihi CUBA LIF neurons in fixed point.
 
-    ``du``/``dv`` are Lava's decays (0..4095); ``vth`` the threshold mantissa
-    (effective threshold ``vth << 6``); ``bias_mant`` one integer per neuron.
+    ``du``/``dv`` are Lava's decays (``du`` -1..4095: u keeps ``4096 - (du + 1)``
+    / 4096 per step, so -1 never decays it (netx ``iDecay 0``); ``dv`` 0..4096);
+    ``vth`` the threshold mantissa (effective threshold ``vth << 6``; above
+    131071 v never reaches it); ``bias_mant`` one integer per neuron. ``du``,
+    ``dv`` and ``vth`` are one integer for the population or an integer array
+    with one value per neuron (in the layer's flattened (C, H, W) order), as
+    netx's per-neuron decay arrays give Lava's LIF.
     """
 
-    du: int
-    dv: int
-    vth: int
+    du: "int | np.ndarray"
+    dv: "int | np.ndarray"
+    vth: "int | np.ndarray"
     bias_mant: np.ndarray
     bias_exp: int = 0
 
     @property
     def size(self) -> int:
         return int(self.bias_mant.size)
+
+    @property
+    def per_neuron(self) -> bool:
+        """Whether any of du, dv, vth is an array (one value per neuron)."""
+        return any(isinstance(getattr(self, k), np.ndarray) for k in ("du", "dv", "vth"))
 
 
 @dataclass
@@ -198,8 +208,9 @@ class Network:
         or object array, a complex or bool dtype): every problem is an
         :class:`IRError`, never another exception. The ranges are what the
         IR's integer arithmetic represents safely (``IR_INT_RANGE``,
-        ``IR_EXP_RANGE``, 1..8 weight bits, Loihi's 12-bit decays and 17-bit
-        threshold); the backends check the tighter limits Lava needs.
+        ``IR_EXP_RANGE``, 1..9 weight bits (9 mixed-sign only), ``du`` -1..4095,
+        ``dv`` 0..4096, ``vth`` up to ``(2**31 - 1) >> 6``: what Lava 0.10's CPU
+        models run exactly); the backends check the tighter limits Lava needs.
         """
         if not isinstance(self.layers, list) or not self.layers:
             raise IRError(f"{source}: the network has no layers")
@@ -237,7 +248,10 @@ class Network:
             if not isinstance(layer.sign_mode, str) or layer.sign_mode not in SIGN_MODES:
                 raise IRError(f"{where}: sign_mode {bounded(layer.sign_mode)}, expected one of {SIGN_MODES}")
             _check_int(where, "weight_exp", layer.weight_exp, *IR_EXP_RANGE)
-            _check_int(where, "num_weight_bits", layer.num_weight_bits, 1, 8)
+            _check_int(where, "num_weight_bits", layer.num_weight_bits, *LAVA_NUM_WEIGHT_BITS_RANGE)
+            if int(layer.num_weight_bits) > 8 and layer.sign_mode != "mixed":
+                raise IRError(f"{where}: num_weight_bits is {int(layer.num_weight_bits)} with sign_mode "
+                              f"{layer.sign_mode!r}, expected 1..8 (9 bits only for mixed-sign weights)")
             if isinstance(layer, DenseLayer):
                 _check_int(where, "weight_rec_exp", layer.weight_rec_exp, *IR_EXP_RANGE)
                 if layer.weight.ndim != 2:
@@ -277,8 +291,13 @@ class Network:
             _check_int_array(where, "bias_mant", nrn.bias_mant)
             if nrn.bias_mant.shape != (n_out,):
                 raise IRError(f"{where}: bias has shape {nrn.bias_mant.shape}, expected ({n_out},)")
-            for key, lo, hi in (("du", 0, 4095), ("dv", 0, 4095), ("vth", 0, VTH_MAX), ("bias_exp", *IR_EXP_RANGE)):
-                _check_int(where, f"neuron {key}", getattr(nrn, key), lo, hi)
+            for key, lo, hi in (("du", *DU_RANGE), ("dv", *DV_RANGE), ("vth", *VTH_RANGE)):
+                value = getattr(nrn, key)
+                if isinstance(value, np.ndarray):
+                    _check_per_neuron(where, f"neuron {key}", value, n_out, lo, hi)
+                else:
+                    _check_int(where, f"neuron {key}", value, lo, hi)
+            _check_int(where, "neuron bias_exp", nrn.bias_exp, *IR_EXP_RANGE)
             shape = tuple(int(s) for s in layer.out_shape)
         return self
 
@@ -299,6 +318,16 @@ def _check_int(where: str, name: str, value: object, lo: Optional[int], hi: Opti
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
         raise IRError(f"{where}: {name} is {bounded(v)}, expected {rng}")
+
+
+def _check_per_neuron(where: str, name: str, value: np.ndarray, n: int, lo: int, hi: int) -> None:
+    """An integer array with one value per neuron, each in ``lo..hi``."""
+    if value.dtype.kind not in "iu":
+        raise IRError(f"{where}: {name} has dtype {value.dtype}, expected integers")
+    if value.shape != (n,):
+        raise IRError(f"{where}: {name} has shape {value.shape}, expected one integer or ({n},) per neuron")
+    if value.size and (int(value.min()) < lo or int(value.max()) > hi):
+        raise IRError(f"{where}: {name} spans {int(value.min())}..{int(value.max())}, expected {lo}..{hi}")
 
 
 def _check_int_tuple(where: str, name: str, value: object, n: int, lo: int) -> None:

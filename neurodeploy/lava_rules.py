@@ -49,7 +49,7 @@ __all__ = [
     "SIGN_MODES", "MAX_WEIGHT_BITS", "NUM_WEIGHT_BITS_RANGE", "WEIGHT_EXP_RANGE", "WEIGHT_RANGE",
     "ACT_SHIFT", "VTH_SHIFT", "VTH_BITS", "VTH_MAX", "DECAY_BITS", "DECAY_SHIFT", "DECAY_UNITY", "DECAY_MAX",
     "DU_OFFSET", "DV_OFFSET", "STATE_BITS", "U_LIMIT", "V_LIMIT", "BIAS_MANT_RANGE", "BIAS_EXP_RANGE",
-    "GRADED_BITS_RANGE", "INT32_MAX",
+    "GRADED_BITS_RANGE", "INT32_MAX", "LAVA_NUM_WEIGHT_BITS_RANGE", "DU_RANGE", "DV_RANGE", "VTH_RANGE",
     "sign_mode_of", "truncated_bits", "weight_step", "clip_range", "weight_grid", "effective_weights",
     "optimize_weight_bits", "shift", "wrap32", "effective_bias", "message_max",
     "u_multiplier", "v_multiplier", "decay", "wrap_u", "clip_v", "effective_vth", "lif_step",
@@ -80,6 +80,15 @@ BIAS_MANT_RANGE = (-(2**15), 2**15 - 1)    # stored as int16 by PyLifModelBitAcc
 BIAS_EXP_RANGE = (-16, 16)             # bias_mant << bias_exp must fit int32
 GRADED_BITS_RANGE = (1, 24)            # Loihi graded spikes carry at most 24 bits
 INT32_MAX = 2**31 - 1
+# What Lava 0.10's CPU LIF / Dense run exactly beyond the hardware-style ranges above (foreign netx files use
+# them; checked against Lava): du = -1 (netx iDecay 0: u multiplier 4096, u never decays), dv = 4096 (v keeps
+# nothing), a threshold that v can never pass (vth << 6 > 2**23 - 1, netx's integrators: 1 << 17) up to
+# what keeps vth << 6 in int32, and 9 weight bits for mixed-sign weights (nothing truncated: odd values in
+# [-256, 255]; excitatory / inhibitory weights have at most 8).
+LAVA_NUM_WEIGHT_BITS_RANGE = (1, 9)
+DU_RANGE = (-1, DECAY_MAX)
+DV_RANGE = (0, DECAY_UNITY)
+VTH_RANGE = (0, INT32_MAX >> VTH_SHIFT)
 
 
 # --------------------------------------------------------------------------- weights
@@ -100,7 +109,8 @@ def truncated_bits(sign_mode: str, num_weight_bits: int) -> int:
     ``ValueError`` for more bits than Lava's 8 (+1 sign), where the count would be negative."""
     k = MAX_WEIGHT_BITS - int(num_weight_bits) + int(sign_mode == "mixed")
     if k < 0:
-        raise ValueError(f"num_weight_bits={num_weight_bits} is more than Lava's 8 (+1 sign) bits")
+        raise ValueError(f"num_weight_bits={num_weight_bits} is more than Lava's 8 (+1 sign) bits"
+                         + ("" if sign_mode == "mixed" else f" for {sign_mode} weights (9 only for mixed-sign)"))
     return k
 
 
@@ -213,19 +223,27 @@ def message_max(num_message_bits: int) -> int:
 
 
 # --------------------------------------------------------------------------- neurons
-def u_multiplier(du: int) -> int:
-    """u keeps ``u * u_multiplier(du) / 4096`` per step: ``4096 - (du + 1)``."""
-    return DECAY_UNITY - (int(du) + DU_OFFSET)
+def _int_or_array(x):
+    """A scalar as a Python int, an array (per-neuron values) as int64."""
+    a = np.asarray(x)
+    return int(a) if a.ndim == 0 else a.astype(np.int64)
 
 
-def v_multiplier(dv: int) -> int:
-    """v keeps ``v * v_multiplier(dv) / 4096`` per step: ``4096 - dv``."""
-    return DECAY_UNITY - (int(dv) + DV_OFFSET)
+def u_multiplier(du):
+    """u keeps ``u * u_multiplier(du) / 4096`` per step: ``4096 - (du + 1)`` (per neuron for an array; du = -1:
+    4096, u never decays)."""
+    return DECAY_UNITY - (_int_or_array(du) + DU_OFFSET)
 
 
-def decay(x: np.ndarray, multiplier: int) -> np.ndarray:
-    """``sign(x * m) * (|x * m| >> 12)`` on int64: the product rounded toward zero."""
-    y = np.asarray(x, dtype=np.int64) * int(multiplier)
+def v_multiplier(dv):
+    """v keeps ``v * v_multiplier(dv) / 4096`` per step: ``4096 - dv`` (per neuron for an array)."""
+    return DECAY_UNITY - (_int_or_array(dv) + DV_OFFSET)
+
+
+def decay(x: np.ndarray, multiplier) -> np.ndarray:
+    """``sign(x * m) * (|x * m| >> 12)`` on int64: the product rounded toward zero (``m`` a scalar or one
+    value per neuron, broadcast over the last axis)."""
+    y = np.asarray(x, dtype=np.int64) * _int_or_array(multiplier)
     return (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_SHIFT
 
 
@@ -241,9 +259,9 @@ def clip_v(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -V_LIMIT, V_LIMIT)
 
 
-def effective_vth(vth: int) -> int:
-    """The threshold v is compared with: ``vth << 6``."""
-    return int(vth) << VTH_SHIFT
+def effective_vth(vth):
+    """The threshold v is compared with: ``vth << 6`` (per neuron for an array)."""
+    return _int_or_array(vth) << VTH_SHIFT
 
 
 def lif_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, u_mult: int, v_mult: int, bias: np.ndarray,

@@ -63,10 +63,24 @@ def both(network, x, **kw):
     return emu, lav
 
 
-def _neurons(rng, n, max_a):
+def _neurons(rng, n, max_a, foreign=False):
     du = int(rng.choice([0, 1, 410, 2047, 3000, 4095, int(rng.integers(0, 4096))]))
     dv = int(rng.choice([0, 1, 410, 2048, 3500, 4095, int(rng.integers(0, 4096))]))
     vth = int(np.exp(rng.uniform(0, np.log(max(2, min(131071, max_a // 8))))))
+    if foreign:  # what foreign netx files hold: du -1 (iDecay 0), dv 4096, per-neuron arrays, unreachable vth
+        du = int(rng.choice([-1, -1, du]))
+        dv = int(rng.choice([4096, 4096, dv]))
+        r = rng.random()
+        if r < 0.15:
+            vth = int(rng.choice([131072, 262143, 1 << 20]))
+        if rng.random() < 0.5:
+            du = rng.integers(-1, 4096, n).astype(np.int64)
+            du[rng.random(n) < 0.3] = -1
+        if rng.random() < 0.5:
+            dv = rng.integers(0, 4097, n).astype(np.int64)
+            dv[rng.random(n) < 0.3] = 4096
+        if rng.random() < 0.3:
+            vth = np.maximum(1, (vth * rng.uniform(0.25, 2.0, n)).astype(np.int64))
     bmag = 2 ** int(rng.integers(0, 13))
     bias = rng.integers(-bmag, bmag + 1, n)
     if rng.random() < 0.3:
@@ -75,16 +89,21 @@ def _neurons(rng, n, max_a):
                    bias_exp=int(rng.integers(-4, 7)))
 
 
-def _synapse_kw(rng, extreme=False):
+def _synapse_kw(rng, extreme=False, foreign=False):
     lo, hi = (-10, 9) if extreme else (-4, 4)
-    return dict(weight_exp=int(rng.integers(lo, hi)), num_weight_bits=int(rng.integers(1, 9)),
-                sign_mode=str(rng.choice(["mixed", "mixed", "excitatory", "inhibitory"])))
+    kw = dict(weight_exp=int(rng.integers(lo, hi)), num_weight_bits=int(rng.integers(1, 9)),
+              sign_mode=str(rng.choice(["mixed", "mixed", "excitatory", "inhibitory"])))
+    if foreign and rng.random() < 0.5:  # netx's 9-bit mixed-sign weights: odd values, nothing truncated
+        kw.update(num_weight_bits=9, sign_mode="mixed")
+    return kw
 
 
 def random_network(rng, kind: str = "dense", max_layers: int = 3, max_width: int = 12,
-                   extreme: bool = False, max_hw: int = 7) -> Network:
+                   extreme: bool = False, max_hw: int = 7, foreign: bool = False) -> Network:
     """A seeded random network: ``kind`` in dense / rec / conv. ``extreme`` widens
-    graded inputs (up to 24 bit) and weight exponents so sums overflow and u wraps."""
+    graded inputs (up to 24 bit) and weight exponents so sums overflow and u wraps.
+    ``foreign`` adds what foreign netx files hold: du = -1 (iDecay 0), dv = 4096, per-neuron
+    du / dv / vth arrays, thresholds v never reaches, 9-bit mixed-sign weights."""
     if rng.random() < 0.5:
         enc = InputEncoding("graded", bits=int(rng.integers(1, 25 if extreme else 11)))
         max_in = 2**enc.bits - 1
@@ -112,16 +131,16 @@ def random_network(rng, kind: str = "dense", max_layers: int = 3, max_width: int
                 break
             fan_in = shape[0] // groups * kh * kw
             m = max_in if not layers else 1
-            layers.append(ConvLayer(weight=weight, neurons=_neurons(rng, int(np.prod(out)), 100 * fan_in * m),
+            layers.append(ConvLayer(weight=weight, neurons=_neurons(rng, int(np.prod(out)), 100 * fan_in * m, foreign),
                                     in_shape=shape, stride=stride, padding=padding, dilation=dilation,
-                                    groups=groups, **_synapse_kw(rng, extreme)))
+                                    groups=groups, **_synapse_kw(rng, extreme, foreign)))
             shape = out
         n_prev = int(np.prod(shape))
         if not layers or rng.random() < 0.7:
             n = int(rng.integers(1, max_width + 1))
             m = max_in if not layers else 1
             layers.append(DenseLayer(weight=rng.integers(-300, 301, (n, n_prev)),
-                                     neurons=_neurons(rng, n, 100 * n_prev * m), **_synapse_kw(rng, extreme)))
+                                     neurons=_neurons(rng, n, 100 * n_prev * m, foreign), **_synapse_kw(rng, extreme, foreign)))
     else:
         n_in = int(rng.integers(1, max_width + 1))
         in_shape = (n_in,)
@@ -133,8 +152,8 @@ def random_network(rng, kind: str = "dense", max_layers: int = 3, max_width: int
             if kind == "rec" and (li == 0 or rng.random() < 0.6):
                 rec = rng.integers(-300, 301, (n, n))
             layers.append(DenseLayer(weight=rng.integers(-300, 301, (n, n_prev)),
-                                     neurons=_neurons(rng, n, 100 * n_prev * m), weight_rec=rec,
-                                     weight_rec_exp=int(rng.integers(-3, 3)), **_synapse_kw(rng, extreme)))
+                                     neurons=_neurons(rng, n, 100 * n_prev * m, foreign), weight_rec=rec,
+                                     weight_rec_exp=int(rng.integers(-3, 3)), **_synapse_kw(rng, extreme, foreign)))
             n_prev = n
     return Network(input_shape=in_shape, layers=layers, time_steps=T, input_encoding=enc)
 
@@ -323,7 +342,7 @@ def _bad_networks():
 
     def vth_too_big():
         n = base()
-        n.layers[0].neurons.vth = 2**17
+        n.layers[0].neurons.vth = 2**25   # beyond (2**31 - 1) >> 6: vth << 6 leaves int32
         return n
 
     def du_range():

@@ -370,17 +370,17 @@ def test_corrupt_group_tables_name_the_object(tmp_path):
     (_dataset("layer/4/bias", np.full(3, 1e10)), "bias", ("overflow",)),
     (_dataset("layer/4/weight", np.full((3, 5), 2.5, np.float32)), "weight", ("2.5", "not an integer")),
     (_dataset("layer/4/neuron/iDecay", np.bool_(True)), "neuron/iDecay", ("bool",)),
-    (_dataset("layer/4/neuron/vThMant", 2**17), "neuron/vThMant", ("131072",)),
+    (_dataset("layer/4/neuron/vThMant", 2**25), "neuron/vThMant", ("33554432",)),
     (_attr("neurodeploy", "format_version", 1.5), "neurodeploy/format_version", ("1.5", "integer")),
     (_attr("neurodeploy", "format_version", True), "neurodeploy/format_version", ("bool",)),
     (_attr("neurodeploy", "format_version", 2), "neurodeploy/format_version", ("newer",)),
     (_attr("neurodeploy/layers/0/neurons", "vth", 2.5), "neurodeploy/layers/0/neurons/vth", ("2.5",)),
     (_attr("neurodeploy/layers/0/neurons", "vth", True), "neurodeploy/layers/0/neurons/vth", ("bool",)),
-    (_attr("neurodeploy/layers/0/neurons", "vth", 2**20), "neurodeploy/layers/0/neurons/vth", ("1048576",)),
+    (_attr("neurodeploy/layers/0/neurons", "vth", 2**25), "neurodeploy/layers/0/neurons/vth", ("33554432",)),
     (_attr("neurodeploy/layers/0/neurons", "du", 5000), "neurodeploy/layers/0/neurons/du", ("5000",)),
     (_attr("neurodeploy/layers/0/neurons", "bias_exp", -10**9), "neurodeploy/layers/0/neurons/bias_exp", ()),
     (_attr("neurodeploy/layers/1", "weight_exp", -10**9), "neurodeploy/layers/1/weight_exp", ()),
-    (_attr("neurodeploy/layers/1", "num_weight_bits", 9), "neurodeploy/layers/1/num_weight_bits", ("9",)),
+    (_attr("neurodeploy/layers/1", "num_weight_bits", 10), "neurodeploy/layers/1/num_weight_bits", ("10",)),
     (_attr("neurodeploy/layers/1", "sign_mode", "positive"), "neurodeploy/layers/1/sign_mode", ("positive",)),
     (_attr("neurodeploy/layers/1", "netx_exact", 7), "neurodeploy/layers/1/netx_exact", ("boolean",)),
     (_attr("neurodeploy/layers/1", "netx_exact", 0.5), "neurodeploy/layers/1/netx_exact", ("boolean",)),
@@ -410,7 +410,7 @@ def test_bad_values_are_refused_not_cast(tmp_path, mutate, field, words):
 
 def test_fractional_netx_thresholds_are_refused(tmp_path):
     path = _ours(tmp_path / "net.h5", _dataset("layer/4/neuron/vThMant", 2.5), netx_only=True)
-    _refused(path, "neuron/vThMant", "2.5", "not an integer")
+    _refused(path, "neuron/vThMant", "2.5", "float")
 
 
 # --------------------------------------------------------------------------- 5. the writer's own messages
@@ -478,11 +478,11 @@ def _ir(**change) -> Network:
     ("L0.neurons.bias_mant", np.zeros(8, bool), "bias_mant has dtype bool"),
     ("L0.neurons.vth", 2.5, "neuron vth is 2.5"),
     ("L0.neurons.vth", True, "neuron vth is True"),
-    ("L0.neurons.vth", 2**17, "neuron vth is 131072"),
+    ("L0.neurons.vth", 2**25, "neuron vth is 33554432"),
     ("L0.neurons.du", "3", "neuron du is '3'"),
     ("L0.neurons.bias_exp", 10**9, "neuron bias_exp is 1000000000"),
     ("L0.weight_exp", np.float64(1), "weight_exp is"),
-    ("L0.num_weight_bits", 9, "num_weight_bits is 9"),
+    ("L0.num_weight_bits", 10, "num_weight_bits is 10"),
     ("L0.sign_mode", b"mixed", "sign_mode b'mixed'"),
     ("L0.sign_mode", np.array(["mixed"]), "sign_mode ['mixed']"),
     ("L0.stride", (1,), "stride is (1,)"),

@@ -28,9 +28,13 @@ from ..lava_rules import (  # noqa: F401 - Lava's rules, re-exported for the bac
     BIAS_EXP_RANGE,
     BIAS_MANT_RANGE,
     DECAY_MAX,
+    DU_RANGE,
+    DV_RANGE,
+    LAVA_NUM_WEIGHT_BITS_RANGE,
     GRADED_BITS_RANGE,
     NUM_WEIGHT_BITS_RANGE,
     VTH_MAX,
+    VTH_RANGE,
     WEIGHT_EXP_RANGE,
     WEIGHT_RANGE,
     effective_weights,
@@ -133,12 +137,17 @@ def check_network(network: Network, source: str = "network") -> Network:
         if bias.size and (bias.min() < BIAS_MANT_RANGE[0] or bias.max() > BIAS_MANT_RANGE[1]):
             raise BackendError(f"{where}: bias_mant spans {bias.min()}..{bias.max()}, "
                                f"expected {BIAS_MANT_RANGE[0]}..{BIAS_MANT_RANGE[1]} (int16)")
-        _check_range(where, "neuron du", nrn.du, 0, DECAY_MAX)
-        _check_range(where, "neuron dv", nrn.dv, 0, DECAY_MAX)
-        _check_range(where, "neuron vth", nrn.vth, 0, VTH_MAX)
+        for key, (lo, hi) in (("du", DU_RANGE), ("dv", DV_RANGE), ("vth", VTH_RANGE)):
+            value = getattr(nrn, key)
+            if isinstance(value, np.ndarray):   # per neuron; shape and dtype checked by validate
+                if value.size and (int(value.min()) < lo or int(value.max()) > hi):
+                    raise BackendError(f"{where}: neuron {key} spans {int(value.min())}..{int(value.max())}, "
+                                       f"expected {lo}..{hi}")
+            else:
+                _check_range(where, f"neuron {key}", value, lo, hi)
         _check_range(where, "neuron bias_exp", nrn.bias_exp, *BIAS_EXP_RANGE)
         _check_range(where, "weight_exp", layer.weight_exp, *WEIGHT_EXP_RANGE)
-        _check_range(where, "num_weight_bits", layer.num_weight_bits, *NUM_WEIGHT_BITS_RANGE)
+        _check_range(where, "num_weight_bits", layer.num_weight_bits, *LAVA_NUM_WEIGHT_BITS_RANGE)
         names = ["weight"]
         if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
             names.append("weight_rec")

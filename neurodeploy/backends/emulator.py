@@ -221,10 +221,10 @@ class _Synapse:
 
 @dataclass
 class _Neurons:
-    du_mult: int
-    dv_mult: int
+    du_mult: "int | np.ndarray"  # 4096 - (du + 1), one value or one per neuron
+    dv_mult: "int | np.ndarray"  # 4096 - dv
     bias: np.ndarray             # effective bias (int64, in int32 range)
-    vth: int                     # vth << 6
+    vth: "int | np.ndarray"      # vth << 6
     size: int
 
     @classmethod
@@ -234,6 +234,8 @@ class _Neurons:
                    lr.effective_vth(nrn.vth), int(mant.size))
 
     def __post_init__(self):
+        # per-neuron decays or thresholds (netx's arrays) run on the general int64 path only
+        self.per_neuron = any(isinstance(x, np.ndarray) for x in (self.du_mult, self.dv_mult, self.vth))
         self.bias_bound = int(np.abs(self.bias).max(initial=0))
         self.bias_f = self.bias.astype(np.float64)
 
@@ -410,7 +412,7 @@ class Emulator:
                 # injected input or voltage, or masked recurrent spikes: the general int64 step
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
                                                     rec_keep=drop)
-            elif FAST_A_LIMIT > 0 and ((nrn.du_mult == 0 and rec is None)
+            elif FAST_A_LIMIT > 0 and not nrn.per_neuron and ((nrn.du_mult == 0 and rec is None)
                                        or (a_bound < FAST_A_LIMIT and nrn.bias_bound < FAST_BIAS_LIMIT)):
                 S, silent, u, v = self._lif_fast(nrn, rec, drives, b, P, a_bound)
             else:

@@ -170,6 +170,15 @@ def _conv_path(layer: ConvLayer, max_in: int) -> str:
     return "conv"
 
 
+def _lif_param(value, order: np.ndarray, shape: tuple):
+    """A LIF du / dv / vth as Lava's LIF takes it (stored uncast, broadcast against the state): a Python int,
+    or a per-neuron array in the layer's Lava layout (a (W, H, C) conv population gets the full array, which
+    broadcasts; netx's own 1-D C*H*W arrays would not)."""
+    if isinstance(value, np.ndarray):
+        return np.asarray(value).astype(np.int64)[order].reshape(shape)
+    return int(value)
+
+
 def plan_network(network: Network) -> LavaPlan:
     """Validate ``network`` and work out every Lava process's parameters.
 
@@ -207,8 +216,8 @@ def plan_network(network: Network) -> LavaPlan:
         nmb = int(network.input_encoding.bits) if (i == 0 and graded) else 0
         nrn = layer.neurons
         bias = np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape)
-        neuron = dict(shape=shape, du=int(nrn.du), dv=int(nrn.dv), vth=int(nrn.vth),
-                      bias_mant=bias, bias_exp=int(nrn.bias_exp))
+        neuron = dict(shape=shape, bias_mant=bias, bias_exp=int(nrn.bias_exp),
+                      **{k: _lif_param(getattr(nrn, k), order, shape) for k in ("du", "dv", "vth")})
         kind = paths[i]
         rec = None
         if kind == "dense":

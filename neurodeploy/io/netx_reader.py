@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import bounded
 from ..fileio import FileAccessError, require_regular_file
-from ..ir import IR_EXP_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons
+from ..ir import DU_RANGE, DV_RANGE, IR_EXP_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons
 from .netx_semantics import (
     EXTRA_GROUP,
     FORMAT_VERSION,
@@ -48,6 +48,7 @@ from .netx_semantics import (
     SUPPORTED_TYPES,
     VDECAY_RANGE,
     VTH_MAX,
+    VTH_RANGE,
     NetxExportError,
     NetxFormatError,
     _approx_values,
@@ -340,30 +341,79 @@ class _Reader:
 
     # ---------------------------------------------------------------- layers
 
-    def neurons(self, g, layer: int, kind: str, bias: np.ndarray) -> Neurons:
+    def neuron_value(self, ng, key: str, layer: int, kind: str, out_shape: tuple[int, ...], lo: int, hi: int,
+                     expected: str):
+        """``iDecay`` / ``vDecay`` / ``vThMant``: one integer, or netx's per-neuron array (dense: one value per
+        neuron; conv: one per channel), returned as an int or an int64 array in the IR's (C, H, W) order."""
+        field = f"neuron/{key}"
+        n = math.prod(out_shape)
+        value = self.dataset(ng, key, layer, kind, field=field, max_size=max(n, 1),
+                             expect=f"one number or {n} (one per neuron)" if len(out_shape) == 1
+                             else f"one number or {out_shape[0]} (one per channel)")
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f":
+            raise self.error(f"value {bounded(arr.tolist())} is a float ({arr.dtype}): netx hands it to Lava's "
+                             f"LIF, whose integer shifts fail on floats (the process hangs); expected integers",
+                             layer, field, kind)
+        vals = np.asarray(self._integral(arr, layer, field, kind), dtype=np.int64)
+        if vals.size and (int(vals.min()) < lo or int(vals.max()) > hi):
+            bad = int(vals[(vals < lo) | (vals > hi)][0])
+            raise self.error(f"value {bounded(bad)} is out of range, expected {expected}", layer, field, kind)
+        if arr.ndim == 0 or (arr.size == 1 and n == 1):
+            return int(vals.reshape(-1)[0])
+        if len(out_shape) == 1:
+            if arr.shape != (n,):
+                raise self.error(f"shape {tuple(arr.shape)}, expected one number or ({n},), one per neuron "
+                                 f"(netx passes the array to Lava's LIF as is)", layer, field, kind)
+            return vals
+        c, h, w = out_shape
+        if arr.shape != (c,):
+            raise self.error(f"shape {tuple(arr.shape)}, expected one number or ({c},), one per channel: netx "
+                             f"passes the array to Lava's LIF as is, where it broadcasts against the (W, H, C) "
+                             f"state only per channel (other shapes make the process fail and hang)",
+                             layer, field, kind)
+        return np.repeat(vals, h * w)
+
+    def neurons(self, g, layer: int, kind: str, bias: np.ndarray, out_shape: tuple[int, ...]) -> Neurons:
         import h5py
 
         ng = self.child(g, "neuron", layer, "neuron", kind, h5py.Group)
         if ng is None:
-            raise self.error("missing: without a neuron description netx builds a non-leaky integrator "
-                             "(iDecay 0, vDecay 4096) that the IR cannot represent; expected a 'neuron' group "
-                             "with type CUBA, iDecay, vDecay, vThMant", layer, "neuron", kind)
+            raise self.error("missing: without a neuron description netx builds its own non-spiking integrator "
+                             "(iDecay 0, vDecay 4096, vThMant 131072), which this reader does not build yet; "
+                             "expected a 'neuron' group with type CUBA, iDecay, vDecay, vThMant",
+                             layer, "neuron", kind)
         ntype = self.string(ng, "type", layer, kind, field="neuron/type")
         if ntype not in ("CUBA", "LOIHI"):
-            raise self.error(f"value {bounded(ntype)} is not supported, expected 'CUBA' (or 'LOIHI'), Loihi's "
-                             f"current-based LIF", layer, "neuron/type", kind)
+            why = ("sigma-delta neurons (netx's Delta / SigmaDelta / Sigma processes) are not supported yet"
+                   if ntype == "SDNN" else "netx builds no neuron for it or one this reader does not support")
+            raise self.error(f"value {bounded(ntype)} is not supported ({why}); expected 'CUBA' (or 'LOIHI'), "
+                             f"Loihi's current-based LIF", layer, "neuron/type", kind)
         if self.h5(lambda: "messageBits" in ng, _h5_name(ng, "messageBits"), layer, "neuron/messageBits", kind):
-            bits = self.integer(ng, "messageBits", layer, kind, field="neuron/messageBits")
-            if bits != 0:
-                raise self.error(f"value {bits}: graded output spikes are not supported, expected 0",
-                                 layer, "neuron/messageBits", kind)
-        idecay = self.integer(ng, "iDecay", layer, kind, *IDECAY_RANGE, "1..4096 (du = iDecay - 1 in 0..4095; "
-                              "iDecay 0, a non-decaying current, has no IR equivalent)", field="neuron/iDecay")
-        vdecay = self.integer(ng, "vDecay", layer, kind, *VDECAY_RANGE, "0..4095 (dv = vDecay)",
-                              field="neuron/vDecay")
-        vth = self.integer(ng, "vThMant", layer, kind, 0, VTH_MAX, "0..131071 (17-bit vth)",
-                           field="neuron/vThMant")
-        return neurons_from_netx(idecay, vdecay, vth, bias)
+            raise self.error("present: netx 0.6.0 reads a 'messageBits' dataset as a group-like NetDict and "
+                             "fails building the neuron (ValueError: setting an array element with a sequence); "
+                             "expected no 'messageBits' (CUBA neurons send binary spikes)",
+                             layer, "neuron/messageBits", kind)
+        if self.h5(lambda: "gradedSpike" in ng, _h5_name(ng, "gradedSpike"), layer, "neuron/gradedSpike", kind):
+            graded = self.dataset(ng, "gradedSpike", layer, kind, field="neuron/gradedSpike", kinds="biuf",
+                                  max_size=1, expect="one boolean")
+            if bool(np.asarray(graded).reshape(-1)[0]) if np.asarray(graded).size else False:
+                warnings.warn(f"{self.path}: layer {layer} ({kind}): field 'neuron/gradedSpike': value True is "
+                              f"ignored by netx, whose CUBA neurons send binary 0/1 spikes; read as binary "
+                              f"spikes, as netx runs it", stacklevel=3)
+        idecay = self.neuron_value(ng, "iDecay", layer, kind, out_shape, *IDECAY_RANGE,
+                                   "0..4096 (du = iDecay - 1 in -1..4095; iDecay 0: the current never decays)")
+        vdecay = self.neuron_value(ng, "vDecay", layer, kind, out_shape, *VDECAY_RANGE,
+                                   "0..4096 (dv = vDecay; 4096: v keeps nothing)")
+        vth = self.neuron_value(ng, "vThMant", layer, kind, out_shape, 0, VTH_RANGE[1],
+                                f"0..{VTH_RANGE[1]} (vth << 6 within int32; above 131071 v never reaches it)")
+        wrapped = ((bias + 2**15) % 2**16) - 2**15
+        if np.any(wrapped != bias):
+            idx = int(np.argwhere(wrapped != bias)[0][0])
+            warnings.warn(f"{self.path}: layer {layer} ({kind}): field 'bias': value {int(bias[idx])} (neuron "
+                          f"{idx}) wraps to {int(wrapped[idx])}: Lava's LIF stores bias_mant as int16; the IR "
+                          f"holds the wrapped values Lava runs", stacklevel=3)
+        return neurons_from_netx(idecay, vdecay, vth, wrapped.astype(np.int64))
 
     def dense(self, g, layer: int, kind: str, in_shape: tuple[int, ...]) -> DenseLayer:
         out = math.prod(self.shape(g, layer, kind))
@@ -388,7 +438,7 @@ class _Reader:
                 raise self.error(f"axonal delays (max {int(delay.max())}) are not supported, expected none or 0",
                                  layer, "delay", kind)
         bias = self.bias(g, layer, kind, (out,))
-        nrn = self.neurons(g, layer, kind, bias)
+        nrn = self.neurons(g, layer, kind, bias, (out,))
         try:
             canon, rep = _netx_dense_semantics(parts)
         except ValueError as exc:
@@ -425,7 +475,7 @@ class _Reader:
             raise self.error(f"stride {stride} / dilation {dilation} must be >= 1", layer, "stride", kind)
         c, h, wd = out_shape
         bias = self.bias(g, layer, kind, out_shape)
-        nrn = self.neurons(g, layer, kind, bias)
+        nrn = self.neurons(g, layer, kind, bias, out_shape)
         # Lava's Conv uses the stored integers as they are; find an exact IR representation.
         try:
             weight, exp, nbits, sm = ir_conv_weights(w)
@@ -698,16 +748,24 @@ class _Reader:
             name=self.attr_str(e, "name", f"{base}/name"),
             sign_mode=self.attr_str(e, "sign_mode", f"{base}/sign_mode"),
             weight_exp=self.attr_int(e, "weight_exp", f"{base}/weight_exp", *IR_EXP_RANGE),
-            num_weight_bits=self.attr_int(e, "num_weight_bits", f"{base}/num_weight_bits", 1, 8))
+            num_weight_bits=self.attr_int(e, "num_weight_bits", f"{base}/num_weight_bits",
+                                          *LAVA_NUM_WEIGHT_BITS_RANGE))
         if common["sign_mode"] not in SIGN_MODES:
             raise self.error(f"value {bounded(common['sign_mode'])}, expected one of {SIGN_MODES}",
                              field=f"{base}/sign_mode")
         ng = self.child(e, "neurons", None, f"{base}/neurons", None, h5py.Group)
         if ng is None:
             raise self.error("missing group", field=f"{base}/neurons")
-        scalars = {key: self.attr_int(ng, key, f"{base}/neurons/{key}", lo, hi)
-                   for key, lo, hi in (("du", 0, 4095), ("dv", 0, 4095), ("vth", 0, VTH_MAX),
-                                       ("bias_exp", *IR_EXP_RANGE))}
+        scalars = {}
+        for key, lo, hi in (("du", *DU_RANGE), ("dv", *DV_RANGE), ("vth", *VTH_RANGE), ("bias_exp", *IR_EXP_RANGE)):
+            if key != "bias_exp" and self.h5(lambda: key in ng, _h5_name(ng, key), field=f"{base}/neurons/{key}"):
+                arr = np.asarray(self.dataset(ng, key, None, field=f"{base}/neurons/{key}", kinds="iu"))
+                if arr.ndim != 1 or (arr.size and (int(arr.min()) < lo or int(arr.max()) > hi)):
+                    raise self.error(f"shape {bounded(arr.shape)}, values expected one per neuron in {lo}..{hi}",
+                                     field=f"{base}/neurons/{key}")
+                scalars[key] = arr.astype(np.int64)   # per neuron
+            else:
+                scalars[key] = self.attr_int(ng, key, f"{base}/neurons/{key}", lo, hi)
         if kind == "conv":
             conv = dict(in_shape=self.attr_ints(e, "in_shape", f"{base}/in_shape", 3, 1),
                         stride=self.attr_ints(e, "stride", f"{base}/stride", 2, 1),
@@ -763,12 +821,12 @@ class _Reader:
                     got = _ir_synapse(w2, e2, theirs.num_weight_bits, theirs.sign_mode)
                     if got[1] != 0 or got[0].shape != want.shape or not np.array_equal(got[0], want):
                         raise mismatch(k, field, "weights differ from the approximation of the exact ones")
-                if theirs.neurons.vth != vth:
+                if not np.array_equal(theirs.neurons.vth, vth):
                     raise mismatch(k, "neuron/vThMant", f"vth {theirs.neurons.vth} vs {vth}")
                 if not np.array_equal(_ir_bias(theirs.neurons), bias << NETX_BIAS_EXP):
                     raise mismatch(k, "bias", "biases differ from the approximation of the exact ones")
                 for attr, src in (("du", "neuron/iDecay"), ("dv", "neuron/vDecay")):
-                    if getattr(ours.neurons, attr) != getattr(theirs.neurons, attr):
+                    if not np.array_equal(getattr(ours.neurons, attr), getattr(theirs.neurons, attr)):
                         raise mismatch(k, src, f"{attr} {getattr(ours.neurons, attr)} vs "
                                                f"{getattr(theirs.neurons, attr)}")
                 continue
@@ -783,7 +841,7 @@ class _Reader:
                     raise mismatch(k, field, "different effective weights")
             n1, n2 = ours.neurons, theirs.neurons
             for attr, src in (("du", "neuron/iDecay"), ("dv", "neuron/vDecay"), ("vth", "neuron/vThMant")):
-                if getattr(n1, attr) != getattr(n2, attr):
+                if not np.array_equal(getattr(n1, attr), getattr(n2, attr)):
                     raise mismatch(k, src, f"{attr} {getattr(n1, attr)} vs {getattr(n2, attr)}")
             if not np.array_equal(_ir_bias(n1), _ir_bias(n2)):
                 raise mismatch(k, "bias", "different effective biases")

@@ -122,9 +122,11 @@ SUPPORTED_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
 NOT_IMPLEMENTED_BY_NETX = ("pool", "average", "concat", "convT", "unpool")
 VTH_MAX = lava_rules.VTH_MAX
 READOUTS = ("spikes", "potential")
-# netx's neuron fields: du = iDecay - 1 (0..4095), dv = vDecay (0..4095)
-IDECAY_RANGE = (1, lava_rules.DECAY_MAX + 1)
-VDECAY_RANGE = (0, lava_rules.DECAY_MAX)
+VTH_RANGE = lava_rules.VTH_RANGE
+# netx's neuron fields: du = iDecay - 1 (-1..4095: iDecay 0 keeps u, netx's non-decaying current),
+# dv = vDecay (0..4096); Lava 0.10's LIF runs these exactly (its multipliers are 4096 - iDecay, 4096 - vDecay)
+IDECAY_RANGE = (lava_rules.DU_RANGE[0] + 1, lava_rules.DU_RANGE[1] + 1)
+VDECAY_RANGE = lava_rules.DV_RANGE
 
 
 class NetxFormatError(NeurodeployError, ValueError):
@@ -241,17 +243,17 @@ def neuron_datasets(nrn: Neurons, vth: int) -> dict[str, Any]:
     """The ``neuron/*`` datasets of a layer: CUBA with ``iDecay = du + 1``, ``vDecay = dv``, ``vThMant = vth``."""
     return {
         "type": np.array([b"CUBA"], dtype="S10"),
-        "iDecay": np.int64(nrn.du + 1),
-        "vDecay": np.int64(nrn.dv),
-        "vThMant": np.int64(vth),
+        "iDecay": np.asarray(nrn.du, dtype=np.int64) + 1,
+        "vDecay": np.asarray(nrn.dv, dtype=np.int64),
+        "vThMant": np.asarray(vth, dtype=np.int64),
         "refDelay": np.int64(1),
         "gradedSpike": np.bool_(False),
     }
 
 
-def neurons_from_netx(idecay: int, vdecay: int, vth: int, bias: np.ndarray) -> Neurons:
+def neurons_from_netx(idecay, vdecay, vth, bias: np.ndarray) -> Neurons:
     """What netx's ``get_neuron_params`` gives Lava's LIF: ``du = iDecay - 1``, ``dv = vDecay``,
-    ``vth = vThMant``, ``bias_mant = bias`` with ``bias_exp = 6``."""
+    ``vth = vThMant`` (each one int or one value per neuron), ``bias_mant = bias`` with ``bias_exp = 6``."""
     return Neurons(du=idecay - 1, dv=vdecay, vth=vth, bias_mant=bias, bias_exp=NETX_BIAS_EXP)
 
 
@@ -378,11 +380,13 @@ def _exact_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, i
         _check_float32(i, field, w)
     bias = _netx_bias(i, layer.neurons)
     _check_float32(i, "bias", bias)
-    return parts, bias, int(layer.neurons.vth)
+    return parts, bias, layer.neurons.vth
 
 
 def _is_integrator(nrn: Neurons) -> bool:
     """A non-spiking integrator as lava-dl writes PilotNet's output: u = input, no leak on v, maximal threshold."""
+    if nrn.per_neuron:
+        return False
     return int(nrn.du) == 4095 and int(nrn.dv) == 0 and int(nrn.vth) == VTH_MAX
 
 
@@ -408,6 +412,9 @@ def _approx_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, 
         raise NetxExportError(f"layer {i}: weight: all effective weights are zero; netx's optimize_weight_bits "
                               f"cannot load an all-zero layer", layer=i, field="weight")
     k = int(np.floor(np.log2(254.0 / wmax)))
+    if layer.neurons.per_neuron:
+        raise NetxExportError(f"layer {i}: neuron: per-neuron du / dv / vth arrays are written exactly or not "
+                              f"at all (no approximation)", layer=i, field="neuron")
     vth = int(layer.neurons.vth)
     if vth > 0:  # scale up no further than a 2**15 threshold (2 bits of 24-bit state headroom), 17-bit vth
         k = min(k, int(np.floor(np.log2(max(2.0**15, vth) / vth))))

@@ -38,7 +38,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..fileio import atomic_path
-from ..ir import DenseLayer, Network
+from ..ir import ConvLayer, DenseLayer, Network
 from .netx_semantics import (
     EXTRA_GROUP,
     FORMAT_VERSION,
@@ -95,6 +95,15 @@ def _netx_plan(network: Network, exact: bool = True) -> tuple[list[tuple[str, di
                 entry["bias"] = b.transpose(2, 1, 0).astype(np.float32)  # per neuron, Lava's (W, H, C)
             prev_conv = True
         for key, value in neuron_datasets(layer.neurons, vth).items():
+            if isinstance(layer, ConvLayer) and key != "type" and np.ndim(value) == 1:   # per neuron -> per channel
+                c = layer.out_shape[0]
+                per_c = value.reshape(c, -1)
+                if not np.all(per_c == per_c[:, :1]):
+                    raise NetxExportError(f"layer {i}: neuron/{key}: values differ within a channel; netx's "
+                                          f"conv LIF takes one value per channel (a per-neuron array does not "
+                                          f"broadcast against Lava's (W, H, C) state)", layer=i,
+                                          field=f"neuron/{key}")
+                value = per_c[:, 0].copy()
             entry[f"neuron/{key}"] = value
         plan.append((layer.kind, entry))
     return plan, approximated
@@ -146,7 +155,11 @@ def _write_extras(f, network: Network, meta: str, approximated: list[dict]) -> N
         nrn = layer.neurons
         ng = lg.create_group("neurons")
         for key in ("du", "dv", "vth", "bias_exp"):
-            ng.attrs[key] = int(getattr(nrn, key))
+            value = getattr(nrn, key)
+            if isinstance(value, np.ndarray):   # one per neuron
+                ng.create_dataset(key, data=value.astype(np.int64))
+            else:
+                ng.attrs[key] = int(value)
         ng.create_dataset("bias_mant", data=np.asarray(nrn.bias_mant))
 
 

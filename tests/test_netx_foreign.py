@@ -1,0 +1,294 @@
+"""Foreign netx files: the parameter ranges lava-dl's netx + Lava 0.10 run, read and run exactly.
+
+What is checked (issue 12, first part: parameter ranges):
+
+* ``iDecay 0`` (du = -1: Lava's u multiplier is ``4096 - iDecay`` = 4096, u never
+  decays), ``vDecay 4096`` (v keeps nothing), per-neuron ``iDecay`` / ``vDecay`` /
+  ``vThMant`` arrays (dense: one per neuron; conv: one per channel), thresholds v
+  never reaches (``vThMant >= 131072``), 9-bit mixed-sign weights (netx's
+  ``optimize_weight_bits`` on odd values), inhibitory ``-128`` weights and
+  ``max == 0`` mixed matrices (netx and Lava disagree on the sign mode), biases
+  Lava wraps to int16, ``gradedSpike: True`` (netx sends binary spikes);
+* each as a micro netx file run by lava-dl's own ``netx.hdf5.Network`` in Lava and
+  by our reader + emulator and reader + Lava backend, spike for spike;
+* random IR networks over the same ranges (``random_network(..., foreign=True)``),
+  Lava backend against emulator;
+* ``netx/recurrent_example.net`` (two ``dense_rec`` layers with per-neuron decay
+  arrays) against lava-dl's netx;
+* what is not run (pool, convT, unpool, average, concat; ``messageBits``; SDNN;
+  input layers with a neuron; conv per-neuron arrays; float decays) is refused
+  with one line naming file, layer, field and value.
+
+Time base: netx returns T steps for T input steps; our backends return
+``T + latency`` steps (the input's wave drains through the layers). The first T
+of ours are netx's T (``ours.output_spikes[:, :T]``); the rest are the drain.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from neurodeploy.backends import run_network
+from neurodeploy.io.netx_hdf5 import NetxFormatError, read_netx
+from test_backends import assert_same, both, random_inputs, random_network
+
+# the shared fixtures sit beside the checkout (../shared) or inside it (shared/), found from this file
+_ROOT = Path(__file__).resolve().parent.parent
+_FIXTURES = next((p for p in (_ROOT.parent / "shared" / "fixtures", _ROOT / "shared" / "fixtures") if p.is_dir()),
+                 _ROOT.parent / "shared" / "fixtures")
+_RECURRENT = _FIXTURES / "lava-dl" / "netx" / "recurrent_example.net"
+
+NI = 12   # inputs of the micro networks
+T = 14    # steps
+
+
+# --------------------------------------------------------------------------- micro netx files
+def _write(path: Path, layers: list[dict]) -> Path:
+    """A netx file as slayer writes one: ``layer/<i>/...`` datasets, ``type`` as an S10 array."""
+    with h5py.File(path, "w") as f:
+        lg = f.create_group("layer")
+        for i, layer in enumerate(layers):
+            g = lg.create_group(str(i))
+            for key, value in layer.items():
+                if key == "neuron":
+                    ng = g.create_group("neuron")
+                    for k, v in value.items():
+                        ng.create_dataset(k, data=v.encode() if k == "type" else v)
+                elif isinstance(value, str):
+                    g.create_dataset(key, (1,), "S10", [value.encode()])
+                else:
+                    g.create_dataset(key, data=value)
+    return path
+
+
+def _cuba(**kw) -> dict:
+    d = dict(type="CUBA", iDecay=1024, vDecay=256, vThMant=40, refDelay=1, gradedSpike=False)
+    d.update(kw)
+    return d
+
+
+def _dense(n_out: int, w: np.ndarray, nrn: dict, **kw) -> dict:
+    d = dict(type="dense", shape=np.array([n_out]), weight=np.asarray(w, dtype=np.float32), neuron=nrn)
+    d.update(kw)
+    return d
+
+
+def _cases() -> dict:
+    rng = np.random.default_rng(0)
+
+    def W(o, i, lo=-60, hi=80):
+        return rng.integers(lo, hi, (o, i))
+
+    odd = rng.integers(-200, 220, (10, NI))
+    odd[0, 0] = 201
+    inh = -rng.integers(1, 128, (10, NI))
+    inh[0, 0] = -128
+    vth = rng.integers(5, 80, 10)
+    vth[3] = 131072  # this neuron never spikes (vth << 6 > 2**23 - 1)
+    mixed_max0 = -rng.integers(0, 100, (10, NI)) * (rng.random((10, NI)) > .3)
+    idec = rng.integers(0, 4097, 10)
+    idec[:3] = [0, 4096, 1]
+    vdec = rng.integers(0, 4097, 10)
+    vdec[:3] = [4096, 0, 4095]
+    return {
+        "idecay0_vdecay4096": [_dense(10, W(10, NI), _cuba(iDecay=0, vDecay=4096, vThMant=300))],
+        "idecay0_integrating": [_dense(10, W(10, NI, -20, 40), _cuba(iDecay=0, vDecay=0, vThMant=2000))],
+        "perneuron_decay": [_dense(10, W(10, NI), _cuba(iDecay=idec, vDecay=vdec))],
+        "vth_array": [_dense(10, W(10, NI), _cuba(vThMant=vth))],
+        "wbits9_odd_mixed": [_dense(10, odd, _cuba(vThMant=200))],
+        "inh_min128": [_dense(10, inh, _cuba(vThMant=1, iDecay=4096, vDecay=4096), bias=np.full(10, 200.0))],
+        "mixed_max0": [_dense(10, mixed_max0, _cuba(vThMant=1), bias=np.full(10, 100.0))],
+        "bias_int16_wrap": [_dense(10, W(10, NI), _cuba(vThMant=600, iDecay=4096, vDecay=4096),
+                                   bias=np.array([40000, -40000, 32767, 32768, 70000, 1, 2, 3, 4, 5.0]))],
+        "graded_spike_true": [_dense(10, W(10, NI), _cuba(vThMant=30, gradedSpike=True)),
+                              _dense(6, W(6, 10), _cuba(vThMant=30))],
+        "dense_rec_perneuron": [dict(type="dense_rec", shape=np.array([8]), weight=W(8, NI).astype(np.float32),
+                                     weight_rec=W(8, 8, -40, 40).astype(np.float32),
+                                     neuron=_cuba(iDecay=rng.integers(0, 3000, 8), vDecay=rng.integers(100, 4097, 8),
+                                                  vThMant=30)),
+                                _dense(5, W(5, 8), _cuba(iDecay=0, vDecay=rng.integers(0, 4097, 5), vThMant=20))],
+    }
+
+
+CASES = _cases()
+
+
+def _netx_spikes(path: Path, x: np.ndarray) -> np.ndarray:
+    """lava-dl's netx network of ``path`` run in Lava (fixed_pt CPU) on binary input ``x`` (T, n_in):
+    the output spikes (T, n_out), T steps as netx returns them."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+
+    steps = x.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = netx.hdf5.Network(net_config=str(path))
+    src = io.source.RingBuffer(data=np.ascontiguousarray(x.T))
+    sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
+    src.s_out.connect(net.inp)
+    net.out.connect(sink.a_in)
+    try:
+        net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        out = sink.data.get()
+    finally:
+        net.stop()
+    return np.asarray(out).T.astype(np.uint8)
+
+
+def _ours(path: Path, x: np.ndarray):
+    """Our reader + emulator and reader + Lava backend on the same input; (emulator, lava) results."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = read_netx(path, time_steps=x.shape[0])
+    xs = x[None].astype(np.int64)
+    return net, run_network(net, xs, record_state=True), run_network(net, xs, backend="lava", record_state=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_micro_netx_file_matches_lava_dl_netx(tmp_path, case):
+    path = _write(tmp_path / f"{case}.net", CASES[case])
+    rng = np.random.default_rng(sum(map(ord, case)))
+    x = (rng.random((T, NI)) < 0.4).astype(np.int64)
+    want = _netx_spikes(path, x)
+    net, emu, lav = _ours(path, x)
+    assert want.sum() > 0, f"{case}: netx's output is silent (the case checks nothing)"
+    # netx returns T steps; ours T + latency, of which the first T are netx's (the rest: the drain)
+    assert emu.output_spikes.shape[1] == T + net.latency
+    np.testing.assert_array_equal(emu.output_spikes[0, :T], want, err_msg=f"{case}: emulator vs netx")
+    np.testing.assert_array_equal(lav.output_spikes[0, :T], want, err_msg=f"{case}: lava backend vs netx")
+    assert_same(emu, lav, case)
+
+
+def test_micro_ranges_read_into_the_ir(tmp_path):
+    nrn = read_netx(_write(tmp_path / "a.net", CASES["idecay0_vdecay4096"])).layers[0].neurons
+    assert (nrn.du, nrn.dv) == (-1, 4096)   # du = iDecay - 1
+    nrn = read_netx(_write(tmp_path / "b.net", CASES["perneuron_decay"])).layers[0].neurons
+    np.testing.assert_array_equal(nrn.du + 1, CASES["perneuron_decay"][0]["neuron"]["iDecay"])
+    np.testing.assert_array_equal(nrn.dv, CASES["perneuron_decay"][0]["neuron"]["vDecay"])
+    layer = read_netx(_write(tmp_path / "c.net", CASES["wbits9_odd_mixed"])).layers[0]
+    assert (layer.num_weight_bits, layer.sign_mode, layer.weight_exp) == (9, "mixed", 0)
+    with pytest.warns(UserWarning, match=r"field 'bias': value 40000 \(neuron 0\) wraps to -25536"):
+        nrn = read_netx(_write(tmp_path / "d.net", CASES["bias_int16_wrap"])).layers[0].neurons
+    assert list(nrn.bias_mant[:5]) == [-25536, 25536, 32767, -32768, 4464]
+    with pytest.warns(UserWarning, match="gradedSpike.*binary"):
+        read_netx(_write(tmp_path / "e.net", CASES["graded_spike_true"]))
+
+
+def test_conv_per_channel_decays_read_per_neuron(tmp_path):
+    rng = np.random.default_rng(3)
+    idec = rng.integers(0, 4097, 4)
+    conv = dict(type="conv", shape=np.array([4, 5, 4]), weight=rng.integers(-20, 30, (4, 2, 3, 3)).astype(np.float32),
+                stride=np.array([1, 1]), padding=np.array([0, 0]), dilation=np.array([1, 1]), groups=np.int64(1),
+                neuron=_cuba(vThMant=20, iDecay=idec))
+    path = _write(tmp_path / "conv.net", [dict(type="input", shape=np.array([2, 7, 6])), conv])
+    nrn = read_netx(path).layers[0].neurons
+    np.testing.assert_array_equal(nrn.du.reshape(4, 20), np.repeat(idec[:, None] - 1, 20, axis=1))
+    conv["neuron"] = _cuba(vThMant=20, iDecay=rng.integers(0, 4097, 80))
+    path = _write(tmp_path / "conv80.net", [dict(type="input", shape=np.array([2, 7, 6])), conv])
+    with pytest.raises(NetxFormatError, match=r"layer 1 \(conv\): field 'neuron/iDecay': shape \(80,\), expected "
+                                              r"one number or \(4,\), one per channel"):
+        read_netx(path)
+
+
+# --------------------------------------------------------------------------- random IR networks over the ranges
+@pytest.mark.parametrize("kind,seed", [("dense", 1), ("dense", 4), ("rec", 2), ("rec", 5), ("conv", 3), ("conv", 6)])
+def test_foreign_ranges_lava_matches_emulator(kind, seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, kind, foreign=True)
+    x = random_inputs(rng, net, 3)
+    emu, lav = both(net, x)
+    assert_same(emu, lav, f"{kind} seed {seed}")
+
+
+@pytest.mark.parametrize("kind", ["dense", "rec", "conv"])
+def test_foreign_ranges_fast_path_equals_general_path(kind, monkeypatch):
+    from neurodeploy.backends import emulator
+
+    for seed in range(10):
+        rng = np.random.default_rng(300 + seed)
+        net = random_network(rng, kind, extreme=seed % 2 == 1, foreign=True)
+        x = random_inputs(rng, net, 4)
+        fast = run_network(net, x, record_state=True)
+        with monkeypatch.context() as m:
+            m.setattr(emulator, "FAST_A_LIMIT", 0)
+            general = run_network(net, x, record_state=True)
+        assert_same(fast, general, f"{kind} seed {300 + seed}")
+
+
+# --------------------------------------------------------------------------- recurrent_example.net
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"fixture not found: {path}")
+    return path
+
+
+def test_recurrent_example_reads():
+    net = read_netx(_need(_RECURRENT), time_steps=20)
+    assert [layer.kind for layer in net.layers] == ["dense_rec", "dense_rec"]
+    with h5py.File(_RECURRENT) as f:
+        for i, layer in enumerate(net.layers):
+            np.testing.assert_array_equal(layer.neurons.du + 1, f[f"layer/{i}/neuron/iDecay"][()])
+            np.testing.assert_array_equal(layer.neurons.dv, f[f"layer/{i}/neuron/vDecay"][()])
+
+
+def test_recurrent_example_matches_lava_dl_netx():
+    path = _need(_RECURRENT)
+    rng = np.random.default_rng(12)
+    steps = 40
+    x = (rng.random((steps, 6)) < 0.5).astype(np.int64)
+    want = _netx_spikes(path, x)
+    net, emu, lav = _ours(path, x)
+    assert want.sum() > 0
+    np.testing.assert_array_equal(emu.output_spikes[0, :steps], want, err_msg="emulator vs netx")
+    np.testing.assert_array_equal(lav.output_spikes[0, :steps], want, err_msg="lava backend vs netx")
+    assert_same(emu, lav, "recurrent_example")
+
+
+# --------------------------------------------------------------------------- refusals
+def _base(**nrn) -> list[dict]:
+    rng = np.random.default_rng(1)
+    return [_dense(6, rng.integers(-50, 50, (6, NI)), _cuba(**nrn))]
+
+
+def _conv_layers(kind: str) -> list[dict]:
+    return [dict(type="input", shape=np.array([2, 6, 6])), dict(type=kind, shape=np.array([2, 3, 3]))]
+
+
+@pytest.mark.parametrize("name,layers,layer,field,words", [
+    *[(k, _conv_layers(k), 1, "type", (f"'{k}'", "NotImplementedError")) for k in
+      ("pool", "convT", "unpool", "average", "concat")],
+    ("unknown", _conv_layers("dense_comp"), 1, "type", ("'dense_comp'", "unknown layer type")),
+    ("messagebits", _base(messageBits=8), 0, "neuron/messageBits", ("present", "NetDict")),
+    ("messagebits0", _base(messageBits=0), 0, "neuron/messageBits", ("present",)),
+    ("sdnn", [_dense(6, np.ones((6, NI)), dict(type="SDNN", vThMant=1))], 0, "neuron/type", ("'SDNN'", "sigma-delta")),
+    ("rf", [_dense(6, np.ones((6, NI)), dict(type="RF", vThMant=1))], 0, "neuron/type", ("'RF'",)),
+    ("idecay_neg", _base(iDecay=-1), 0, "neuron/iDecay", ("value -1", "0..4096")),
+    ("vdecay_big", _base(vDecay=4097), 0, "neuron/vDecay", ("value 4097", "0..4096")),
+    ("vth_big", _base(vThMant=2**25), 0, "neuron/vThMant", ("value 33554432",)),
+    ("idecay_float", _base(iDecay=np.float32(1024)), 0, "neuron/iDecay", ("float", "1024")),
+    ("vdecay_float_array", _base(vDecay=np.full(6, 100.0)), 0, "neuron/vDecay", ("float",)),
+    ("idecay_wrong_len", _base(iDecay=np.arange(5)), 0, "neuron/iDecay", ("shape (5,)", "one per neuron")),
+    ("input_neuron", [dict(type="input", shape=np.array([NI]), neuron=_cuba()),
+                      _dense(6, np.ones((6, NI)), _cuba())], 0, "neuron", ("input layer with a neuron",)),
+    ("exc_over_255", [_dense(6, np.arange(6 * NI).reshape(6, NI) * 4, _cuba())], 0, "weight", ("zero",)),
+    ("no_neuron", [dict(type="dense", shape=np.array([6]), weight=np.ones((6, NI), np.float32))], 0, "neuron",
+     ("missing", "integrator")),
+    ("delay", [_dense(6, np.ones((6, NI)), _cuba(), delay=np.float32(3))], 0, "delay", ("delays",)),
+])
+def test_unsupported_netx_is_refused_on_one_line(tmp_path, name, layers, layer, field, words):
+    path = _write(tmp_path / f"{name}.net", layers)
+    with pytest.raises(NetxFormatError) as err:
+        read_netx(path)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    assert str(path) in msg and f"layer {layer}" in msg and f"'{field}'" in msg, msg
+    for w in words:
+        assert w in msg, msg
+    assert (err.value.layer, err.value.field) == (layer, field), msg
