@@ -292,3 +292,52 @@ def test_unsupported_netx_is_refused_on_one_line(tmp_path, name, layers, layer, 
     for w in words:
         assert w in msg, msg
     assert (err.value.layer, err.value.field) == (layer, field), msg
+
+
+# --------------------------------------------------------------------------- our export of these ranges
+def _foreign_ir():
+    from neurodeploy.ir import DenseLayer, InputEncoding, Network, Neurons
+
+    rng = np.random.default_rng(7)
+    w0 = rng.integers(-200, 220, (8, NI))
+    w0[0, 0] = 201                      # odd, mixed, |w| > 127: netx's 9 bits
+    l0 = DenseLayer(weight=w0, num_weight_bits=9, sign_mode="mixed",
+                    neurons=Neurons(du=-1, dv=rng.integers(0, 4097, 8), vth=rng.integers(100, 3000, 8),
+                                    bias_mant=rng.integers(-20, 20, 8), bias_exp=6))
+    l1 = DenseLayer(weight=rng.integers(-60, 80, (5, 8)), weight_rec=rng.integers(-40, 40, (5, 5)),
+                    sign_mode="mixed",
+                    neurons=Neurons(du=rng.integers(-1, 4096, 5), dv=4096, vth=40,
+                                    bias_mant=np.zeros(5, np.int64), bias_exp=6))
+    return Network(input_shape=(NI,), layers=[l0, l1], time_steps=T, input_encoding=InputEncoding("spikes"))
+
+
+def test_foreign_ranges_written_by_us_run_the_same_in_lava_dl_netx(tmp_path):
+    from neurodeploy.io.netx_hdf5 import write_netx
+
+    ir = _foreign_ir().validate()
+    path = write_netx(ir, tmp_path / "ours.net")
+    back = read_netx(path)
+    for a, b in zip(ir.layers, back.layers):
+        for k in ("du", "dv", "vth"):
+            np.testing.assert_array_equal(getattr(a.neurons, k), getattr(b.neurons, k), err_msg=k)
+    rng = np.random.default_rng(8)
+    x = (rng.random((T, NI)) < 0.4).astype(np.int64)
+    # the file as lava-dl's netx reads it (its own datasets only: drop our 'neurodeploy' group)
+    netx_only = tmp_path / "netx_only.net"
+    with h5py.File(path) as src, h5py.File(netx_only, "w") as dst:
+        src.copy("layer", dst)
+    want = _netx_spikes(netx_only, x)
+    assert want.sum() > 0
+    emu = run_network(ir, x[None], record_state=True)
+    np.testing.assert_array_equal(emu.output_spikes[0, :T], want)
+    _, emu2, lav = _ours(netx_only, x)
+    assert_same(emu, emu2, "netx datasets alone")
+    assert_same(emu, lav, "lava backend")
+
+
+def test_noise_models_refuse_foreign_neuron_ranges():
+    from neurodeploy.noise.ir_transforms import perturb_network
+    from neurodeploy.noise.vocabulary import NoiseSpecError
+
+    with pytest.raises(NoiseSpecError, match=r"layer 0 .*per-neuron du / dv / vth arrays"):
+        perturb_network(_foreign_ir(), "threshold-mismatch", 0.1, 0)

@@ -219,6 +219,17 @@ def _mismatched_vth(vth: int, level: float, z: float) -> int:
     return int(np.clip(np.rint(vth * (1.0 + level * z)), 1, VTH_MAX))
 
 
+def check_noise_neurons(network: Network, name: str) -> None:
+    """The noise models take one du / dv / vth per layer with a decaying current (du >= 0): a network read
+    from a foreign netx file with per-neuron arrays or du = -1 (iDecay 0) is refused, naming the layer."""
+    for i, layer in enumerate(network.layers):
+        nrn = layer.neurons
+        if nrn.per_neuron or int(nrn.du) < 0:
+            what = "per-neuron du / dv / vth arrays" if nrn.per_neuron else "du = -1 (a current that never decays)"
+            raise NoiseSpecError(f"noise {name!r}: layer {i} ({layer.name or layer.kind}) has {what}, which the "
+                                 f"noise models do not support yet (they take one du >= 0, dv, vth per layer)")
+
+
 def _check_name_level(name: str, level: float) -> float:
     if name not in NOISES:
         raise NoiseSpecError(f"unknown noise {name!r} (known: {', '.join(NOISES)})")
@@ -239,6 +250,7 @@ def perturb_network(network: Network, name: str, level: float, seed: int) -> Net
     net = copy.deepcopy(network)
     if level == 0:
         return net
+    check_noise_neurons(network, name)
     draws = draw_network_noise(network, name, seed)
     if name in ("weight-mismatch", "bit-flip"):
         fn = _mismatch_weights if name == "weight-mismatch" else _flip_weights

@@ -18,6 +18,7 @@ from .. import lava_rules as lr
 from ..backends.injection import LayerInjection
 from ..ir import Network
 from .draws import spiking_layer_indices, step_noise_draws
+from .ir_transforms import check_noise_neurons
 from .vocabulary import STEP_NOISE_NAMES, NoiseSpecError, check_level
 
 __all__ = ["step_noise_integers", "StepNoise", "step_noise_layers", "fixed_step_noise", "INJECTS"]
@@ -116,6 +117,7 @@ def fixed_step_noise(network: Network, noise: Optional[StepNoise], samples) -> l
     out: list = [None] * L
     if noise is None or not noise.active:
         return out
+    check_noise_neurons(network, noise.name)
     samples = np.asarray(samples, dtype=np.int64).reshape(-1)
     P = int(network.time_steps) + L
     for i in step_noise_layers(network, noise.name):
