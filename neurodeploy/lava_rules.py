@@ -27,8 +27,11 @@ Neurons (``AbstractPyLifModelFixed`` / ``PyLifModelBitAcc`` in
   one-shot 24-bit wrap (``u > 2**23 -> u - 2**24``, ``u <= -2**23 -> u +
   2**24``); ``v = trunc(v * (4096 - dv) / 4096) + u + bias``, clipped to
   ``+-(2**23 - 1)``; a spike where ``v > vth << 6``, and ``v = 0`` there.
-  ``du``, ``dv`` are 12-bit (0..4095); the hidden ``+1`` on ``du`` (Loihi's
-  ``ds_offset``) lets u forget everything at ``du = 4095``.
+  ``du``, ``dv`` are 12-bit (0..4095) on the chip; the hidden ``+1`` on ``du``
+  (Loihi's ``ds_offset``) lets u forget everything at ``du = 4095``. Lava's CPU
+  models store them uncast, so foreign netx files also run ``du = -1`` (u never
+  decays), ``dv = 4096`` and per-neuron arrays exactly (``DU_RANGE``,
+  ``DV_RANGE``, ``VTH_RANGE``, ``LAVA_NUM_WEIGHT_BITS_RANGE``).
 * ``bias = bias_mant << bias_exp`` (``>>`` for a negative exponent), in
   int32 (:func:`effective_bias`).
 * :func:`lif_step` is the whole step with every int32 wrap of Lava's

@@ -174,6 +174,66 @@ def test_lif_step_is_pylifmodelbitacc(case, steps):
         np.testing.assert_array_equal(v, m.v.astype(np.int64))
 
 
+def _lif_case_foreign():
+    """The ranges foreign netx files give Lava's LIF: du -1..4095 (iDecay 0 -> -1), dv 0..4096, per-neuron
+    arrays of each, thresholds up to (2**31 - 1) >> 6."""
+    n = 6
+    state = st.lists(st.integers(-(2**23) + 1, 2**23 - 1), min_size=n, max_size=n)
+    a_in = st.lists(st.one_of(st.integers(-(2**15), 2**15 - 1), st.integers(-(2**25), 2**25)),
+                    min_size=n, max_size=n)
+    bias = st.lists(st.integers(-(2**12), 2**12 - 1), min_size=n, max_size=n)
+
+    def per(lo, hi, special):
+        one = st.one_of(st.sampled_from(special), st.integers(lo, hi))
+        return st.one_of(one, st.lists(one, min_size=n, max_size=n).map(lambda x: np.array(x, dtype=np.int64)))
+    return st.tuples(state, state, a_in, per(*lr.DU_RANGE, [-1, 4095]), per(*lr.DV_RANGE, [0, 4096]), bias,
+                     st.integers(0, 7), per(*lr.VTH_RANGE, [131071, 131072, lr.VTH_RANGE[1]]))
+
+
+@SETTINGS
+@given(case=_lif_case_foreign(), steps=st.integers(1, 4))
+def test_lif_step_is_pylifmodelbitacc_over_foreign_ranges(case, steps):
+    """du = -1 (u never decays), dv = 4096, per-neuron du / dv / vth arrays and unreachable thresholds,
+    stored uncast as netx hands them to Lava's LIF, against Lava's own dynamics."""
+    from lava.proc.lif.models import PyLifModelBitAcc
+
+    u0, v0, a, du, dv, bias, bexp, vth = case
+    m = PyLifModelBitAcc({})
+    m.u = np.array(u0, dtype=np.int32)
+    m.v = np.array(v0, dtype=np.int32)
+    m.du, m.dv, m.vth = du, dv, vth
+    m.bias_mant = np.array(bias, dtype=np.int16)
+    m.bias_exp = np.full(len(bias), bexp, dtype=np.int16)
+    u = np.array(u0, dtype=np.int64)
+    v = np.array(v0, dtype=np.int64)
+    a_in = np.array(a, dtype=np.int64)
+    for _ in range(steps):
+        m.scale_bias()
+        m.scale_threshold()
+        m.subthr_dynamics(a_in.astype(np.int32))
+        ref = m.spiking_activation()
+        m.reset_voltage(ref)
+        s = lr.lif_step(u, v, a_in, lr.u_multiplier(du), lr.v_multiplier(dv), lr.effective_bias(np.array(bias), bexp),
+                        lr.effective_vth(vth))
+        np.testing.assert_array_equal(s, ref)
+        np.testing.assert_array_equal(u, m.u.astype(np.int64))
+        np.testing.assert_array_equal(v, m.v.astype(np.int64))
+
+
+def test_nine_weight_bits_keep_mixed_weights_as_lava_does():
+    """num_weight_bits 9 (netx's odd mixed-sign weights): Lava's Dense truncates nothing; other sign modes
+    have at most 8 bits (refused)."""
+    from lava.utils.weightutils import SignMode, clip_weights, truncate_weights
+
+    w = np.array([[-256, -201, -3, 0, 1, 201, 255]])
+    lava = truncate_weights(clip_weights(w, SignMode.MIXED, 8), SignMode.MIXED, 9)
+    np.testing.assert_array_equal(lr.effective_weights(w, "mixed", 9), lava)
+    np.testing.assert_array_equal(lava, w)
+    for mode in ("excitatory", "inhibitory"):
+        with pytest.raises(ValueError, match="9 only for mixed-sign"):
+            lr.truncated_bits(mode, 9)
+
+
 def test_lif_constants_are_lavas():
     from lava.proc.lif.models import PyLifModelBitAcc
 

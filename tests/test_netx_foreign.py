@@ -179,6 +179,9 @@ def test_micro_ranges_read_into_the_ir(tmp_path):
     assert list(nrn.bias_mant[:5]) == [-25536, 25536, 32767, -32768, 4464]
     with pytest.warns(UserWarning, match="gradedSpike.*binary"):
         read_netx(_write(tmp_path / "e.net", CASES["graded_spike_true"]))
+    with pytest.warns(UserWarning, match=r"field 'weight': value -128 at \[0, 0\] runs as -127"):
+        layer = read_netx(_write(tmp_path / "f.net", CASES["inh_min128"])).layers[0]
+    assert layer.sign_mode == "inhibitory"
 
 
 def test_conv_per_channel_decays_read_per_neuron(tmp_path):
@@ -276,7 +279,7 @@ def _conv_layers(kind: str) -> list[dict]:
     ("vdecay_float_array", _base(vDecay=np.full(6, 100.0)), 0, "neuron/vDecay", ("float",)),
     ("idecay_wrong_len", _base(iDecay=np.arange(5)), 0, "neuron/iDecay", ("shape (5,)", "one per neuron")),
     ("input_neuron", [dict(type="input", shape=np.array([NI]), neuron=_cuba()),
-                      _dense(6, np.ones((6, NI)), _cuba())], 0, "neuron", ("input layer with a neuron",)),
+                      _dense(6, np.ones((6, NI)), _cuba())], 0, "neuron", ("input layer with a neuron of type 'CUBA'",)),
     ("exc_over_255", [_dense(6, np.arange(6 * NI).reshape(6, NI) * 4, _cuba())], 0, "weight", ("zero",)),
     ("no_neuron", [dict(type="dense", shape=np.array([6]), weight=np.ones((6, NI), np.float32))], 0, "neuron",
      ("missing", "integrator")),
@@ -341,3 +344,16 @@ def test_noise_models_refuse_foreign_neuron_ranges():
 
     with pytest.raises(NoiseSpecError, match=r"layer 0 .*per-neuron du / dv / vth arrays"):
         perturb_network(_foreign_ir(), "threshold-mismatch", 0.1, 0)
+
+
+@pytest.mark.parametrize("rel,ntype", [("netx/tiny.net", "LOIHI"), ("netx/gts/pilotnet_lif/network.net", "LOIHI"),
+                                       ("netx/gts/pilotnet_sdnn/network.net", "SDNN"),
+                                       ("netx/gts/pilotnet_sdnn/square_network.net", "SDNN")])
+def test_fixtures_with_input_neurons_are_refused_naming_the_neuron(rel, ntype):
+    path = _need(_FIXTURES / "lava-dl" / rel)
+    with pytest.raises(NetxFormatError) as err:
+        read_netx(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg, msg
+    assert f"layer 0 (input): field 'neuron': an input layer with a neuron of type '{ntype}'" in msg, msg
+    assert (err.value.layer, err.value.field) == (0, "neuron")

@@ -447,6 +447,18 @@ class _Reader:
         if rep["clipped"]:
             warnings.warn(f"{self.path}: layer {layer}: netx clips mixed-sign weights to [-256, 254]; "
                           f"the IR holds the clipped weights", stacklevel=3)
+        else:
+            # netx's optimize_weight_bits and Lava's own sign mode, clip and truncation can change stored
+            # weights (inhibitory -128 * 2**k: netx scales to -256, Lava clips to -255 and truncates)
+            for key, w, (c, e) in zip(("weight", "weight_rec"), parts, canon):
+                scaled = w.astype(np.int64) << -e
+                if not np.array_equal(scaled, c):
+                    idx = tuple(int(v) for v in np.argwhere(scaled != c)[0])
+                    runs = f"{int(c[idx])}" if e == 0 else f"{int(c[idx])} * 2**{e}"
+                    warnings.warn(f"{self.path}: layer {layer} ({kind}): field '{key}': value {int(w[idx])} at "
+                                  f"{list(idx)} runs as {runs} in netx + Lava (netx's optimize_weight_bits, then "
+                                  f"Lava's sign mode, clip and truncation); the IR holds what Lava runs",
+                                  stacklevel=3)
         # Prefer the plain representation (exponent 0, 8 bits) where it is exact, else netx's own.
         try:
             ws, exp, nbits, sm = ir_dense_weights(canon, rep)
@@ -554,8 +566,13 @@ class _Reader:
                 if i != 0:
                     raise self.error("an input layer must be layer 0", i, "type", kind)
                 if self.h5(lambda: "neuron" in g, _h5_name(g, "neuron"), i, "neuron", kind):
-                    raise self.error("an input layer with a neuron (netx builds an input LIF population driven "
-                                     "by its bias) has no IR equivalent; expected only 'shape'", i, "neuron", kind)
+                    ng = self.child(g, "neuron", i, "neuron", kind, h5py.Group)
+                    ntype = self.string(ng, "type", i, kind, field="neuron/type") if ng is not None else "?"
+                    built = ("a sigma-delta Delta input population (graded output)" if ntype == "SDNN" else
+                             "an input LIF population driven by its bias or fed at its a_in"
+                             if ntype in ("CUBA", "LOIHI") else "an input neuron population")
+                    raise self.error(f"an input layer with a neuron of type {bounded(ntype)} (netx builds {built}) "
+                                     f"is not supported yet; expected only 'shape'", i, "neuron", kind)
                 in_shape = self.shape(g, i, kind)
             elif kind == "flatten":
                 flatten_next = True

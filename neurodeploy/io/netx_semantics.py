@@ -54,10 +54,20 @@ Conventions, read from lava-dl 0.6.0 and lava-nc 0.10.0 source
 * ``neuron`` (``Network.get_neuron_params``): ``type`` ``CUBA`` (or
   ``LOIHI``) becomes Lava's ``LIF`` with ``du = iDecay - 1``, ``dv =
   vDecay``, ``vth = vThMant``, ``bias_exp = 6`` and ``bias_mant = bias``;
-  ``refDelay`` and ``gradedSpike`` are not used; ``messageBits`` > 0 would
-  make the output graded. A dense layer without ``neuron`` gets a built-in
-  non-leaky integrator (``iDecay 0, vDecay 4096``) that the IR cannot
-  represent, so a missing ``neuron`` is an error here.
+  ``refDelay`` and ``gradedSpike`` are not used (``gradedSpike: True`` still
+  sends binary spikes: the reader warns); a ``messageBits`` dataset makes netx
+  fail (it reads it as a ``NetDict``), so the reader refuses it. Lava stores
+  ``du``, ``dv``, ``vth`` uncast: ``iDecay`` 0..4096 (du -1..4095; ``iDecay 0``
+  keeps u, multiplier ``4096 - iDecay``), ``vDecay`` 0..4096, any ``vThMant``
+  whose ``<< 6`` fits int32 (>= 131072: v never reaches it); each one number or
+  an integer array, per neuron for dense, per channel ``(C,)`` for conv (other
+  conv shapes do not broadcast against Lava's (W, H, C) state and the process
+  hangs: refused); float values make Lava's shifts fail (refused). ``bias`` is
+  stored as int16 by Lava's LIF (values wrap; the reader warns and keeps the
+  wrapped values). A dense layer without ``neuron`` gets a built-in
+  non-leaky integrator (``iDecay 0, vDecay 4096, vThMant 1 << 17``); the IR
+  holds those values, but this reader does not build it yet (nor its readout
+  from v), so a missing ``neuron`` is an error here.
 * ``bias`` (``blocks/process.py: AbstractBlock._neuron``): dense: one value
   per neuron (or a scalar); conv: per channel ``(C,)`` or per neuron in
   Lava's (W, H, C) layout. Effective bias ``bias << 6``.
