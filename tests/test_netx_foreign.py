@@ -357,3 +357,36 @@ def test_fixtures_with_input_neurons_are_refused_naming_the_neuron(rel, ntype):
     assert "\n" not in msg and str(path) in msg, msg
     assert f"layer 0 (input): field 'neuron': an input layer with a neuron of type '{ntype}'" in msg, msg
     assert (err.value.layer, err.value.field) == (0, "neuron")
+
+
+def _foreign_sweep(n_per_kind: int, monkeypatch) -> None:
+    from neurodeploy.backends import emulator
+
+    bad = []
+    for k, kind in enumerate(("dense", "rec", "conv")):
+        for i in range(n_per_kind):
+            seed = 5000 + 1000 * k + i
+            rng = np.random.default_rng(seed)
+            net = random_network(rng, kind, max_layers=4, max_width=16, extreme=i % 4 == 3, max_hw=8, foreign=True)
+            x = random_inputs(rng, net, int(rng.integers(1, 4)))
+            emu = run_network(net, x, record_state=True)
+            with monkeypatch.context() as m:
+                m.setattr(emulator, "FAST_A_LIMIT", 0)
+                general = run_network(net, x, record_state=True)
+            lav = run_network(net, x, backend="lava", record_state=True)
+            try:
+                assert_same(emu, lav, f"{kind} seed {seed}")
+                assert_same(general, lav, f"{kind} seed {seed} (general path)")
+            except AssertionError as exc:
+                bad.append(str(exc).splitlines()[0])
+    assert not bad, bad
+
+
+def test_foreign_ranges_sweep(monkeypatch):
+    """Random networks over the foreign ranges, several samples each: Lava backend == emulator (both paths)."""
+    _foreign_sweep(4, monkeypatch)
+
+
+@pytest.mark.slow
+def test_foreign_ranges_sweep_large(monkeypatch):
+    _foreign_sweep(40, monkeypatch)
