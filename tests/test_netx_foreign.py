@@ -119,8 +119,8 @@ CASES = _cases()
 
 
 def _netx_spikes(path: Path, x: np.ndarray) -> np.ndarray:
-    """lava-dl's netx network of ``path`` run in Lava (fixed_pt CPU) on binary input ``x`` (T, n_in):
-    the output spikes (T, n_out), T steps as netx returns them."""
+    """lava-dl's netx network of ``path`` run in Lava (fixed_pt CPU) on binary input ``x`` (T, *Lava input
+    shape): the output spikes (T, *Lava output shape), T steps as netx returns them."""
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -130,7 +130,7 @@ def _netx_spikes(path: Path, x: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = netx.hdf5.Network(net_config=str(path))
-    src = io.source.RingBuffer(data=np.ascontiguousarray(x.T))
+    src = io.source.RingBuffer(data=np.ascontiguousarray(np.moveaxis(x, 0, -1)))
     sink = io.sink.RingBuffer(shape=net.out.shape, buffer=steps)
     src.s_out.connect(net.inp)
     net.out.connect(sink.a_in)
@@ -139,7 +139,7 @@ def _netx_spikes(path: Path, x: np.ndarray) -> np.ndarray:
         out = sink.data.get()
     finally:
         net.stop()
-    return np.asarray(out).T.astype(np.uint8)
+    return np.moveaxis(np.asarray(out), -1, 0).astype(np.uint8)
 
 
 def _ours(path: Path, x: np.ndarray):
@@ -198,6 +198,29 @@ def test_conv_per_channel_decays_read_per_neuron(tmp_path):
     with pytest.raises(NetxFormatError, match=r"layer 1 \(conv\): field 'neuron/iDecay': shape \(80,\), expected "
                                               r"one number or \(4,\), one per channel"):
         read_netx(path)
+
+
+def test_conv_per_channel_decays_match_lava_dl_netx(tmp_path):
+    from lava.proc.conv import utils
+
+    rng = np.random.default_rng(4)
+    conv = dict(type="conv", shape=np.array([4, 5, 4]), weight=rng.integers(-20, 30, (4, 2, 3, 3)).astype(np.float32),
+                stride=np.array([1, 1]), padding=np.array([0, 0]), dilation=np.array([1, 1]), groups=np.int64(1),
+                neuron=_cuba(vThMant=np.array([20, 40, 131072, 10]), iDecay=np.array([0, 4096, 1024, 2000]),
+                             vDecay=np.array([4096, 0, 100, 3000])))
+    path = _write(tmp_path / "conv.net", [dict(type="input", shape=np.array([2, 7, 6])), conv])
+    x = (rng.random((T, 2, 7, 6)) < 0.4).astype(np.int64)       # the IR's (C, H, W) per step
+    torch_flag = utils.TORCH_IS_AVAILABLE
+    utils.TORCH_IS_AVAILABLE = False   # as lava-dl's tests run netx conv
+    try:
+        want = _netx_spikes(path, x.transpose(0, 3, 2, 1))          # Lava's (W, H, C)
+    finally:
+        utils.TORCH_IS_AVAILABLE = torch_flag
+    want = want.transpose(0, 3, 2, 1).reshape(T, -1)               # back to the IR's flattened (C, H, W)
+    net, emu, lav = _ours(path, x)
+    assert want.sum() > 0 and want.reshape(T, 4, -1)[:, 2].sum() == 0   # channel 2: vThMant 131072, silent
+    np.testing.assert_array_equal(emu.output_spikes[0, :T], want, err_msg="emulator vs netx")
+    np.testing.assert_array_equal(lav.output_spikes[0, :T], want, err_msg="lava backend vs netx")
 
 
 # --------------------------------------------------------------------------- random IR networks over the ranges
