@@ -164,7 +164,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         network = read_netx(require_regular_file(args.network, "netx network file"))
     result = inspect_deployment(dep, dep.inputs(x, encoding_generator(args.seed)), y, network=network,
-                                source=str(args.network))
+                                source=str(args.network), lava_samples=args.lava_samples)
     paths = write_inspection(result, report, f"{run.name} on {args.profile}: float vs fixed point")
     first = result["first_divergence"]
     print("float and fixed point agree spike for spike" if first is None else
@@ -172,6 +172,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for c in result["layers"]:
         print(f"layer {c['layer']}: spike agreement {100 * c['spike_agreement']:.2f}%, count agreement "
               f"{100 * c['count_agreement']:.1f}%, rate changed for {100 * c['rate_changed']:.1f}% of neurons")
+    if "emulator_vs_lava" in result:
+        lf = result["emulator_vs_lava"]["first_divergence"]
+        print(f"emulator vs Lava on {result['emulator_vs_lava']['samples']} samples: " +
+              ("identical spikes in every layer and step" if lf is None else
+               f"DIFFER at layer {lf['layer']}, step {lf['step']}, neurons {lf['neurons']}"))
     print(f"predictions agree on {100 * result['predictions']['agreement']:.1f}% of {n} samples; "
           f"written {', '.join(str(p) for p in paths)}")
     return 0
@@ -603,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", type=_path_text, metavar="NET.net",
                    help="a modified or foreign fixed-point file of the same architecture, instead of the deployment's")
     p.add_argument("--samples", type=_samples, default=100, help="test samples to compare (default 100)")
+    p.add_argument("--lava-samples", type=_lava_samples, default=0,
+                   help="also run the first N on Lava and compare with the emulator, every layer and step")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the input encoding (Poisson models)")
     p.add_argument("--report", type=_path_text, help="folder for inspect.{json,md,png} (default RUN/inspect)")
     p.add_argument("--quiet", action="store_true")

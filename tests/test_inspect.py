@@ -96,3 +96,23 @@ def test_inspect_a_modified_file_against_the_run(deployed, tmp_path, capsys):
     assert main(["inspect", str(run), "--network", str(tmp_path / "other.net"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "other.net" in err and "same architecture" in err and len(err.strip().splitlines()) == 1
+
+
+def test_emulator_and_lava_traces_are_identical(deployed, tmp_path):
+    from neurodeploy.evaluate.deployment import load_deployment
+    from neurodeploy.evaluate.inputs import encoding_generator
+
+    run, _, x, y = deployed
+    dep = load_deployment(run, "loihi2", log=lambda m: None)       # unbroken (the fixture's copy was edited)
+    result = inspect_deployment(dep, dep.inputs(x[:12], encoding_generator(0)), y[:12], lava_samples=4)
+    lava = result["emulator_vs_lava"]
+    assert lava["samples"] == 4 and lava["first_divergence"] is None
+    assert all(c["spike_agreement"] == 1.0 for c in lava["layers"])
+    assert sum(c["fixed_spikes_per_sample"] for c in lava["layers"]) > 0
+    # the comparison can fail: a changed spike train is found at its layer and step
+    from neurodeploy.evaluate.inspect import compare_layers
+    a = [np.zeros((1, 5, 3), np.uint8), np.zeros((1, 5, 2), np.uint8)]
+    b = [a[0].copy(), a[1].copy()]
+    b[1][0, 4, 1] = 1
+    cmp = compare_layers(a, b, [0, 1])
+    assert cmp[0].first_step is None and cmp[1].first_step == 4 and cmp[1].most_divergent == [1]

@@ -15,8 +15,12 @@ and silent / saturated neurons on each side. ``first_divergence`` names the
 first layer whose spikes differ, the first step and the neurons that differ
 most there (``None`` when the networks agree).
 
+``lava_samples``: the same fixed-point network on Lava for the first samples,
+compared with the emulator on every layer and every simulated step
+(``emulator_vs_lava``; they must be identical).
+
 Not yet here (issue 13): per-step u and v from the backends (membrane
-error, wraps, clips) and the Lava side.
+error, wraps, clips).
 """
 
 from __future__ import annotations
@@ -119,7 +123,8 @@ def _first_divergence(layers: list[LayerComparison]) -> Optional[dict]:
 
 @torch.no_grad()
 def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.ndarray] = None, *,
-                       rate_threshold: float = 0.1, network=None, source: str = "the deployment") -> dict:
+                       rate_threshold: float = 0.1, network=None, source: str = "the deployment",
+                       lava_samples: int = 0) -> dict:
     """Float vs fixed point, layer by layer and step by step, on ``inputs`` (every number as JSON-able data).
 
     Returns ``{"samples", "time_steps", "layers": [...], "first_divergence", "predictions"}``;
@@ -160,6 +165,14 @@ def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.
         "predictions": {"agreement": float(np.mean(float_pred == fixed_pred))},
         "traces": {"float": float_spikes, "fixed": fixed_spikes},
     }
+    if lava_samples > 0:
+        # the same network on Lava, every layer and every simulated step (no alignment needed): must be identical
+        n = min(int(lava_samples), len(inputs))
+        lava = run_network(network, inputs.values[:n], backend="lava", record_spikes=True)
+        emu_l = [a[:n] for a in emu.layer_spikes]
+        cmp = compare_layers(emu_l, list(lava.layer_spikes), list(range(len(emu_l))), rate_threshold=rate_threshold)
+        result["emulator_vs_lava"] = {"samples": n, "layers": [c.to_dict() for c in cmp],
+                                      "first_divergence": _first_divergence(cmp)}
     if labels is not None:
         result["predictions"].update(float_accuracy=float(np.mean(float_pred == labels)),
                                      fixed_accuracy=float(np.mean(fixed_pred == labels)))
@@ -193,6 +206,13 @@ def write_inspection(result: dict, folder, title: str = "float vs fixed point") 
                      f"{100 * c['float_silent']:.1f}% / {100 * c['fixed_silent']:.1f}% | "
                      f"{100 * c['float_saturated']:.1f}% / {100 * c['fixed_saturated']:.1f}% | "
                      f"{c['float_spikes_per_sample']:.1f} / {c['fixed_spikes_per_sample']:.1f} |")
+    lava = result.get("emulator_vs_lava")
+    if lava is not None:
+        lf = lava["first_divergence"]
+        lines += ["", f"## Emulator vs Lava ({lava['samples']} samples, every simulated step)", "",
+                  "Identical spikes in every layer." if lf is None else
+                  f"**Lava differs from the emulator: layer {lf['layer']}, step {lf['step']}, neurons "
+                  f"{lf['neurons']}** (a bug of ours: please report it)."]
     paths.append(write_text_atomic(folder / "inspect.md", "\n".join(lines) + "\n"))
     with atomic_path(folder / "inspect.png") as tmp:
         _plot(result, tmp)
