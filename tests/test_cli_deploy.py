@@ -60,7 +60,8 @@ def test_simulate_hand_made_netx_file(tmp_path, backend):
 
 
 @pytest.mark.parametrize("mutate, needle", [
-    (lambda f: f["layer/1"].pop("neuron"), "neuron"),
+    (lambda f: (f["layer/1/neuron"].pop("type"), f["layer/1/neuron"].create_dataset("type", data=np.bytes_("RF"))),
+     "neuron/type"),
     (lambda f: (f["layer/2"].pop("weight"), f["layer/2"].create_dataset("weight", data=np.ones((2, 5), "f4"))),
      "weight"),
     (lambda f: (f["layer/1"].pop("weight"), f["layer/1"].create_dataset("weight", data=np.full((2, 3), np.nan, "f4"))),

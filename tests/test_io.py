@@ -284,7 +284,7 @@ def _flatten_after_dense(f):
 
 
 @pytest.mark.parametrize("mutate, layer, field, words", [
-    (_delete("layer/3/neuron"), 3, "neuron", "missing"),
+    (_delete("layer/1/neuron"), 1, "neuron", "missing"),  # dense without one: netx's integrator
     (_set("layer/3/weight", np.zeros((7, 35), np.float32)), 3, "weight", "expected (7, 36)"),
     (_set("layer/4/weight", np.full((3, 7), np.nan, np.float32)), 4, "weight", "not finite"),
     (_set("layer/1/weight", np.full((3, 2, 3, 3), np.inf, np.float32)), 1, "weight", "not finite"),

@@ -166,6 +166,57 @@ def test_micro_netx_file_matches_lava_dl_netx(tmp_path, case):
     assert_same(emu, lav, case)
 
 
+def _netx_final_v(path: Path, x: np.ndarray) -> np.ndarray:
+    """lava-dl's netx network of ``path`` run in Lava on ``x`` (steps, n_in): the last layer's v after the run."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = netx.hdf5.Network(net_config=str(path))
+    src = io.source.RingBuffer(data=np.ascontiguousarray(np.moveaxis(x, 0, -1)))
+    src.s_out.connect(net.inp)
+    try:
+        net.run(condition=RunSteps(num_steps=x.shape[0]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        return np.asarray(net.layers[-1].neuron.v.get()).astype(np.int64).reshape(-1)
+    finally:
+        net.stop()
+
+
+def _integrator_file(path: Path, one_d: bool) -> Path:
+    rng = np.random.default_rng(3 + one_d)
+    n_out = 1 if one_d else 4
+    w = rng.integers(-90, 100, (n_out, 10)).astype(np.float32)
+    out = dict(type="dense", shape=np.array([n_out, 1, 1] if one_d else [n_out]),
+               weight=w.reshape(-1) if one_d else w, bias=rng.integers(-50, 50, n_out).astype(np.float32))
+    return _write(path, [_dense(10, rng.integers(-60, 80, (10, NI)), _cuba(vThMant=30)), out])
+
+
+@pytest.mark.parametrize("one_d", [False, True], ids=["2d_weight", "1d_weight"])
+def test_integrator_output_layer_matches_lava_dl_netx(tmp_path, one_d):
+    """A dense layer without a neuron group: netx's integrator (iDecay 0, vDecay 4096, vThMant 1 << 17), read
+    as a potential readout; 1-D weights reshaped to (out, -1) as netx does. v equals netx's after T + latency."""
+    path = _integrator_file(tmp_path / "integ.net", one_d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = read_netx(path, time_steps=T)
+    nrn = net.layers[-1].neurons
+    assert (nrn.du, nrn.dv, nrn.vth, nrn.bias_exp) == (-1, 4096, 131072, 6)
+    assert net.readout == "potential"
+    rng = np.random.default_rng(11)
+    x = (rng.random((T, NI)) < 0.4).astype(np.int64)
+    xs = x[None]
+    emu = run_network(net, xs)
+    lav = run_network(net, xs, backend="lava")
+    want = _netx_final_v(path, np.concatenate([x, np.zeros((net.latency, NI), np.int64)]))
+    assert np.any(want != 0)
+    np.testing.assert_array_equal(emu.output_v[0], want, err_msg="emulator vs netx")
+    np.testing.assert_array_equal(lav.output_v[0], want, err_msg="lava backend vs netx")
+    assert emu.output_spikes.sum() == 0 and lav.output_spikes.sum() == 0
+
+
 def test_micro_ranges_read_into_the_ir(tmp_path):
     nrn = read_netx(_write(tmp_path / "a.net", CASES["idecay0_vdecay4096"])).layers[0].neurons
     assert (nrn.du, nrn.dv) == (-1, 4096)   # du = iDecay - 1
@@ -304,8 +355,6 @@ def _conv_layers(kind: str) -> list[dict]:
     ("input_neuron", [dict(type="input", shape=np.array([NI]), neuron=_cuba()),
                       _dense(6, np.ones((6, NI)), _cuba())], 0, "neuron", ("input layer with a neuron of type 'CUBA'",)),
     ("exc_over_255", [_dense(6, np.arange(6 * NI).reshape(6, NI) * 4, _cuba())], 0, "weight", ("zero",)),
-    ("no_neuron", [dict(type="dense", shape=np.array([6]), weight=np.ones((6, NI), np.float32))], 0, "neuron",
-     ("missing", "integrator")),
     ("delay", [_dense(6, np.ones((6, NI)), _cuba(), delay=np.float32(3))], 0, "delay", ("delays",)),
 ])
 def test_unsupported_netx_is_refused_on_one_line(tmp_path, name, layers, layer, field, words):

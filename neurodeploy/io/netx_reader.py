@@ -55,6 +55,8 @@ from .netx_semantics import (
     _ir_bias,
     _ir_synapse,
     _is_integrator,
+    _never_spikes,
+    NETX_INTEGRATOR,
     _netx_dense_semantics,
     _synapses,
     ir_conv_weights,
@@ -379,10 +381,14 @@ class _Reader:
 
         ng = self.child(g, "neuron", layer, "neuron", kind, h5py.Group)
         if ng is None:
-            raise self.error("missing: without a neuron description netx builds its own non-spiking integrator "
-                             "(iDecay 0, vDecay 4096, vThMant 131072), which this reader does not build yet; "
-                             "expected a 'neuron' group with type CUBA, iDecay, vDecay, vThMant",
-                             layer, "neuron", kind)
+            if kind not in ("dense", "dense_rec"):
+                raise self.error("missing: netx substitutes its non-spiking integrator only for dense layers; "
+                                 "expected a 'neuron' group with type CUBA, iDecay, vDecay, vThMant",
+                                 layer, "neuron", kind)
+            # netx's own output integrator (hdf5.py create_dense): CUBA iDecay 0, vDecay 4096,
+            # vThMant 1 << 18 - 1 == 1 << 17 (never reached), plus the layer's bias
+            return neurons_from_netx(NETX_INTEGRATOR["iDecay"], NETX_INTEGRATOR["vDecay"],
+                                     NETX_INTEGRATOR["vThMant"], self.wrap_bias(bias, layer, kind))
         ntype = self.string(ng, "type", layer, kind, field="neuron/type")
         if ntype not in ("CUBA", "LOIHI"):
             why = ("sigma-delta neurons (netx's Delta / SigmaDelta / Sigma processes) are not supported yet"
@@ -407,13 +413,16 @@ class _Reader:
                                    "0..4096 (dv = vDecay; 4096: v keeps nothing)")
         vth = self.neuron_value(ng, "vThMant", layer, kind, out_shape, 0, VTH_RANGE[1],
                                 f"0..{VTH_RANGE[1]} (vth << 6 within int32; above 131071 v never reaches it)")
+        return neurons_from_netx(idecay, vdecay, vth, self.wrap_bias(bias, layer, kind))
+
+    def wrap_bias(self, bias: np.ndarray, layer: int, kind: str) -> np.ndarray:
         wrapped = ((bias + 2**15) % 2**16) - 2**15
         if np.any(wrapped != bias):
             idx = int(np.argwhere(wrapped != bias)[0][0])
             warnings.warn(f"{self.path}: layer {layer} ({kind}): field 'bias': value {int(bias[idx])} (neuron "
                           f"{idx}) wraps to {int(wrapped[idx])}: Lava's LIF stores bias_mant as int16; the IR "
-                          f"holds the wrapped values Lava runs", stacklevel=3)
-        return neurons_from_netx(idecay, vdecay, vth, wrapped.astype(np.int64))
+                          f"holds the wrapped values Lava runs", stacklevel=4)
+        return wrapped.astype(np.int64)
 
     def dense(self, g, layer: int, kind: str, in_shape: tuple[int, ...]) -> DenseLayer:
         out = math.prod(self.shape(g, layer, kind))
@@ -907,7 +916,8 @@ def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Opti
         in_shape, layers, indices = reader.netx_network()
         network = reader.extras(in_shape, layers, indices)
     if network is None:
-        kind = readout or ("potential" if _is_integrator(layers[-1].neurons) else "spikes")
+        kind = readout or ("potential" if _is_integrator(layers[-1].neurons)
+                           or _never_spikes(layers[-1].neurons) else "spikes")
         network = Network(input_shape=in_shape, layers=layers, time_steps=int(time_steps or 1),
                           input_encoding=InputEncoding(kind="spikes", bits=1, scale=1.0),
                           metadata={"source": str(path), "format": "lava-dl netx hdf5"}, readout=kind)

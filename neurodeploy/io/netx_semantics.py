@@ -393,6 +393,15 @@ def _exact_values(i: int, layer: Layer) -> tuple[list[np.ndarray], np.ndarray, i
     return parts, bias, layer.neurons.vth
 
 
+# netx's neuron for a dense layer without a 'neuron' group (hdf5.py:348-355); 1 << 18 - 1 == 1 << 17
+NETX_INTEGRATOR = {"iDecay": 0, "vDecay": 4096, "vThMant": 1 << 17}
+
+
+def _never_spikes(nrn: Neurons) -> bool:
+    """Every neuron's threshold ``vth << 6`` lies above v's 24-bit range: the layer is an integrator."""
+    return bool(np.all(np.asarray(nrn.vth) << 6 > 2**23 - 1))
+
+
 def _is_integrator(nrn: Neurons) -> bool:
     """A non-spiking integrator as lava-dl writes PilotNet's output: u = input, no leak on v, maximal threshold."""
     if nrn.per_neuron:
