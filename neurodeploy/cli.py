@@ -327,23 +327,47 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.backend == "float":
         raise BackendError(f"{args.network}: --backend float runs NIR graphs (MODEL.nir); a netx file is fixed point "
                            f"(emulator or lava)")
-    if (args.input is None) == (args.data is None):
-        raise BackendError("give either --input SPIKES.npy or --data NAME" + (", not both" if args.input else ""))
+    bias_only = args.bias is not None and args.input is None and args.data is None
+    if not bias_only and (args.input is None) == (args.data is None):
+        raise BackendError("give either --input SPIKES.npy or --data NAME" + (", not both" if args.input else "")
+                           + " (or --bias BIAS.npy with --steps T for a file with an input neuron)")
+    if bias_only and (args.steps is None or args.samples is not None):
+        raise BackendError("--bias without --input needs --steps T (the bias is held for T steps) and no --samples "
+                           "(the bias array's first axis decides)")
     if args.input is not None and (args.samples is not None or args.steps is not None):
         raise BackendError(f"--{'samples' if args.samples is not None else 'steps'} applies to --data only; "
                            f"with --input the array's shape (samples, steps, ...) decides")
     out = check_output_file(args.out, "--out")
     network = read_netx(require_regular_file(args.network, "netx network file"))
     network.metadata = {**network.metadata, "source": str(args.network)}  # named in the backends' messages
+    if args.reset_interval is not None:
+        network.reset_interval = int(args.reset_interval)
+        network.reset_offset = int(args.reset_offset)
+    elif args.reset_offset:
+        raise BackendError("--reset-offset applies with --reset-interval only")
     labels = None
-    if args.input is not None:
+    bias = None
+    if args.bias is not None:
+        if args.data is not None:
+            raise BackendError("--bias feeds a netx input neuron; it does not combine with --data")
+        if network.input_neurons is None:
+            raise BackendError(f"{args.network}: --bias sets the bias of an input layer's neuron (netx's Input "
+                               f"block), but the file's input layer has none")
+        bias = _load_bias_npy(require_regular_file(args.bias, "--bias file"), network.input_shape)
+    if bias_only:
+        network.time_steps = int(args.steps)
+        inputs = np.zeros((len(bias), int(args.steps), *network.input_shape), dtype=np.int64)
+    elif args.input is not None:
         from .io.npy_input import load_input_npy
 
         inputs = load_input_npy(args.input, network.input_shape, input_max(network), what="--input")
         network.time_steps = int(inputs.shape[1])  # the input decides how many steps to feed
     else:
         inputs, labels = _simulate_data(args, network)
-    result = run_network(network, inputs, backend=args.backend, progress=not args.quiet)
+    if bias is not None and len(bias) != len(inputs):
+        raise BackendError(f"--bias holds {len(bias)} samples, --input {len(inputs)}")
+    extra = {} if bias is None else {"bias": bias}
+    result = run_network(network, inputs, backend=args.backend, progress=not args.quiet, **extra)
     saved = {"output_spikes": result.output_spikes, "spike_counts": result.spike_counts,
              "predictions": result.predictions(), "latency": np.int64(result.latency),
              "time_steps": np.int64(result.time_steps)}
@@ -354,6 +378,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         np.savez(fh, **saved)
     print(f"{args.backend}: {len(inputs)} samples -> {out}")
     return 0
+
+
+def _load_bias_npy(path, input_shape) -> "np.ndarray":
+    """``--bias``: a (samples, *input_shape) integer array (C, H, W order), the input neuron's bias mantissas."""
+    import numpy as np
+
+    from .backends import BackendError
+
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"--bias {path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    want = (int(d) for d in input_shape)
+    want = tuple(want)
+    if arr.ndim != 1 + len(want) or tuple(arr.shape[1:]) != want or arr.shape[0] < 1 \
+            or arr.dtype.kind not in "iuf":
+        raise BackendError(f"--bias {path}: shape {arr.shape} ({arr.dtype}), expected (samples, {', '.join(map(str, want))}) "
+                           f"integers: the input neuron's bias per sample in the file's (C, H, W) order")
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.array_equal(arr, np.trunc(arr))):
+        raise BackendError(f"--bias {path}: values must be integers")
+    return arr.astype(np.int64)
 
 
 CALIBRATION_SAMPLES = 16
@@ -656,10 +702,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="loihi2", help="with a NIR graph: the profile it is quantized for")
     _nir_options(p)
     p.add_argument("--input", type=_path_text, help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
+    p.add_argument("--bias", type=_path_text, metavar="BIAS.npy",
+                   help="(samples, *input_shape) integer .npy in the file's (C, H, W) order: the bias mantissas of "
+                        "the input layer's neuron (netx's Input block; lava-dl's tinynet / pilotnet_lif images), held "
+                        "for every step; with --steps T alone (no --input) the input neuron gets no other input")
+    p.add_argument("--reset-interval", type=_steps, metavar="N",
+                   help="netx's reset schedule (LIFReset): layer k (0: the input neuron) is zeroed before step "
+                        "n when (n + 1) %% N == (K + 1 + k) %% N (emulator only)")
+    p.add_argument("--reset-offset", type=int, default=0, metavar="K", help="offset of --reset-interval (default 0)")
     p.add_argument("--data", help="encode this data set's test split instead of --input")
     p.add_argument("--samples", type=_samples, help="first N test samples with --data")
     p.add_argument("--steps", type=_steps,
-                   help=f"input steps per sample with --data, 1..{MAX_STEPS} (default: the network's T)")
+                   help=f"input steps per sample with --data or --bias alone, 1..{MAX_STEPS} (default: the "
+                        f"network's T)")
     p.add_argument("--seed", type=_seed, default=0,
                    help="data split seed with --data; with a NIR graph also the seed of its calibration events")
     p.add_argument("--data-dir", type=_path)

@@ -187,6 +187,15 @@ class Network:
     profile: str = ""
     metadata: dict = field(default_factory=dict)
     readout: str = "spikes"
+    # netx's Input block: a LIF population of ``input_shape`` with no synapse before layer 0, driven by a
+    # per-sample bias (``bias=`` of the emulator, (samples, *input_shape)) and the inputs added to its a_in;
+    # its binary spikes feed layer 0 in the same step (it adds no latency). None: the inputs feed layer 0.
+    input_neurons: Optional[Neurons] = None
+    # netx's reset schedule (LIFReset): block k's u and v are zeroed before step n when
+    # (n + 1) % reset_interval == (reset_offset + 1 + k) % reset_interval (block 0: the input population
+    # when there is one, else layer 0). None: no reset.
+    reset_interval: Optional[int] = None
+    reset_offset: int = 0
 
     @property
     def output_size(self) -> int:
@@ -235,6 +244,25 @@ class Network:
             raise IRError(f"{source}: input_shape is {bounded(self.input_shape)}, expected a tuple of positive "
                           f"integers")
         shape: tuple[int, ...] = tuple(int(s) for s in self.input_shape)
+        if self.reset_interval is not None:
+            _check_int(source, "reset_interval", self.reset_interval, 1, None)
+        _check_int(source, "reset_offset", self.reset_offset, 0, None)
+        if self.input_neurons is not None:
+            nrn = self.input_neurons
+            where = f"{source}: input population"
+            if not isinstance(nrn, Neurons):
+                raise IRError(f"{where}: input_neurons is a {type(nrn).__name__}, expected Neurons")
+            n_in = math.prod(shape)
+            _check_int_array(where, "bias_mant", nrn.bias_mant)
+            if nrn.bias_mant.shape != (n_in,):
+                raise IRError(f"{where}: bias has shape {nrn.bias_mant.shape}, expected ({n_in},)")
+            for key, lo, hi in (("du", *DU_RANGE), ("dv", *DV_RANGE), ("vth", *VTH_RANGE)):
+                value = getattr(nrn, key)
+                if isinstance(value, np.ndarray):
+                    _check_per_neuron(where, f"neuron {key}", value, n_in, lo, hi)
+                else:
+                    _check_int(where, f"neuron {key}", value, lo, hi)
+            _check_int(where, "neuron bias_exp", nrn.bias_exp, *IR_EXP_RANGE)
         for i, layer in enumerate(self.layers):
             where = f"{source}: layer {i}"
             if not isinstance(layer, (DenseLayer, ConvLayer)):

@@ -339,11 +339,12 @@ class Emulator:
         self.network = network
         self.layers = []
         self.max_in = input_max(network)
-        graded = network.input_encoding.kind == "graded"
+        graded = network.input_encoding.kind == "graded" and network.input_neurons is None
+        self.input_pop = None if network.input_neurons is None else _Neurons.build(network.input_neurons)
         for i, layer in enumerate(network.layers):
             first = i == 0
             ff = _Synapse.build(layer.weight, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
-                                graded and first, self.max_in if first else 1,
+                                graded and first, self.max_in if first and self.input_pop is None else 1,
                                 conv=layer if isinstance(layer, ConvLayer) else None)
             rec = None
             if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
@@ -352,9 +353,40 @@ class Emulator:
             self.layers.append((ff, rec, _Neurons.build(layer.neurons)))
 
     # -- one batch --------------------------------------------------------------
+    def _resets(self, block: int, P: int) -> Optional[list[bool]]:
+        """Steps before which netx's LIFReset zeroes block ``block``'s u and v (None: no reset schedule)."""
+        I = self.network.reset_interval
+        if I is None:
+            return None
+        off = (int(self.network.reset_offset) + 1 + block) % I
+        return [(s + 1) % I == off for s in range(P)]
+
+    def _input_population(self, x: np.ndarray, bias_in: Optional[np.ndarray], P: int) -> np.ndarray:
+        """netx's Input block over P steps: LIF with the per-sample bias ``bias_in`` (B, n) mantissas (int16 as
+        Lava stores them) and ``x`` (B, T, n) added to a_in for the first T steps; (P, B, n) float32 spikes."""
+        pop = self.input_pop
+        b, T = x.shape[:2]
+        n = pop.size
+        flat = x.reshape(b, T, n).astype(np.int64)
+        bias = pop.bias if bias_in is None else lr.effective_bias(
+            ((np.asarray(bias_in).reshape(b, n).astype(np.int64) + 2**15) % 2**16) - 2**15,
+            self.network.input_neurons.bias_exp)
+        u = np.zeros((b, n), dtype=np.int64)
+        v = np.zeros((b, n), dtype=np.int64)
+        S = np.zeros((P, b, n), dtype=np.float32)
+        resets = self._resets(0, P)
+        zero = np.zeros((b, n), dtype=np.int64)
+        for s in range(P):
+            if resets is not None and resets[s]:
+                u[...] = 0
+                v[...] = 0
+            a = flat[:, s] if s < T else zero
+            S[s] = lr.lif_step(u, v, a, pop.du_mult, pop.dv_mult, bias, pop.vth)
+        return S
+
     def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None,
                   noise: Optional[list[Optional[LayerInjection]]] = None,
-                  record_spikes: bool = False):
+                  record_spikes: bool = False, bias_in: Optional[np.ndarray] = None):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
 
         ``us``/``vs`` hold every layer's final state with ``record_state``; without
@@ -386,9 +418,13 @@ class Emulator:
         us, vs = [], []
         spikes = [] if record_spikes else None
         S, silent = None, []                          # the previous layer's spikes, steps known silent
+        pop = self.input_pop is not None
+        if pop:                                       # netx's Input block: its spikes feed layer 0
+            S = self._input_population(x, bias_in, P)
+            silent = [not S[s].any() for s in range(P)]
         for li, (ff, rec, nrn) in enumerate(self.layers):
             drives = [None] * P
-            if li == 0:
+            if li == 0 and not pop:
                 D = ff.drive(rows).reshape(len(distinct), b, nrn.size)
                 views = list(D)                       # one object per distinct step
                 for t in range(T):
@@ -408,7 +444,11 @@ class Emulator:
             if inj is not None:                       # (P, b, n), time-major like the spikes
                 inj = inj.map(lambda arr: np.ascontiguousarray(np.moveaxis(arr, 1, 0)))
             a_add, v_add, drop = (None, None, None) if inj is None else (inj.a_in, inj.v, inj.keep)
-            if a_add is not None or v_add is not None or (drop is not None and rec is not None):
+            resets = self._resets(li + pop, P)
+            if resets is not None:                    # netx's staggered reset: the general step
+                S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
+                                                    rec_keep=drop, resets=resets)
+            elif a_add is not None or v_add is not None or (drop is not None and rec is not None):
                 # injected input or voltage, or masked recurrent spikes: the general int64 step
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
                                                     rec_keep=drop)
@@ -515,7 +555,7 @@ class Emulator:
     @staticmethod
     def _lif_general(nrn: _Neurons, rec: Optional[_Synapse], drives: list, b: int, P: int,
                      a_noise: Optional[np.ndarray] = None, v_noise: Optional[np.ndarray] = None,
-                     rec_keep: Optional[np.ndarray] = None):
+                     rec_keep: Optional[np.ndarray] = None, resets: Optional[list[bool]] = None):
         """LIF over P steps in int64 with every int32 wrap of Lava's arithmetic.
 
         Injections (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
@@ -526,6 +566,9 @@ class Emulator:
         u = np.zeros((b, n), dtype=np.int64)
         v = np.zeros((b, n), dtype=np.int64)
         for s in range(P):
+            if resets is not None and resets[s]:      # LIFReset: before the step's update
+                u[...] = 0
+                v[...] = 0
             d = drives[s]
             a = np.zeros((b, n), dtype=np.int64) if d is None else (d * (1.0 / _ACT)).astype(np.int64)
             if rec is not None and s > 0:
@@ -552,8 +595,12 @@ class Emulator:
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             progress: bool = False, threads: Optional[int] = 1, step_noise=None,
-            sample_ids=None, record_spikes: bool = False) -> RunResult:
+            sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
+
+        ``bias`` (samples, *input_shape), integers in the input's (C, H, W) order: the bias mantissas of a
+        network's input population (``network.input_neurons``, netx's Input block), held for the whole run
+        of each sample (how lava-dl's tinynet and pilotnet_lif tests feed images); None: its own bias.
 
         ``threads`` batches run at once (numpy releases the GIL in its loops;
         ``None``: one per usable CPU). With more than one, BLAS runs single-threaded
@@ -576,6 +623,17 @@ class Emulator:
         net = self.network
         x = self._validated(inputs)
         n, T = x.shape[:2]
+        if bias is not None:
+            if net.input_neurons is None:
+                raise BackendError("bias= sets an input population's bias, but the network has none "
+                                   "(network.input_neurons is None)")
+            bias = np.asarray(bias)
+            want = (n, *(int(d) for d in net.input_shape))
+            if bias.shape != want or not (np.issubdtype(bias.dtype, np.integer)
+                                          or np.array_equal(bias, np.trunc(bias))):
+                raise BackendError(f"bias has shape {bias.shape} ({bias.dtype}), expected integers of shape "
+                                   f"{want} (samples, *input_shape)")
+            bias = bias.astype(np.int64)
         ids = sample_ids_of(sample_ids, n)
         layout = injection_layout(net, step_noise)
         noisy = any(layout)
@@ -624,7 +682,8 @@ class Emulator:
             if threads <= 1:
                 for start in starts:
                     store(start, self.run_batch(x[start:start + batch_size], record_state, _source=x,
-                                                noise=batch_noise(start), record_spikes=record_spikes))
+                                                noise=batch_noise(start), record_spikes=record_spikes,
+                                                bias_in=None if bias is None else bias[start:start + batch_size]))
             else:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
@@ -635,7 +694,9 @@ class Emulator:
                         for start in starts:
                             pending.append((start, pool.submit(self.run_batch, x[start:start + batch_size],
                                                                record_state, x, batch_noise(start),
-                                                               record_spikes)))
+                                                               record_spikes,
+                                                               None if bias is None else
+                                                               bias[start:start + batch_size])))
                             if len(pending) >= 2 * threads:
                                 store(*_result(pending.popleft()))
                         while pending:
@@ -677,9 +738,9 @@ def _blas_threads(limit: int):
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
                  threads: Optional[int] = 1, step_noise=None, sample_ids=None,
-                 record_spikes: bool = False) -> RunResult:
+                 record_spikes: bool = False, bias=None) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
-    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``)."""
+    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``)."""
     return Emulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
                                  progress=progress, threads=threads, step_noise=step_noise,
-                                 sample_ids=sample_ids, record_spikes=record_spikes)
+                                 sample_ids=sample_ids, record_spikes=record_spikes, bias=bias)

@@ -475,8 +475,11 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
 
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
              stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
-             step_noise=None, sample_ids=None, record_spikes: bool = False) -> RunResult:
+             step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
+
+    ``bias`` (an input population's per-sample bias) is refused: this backend does not run input
+    populations (``network.input_neurons``) or netx's reset schedule yet.
 
     Compiles the process graph once and runs every sample for ``T + latency``
     steps; neuron states (in-process, LIFReset) and synapse buffers are zeroed
@@ -499,6 +502,10 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     system to start the processes (no memory, no processes or file handles left,
     ``/dev/shm`` full) becomes a ``BackendError``.
     """
+    if network.input_neurons is not None or network.reset_interval is not None or bias is not None:
+        what = "an input population (netx's Input block)" if network.input_neurons is not None \
+            else f"netx's reset schedule (reset_interval {network.reset_interval})"
+        raise BackendError(f"the Lava backend does not run {what} yet; use the emulator")
     plan = plan_network(network)                     # raises before Lava starts
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]

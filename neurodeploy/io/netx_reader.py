@@ -132,6 +132,7 @@ class _Reader:
     """Reads one file; every problem becomes a NetxFormatError naming file, layer and field."""
 
     def __init__(self, path: Path, f) -> None:
+        self.input_neurons = None
         self.path = path
         self.f = f
         self.total = 0  # elements read or allocated so far (MAX_TOTAL_ELEMENTS)
@@ -574,15 +575,20 @@ class _Reader:
             if kind == "input":
                 if i != 0:
                     raise self.error("an input layer must be layer 0", i, "type", kind)
+                in_shape = self.shape(g, i, kind)
                 if self.h5(lambda: "neuron" in g, _h5_name(g, "neuron"), i, "neuron", kind):
                     ng = self.child(g, "neuron", i, "neuron", kind, h5py.Group)
                     ntype = self.string(ng, "type", i, kind, field="neuron/type") if ng is not None else "?"
-                    built = ("a sigma-delta Delta input population (graded output)" if ntype == "SDNN" else
-                             "an input LIF population driven by its bias or fed at its a_in"
-                             if ntype in ("CUBA", "LOIHI") else "an input neuron population")
-                    raise self.error(f"an input layer with a neuron of type {bounded(ntype)} (netx builds {built}) "
-                                     f"is not supported yet; expected only 'shape'", i, "neuron", kind)
-                in_shape = self.shape(g, i, kind)
+                    if ntype not in ("CUBA", "LOIHI"):
+                        built = ("a sigma-delta Delta input population (graded output)" if ntype == "SDNN"
+                                 else "an input neuron population")
+                        raise self.error(f"an input layer with a neuron of type {bounded(ntype)} (netx builds "
+                                         f"{built}) is not supported yet; expected 'CUBA' or 'LOIHI' or only "
+                                         f"'shape'", i, "neuron", kind)
+                    # netx's Input block: a LIF of the input shape, no synapse, bias 0 (the file's
+                    # weight/bias are only netx's transform metadata); the user sets its bias per sample
+                    self.input_neurons = self.neurons(g, i, kind, np.zeros(math.prod(in_shape), np.int64),
+                                                      tuple(in_shape))
             elif kind == "flatten":
                 flatten_next = True
             else:
@@ -920,7 +926,8 @@ def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Opti
                            or _never_spikes(layers[-1].neurons) else "spikes")
         network = Network(input_shape=in_shape, layers=layers, time_steps=int(time_steps or 1),
                           input_encoding=InputEncoding(kind="spikes", bits=1, scale=1.0),
-                          metadata={"source": str(path), "format": "lava-dl netx hdf5"}, readout=kind)
+                          metadata={"source": str(path), "format": "lava-dl netx hdf5"}, readout=kind,
+                          input_neurons=reader.input_neurons)
         try:
             network.validate(str(path))
         except IRError as exc:
