@@ -550,3 +550,27 @@ def test_simulate_cli_runs_tinynet_from_its_bias_image(tmp_path, capsys):
     assert main(args[:-3] + ["--out", str(tmp_path / "l.npz"), "--backend", "lava", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "input population" in err and "Traceback" not in err and err.count("\n") <= 1, err
+
+
+_PLIF = _FIXTURES / "lava-dl" / "netx" / "gts" / "pilotnet_lif"
+
+
+def test_pilotnet_lif_loihi_spikes_on_the_emulator():
+    """gts/pilotnet_lif (recorded on Loihi): image.npy as the Input block's bias, 24 steps, netx's reset_interval
+    17 (docs/netx-semantics.md 4.3: what lava-dl's hardware reset 16 lands on in CPU netx); every layer's spikes
+    equal the hardware's at every step (u/v per step are not compared here: the emulator keeps final states)."""
+    path = _need(_PLIF / "network.net")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = read_netx(path, time_steps=24)
+    assert net.readout == "potential" and net.input_neurons is not None
+    net.reset_interval = 17
+    img = np.load(_PLIF / "image.npy").transpose(2, 1, 0)[None].astype(np.int64)     # WHC -> CHW
+    res = run_network(net, np.zeros((1, 24, *net.input_shape), np.int64), bias=img, record_spikes=True)
+    names = [f"conv-{k}" for k in range(5)] + [f"fc-{k}" for k in range(3)] + ["fc-3-s"]
+    for li, name in enumerate(names):
+        gt = np.load(_PLIF / f"{name}.npy")
+        g = gt.transpose(3, 2, 1, 0).reshape(gt.shape[3], -1) if gt.ndim == 4 else gt.T.reshape(gt.shape[-1], -1)
+        ours = res.layer_spikes[li][0, :24].astype(np.int64)
+        assert li == len(names) - 1 or g[:24].sum() > 0, name
+        np.testing.assert_array_equal(ours, g[:24], err_msg=name)
