@@ -504,7 +504,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     """
     if network.input_neurons is not None or network.reset_interval is not None or bias is not None:
         what = "an input population (netx's Input block)" if network.input_neurons is not None \
-            else f"netx's reset schedule (reset_interval {network.reset_interval})"
+            else f"netx's reset schedule (reset_interval {network.reset_interval})" \
+            if network.reset_interval is not None else "a per-sample input bias (bias=)"
         raise BackendError(f"the Lava backend does not run {what} yet; use the emulator")
     plan = plan_network(network)                     # raises before Lava starts
     x = check_inputs(network, inputs, as_int64=False)
