@@ -134,21 +134,8 @@ def test_effective_bias_is_lifs(mant, exp):
     np.testing.assert_array_equal(lr.effective_bias(np.array(mant), exp), np.asarray(m.effective_bias))
 
 
-def _lif_case():
-    n = 6
-    state = st.lists(st.integers(-(2**23) + 1, 2**23 - 1), min_size=n, max_size=n)
-    a_in = st.lists(st.one_of(st.integers(-(2**15), 2**15 - 1), st.integers(-(2**25), 2**25)),
-                    min_size=n, max_size=n)
-    bias = st.lists(st.integers(-(2**12), 2**12 - 1), min_size=n, max_size=n)
-    return st.tuples(state, state, a_in, st.integers(0, lr.DECAY_MAX), st.integers(0, lr.DECAY_MAX), bias,
-                     st.integers(0, 7), st.integers(0, lr.VTH_MAX))
-
-
-@SETTINGS
-@given(case=_lif_case(), steps=st.integers(1, 4))
-def test_lif_step_is_pylifmodelbitacc(case, steps):
-    """Decays (du + 1, 12-bit, toward zero), a_in << 6, the one-shot 24-bit wrap of u, the clip of v,
-    v > vth << 6 and the reset, step after step, against Lava's own subthreshold dynamics."""
+def _run_against_lava(case, steps: int) -> None:
+    """lava_rules.lif_step against Lava's PyLifModelBitAcc, step after step: spikes, u and v equal."""
     from lava.proc.lif.models import PyLifModelBitAcc
 
     u0, v0, a, du, dv, bias, bexp, vth = case
@@ -172,6 +159,24 @@ def test_lif_step_is_pylifmodelbitacc(case, steps):
         np.testing.assert_array_equal(s, ref)
         np.testing.assert_array_equal(u, m.u.astype(np.int64))
         np.testing.assert_array_equal(v, m.v.astype(np.int64))
+
+
+def _lif_case():
+    n = 6
+    state = st.lists(st.integers(-(2**23) + 1, 2**23 - 1), min_size=n, max_size=n)
+    a_in = st.lists(st.one_of(st.integers(-(2**15), 2**15 - 1), st.integers(-(2**25), 2**25)),
+                    min_size=n, max_size=n)
+    bias = st.lists(st.integers(-(2**12), 2**12 - 1), min_size=n, max_size=n)
+    return st.tuples(state, state, a_in, st.integers(0, lr.DECAY_MAX), st.integers(0, lr.DECAY_MAX), bias,
+                     st.integers(0, 7), st.integers(0, lr.VTH_MAX))
+
+
+@SETTINGS
+@given(case=_lif_case(), steps=st.integers(1, 4))
+def test_lif_step_is_pylifmodelbitacc(case, steps):
+    """Decays (du + 1, 12-bit, toward zero), a_in << 6, the one-shot 24-bit wrap of u, the clip of v,
+    v > vth << 6 and the reset, step after step, against Lava's own subthreshold dynamics."""
+    _run_against_lava(case, steps)
 
 
 def _lif_case_foreign():
@@ -195,29 +200,7 @@ def _lif_case_foreign():
 def test_lif_step_is_pylifmodelbitacc_over_foreign_ranges(case, steps):
     """du = -1 (u never decays), dv = 4096, per-neuron du / dv / vth arrays and unreachable thresholds,
     stored uncast as netx hands them to Lava's LIF, against Lava's own dynamics."""
-    from lava.proc.lif.models import PyLifModelBitAcc
-
-    u0, v0, a, du, dv, bias, bexp, vth = case
-    m = PyLifModelBitAcc({})
-    m.u = np.array(u0, dtype=np.int32)
-    m.v = np.array(v0, dtype=np.int32)
-    m.du, m.dv, m.vth = du, dv, vth
-    m.bias_mant = np.array(bias, dtype=np.int16)
-    m.bias_exp = np.full(len(bias), bexp, dtype=np.int16)
-    u = np.array(u0, dtype=np.int64)
-    v = np.array(v0, dtype=np.int64)
-    a_in = np.array(a, dtype=np.int64)
-    for _ in range(steps):
-        m.scale_bias()
-        m.scale_threshold()
-        m.subthr_dynamics(a_in.astype(np.int32))
-        ref = m.spiking_activation()
-        m.reset_voltage(ref)
-        s = lr.lif_step(u, v, a_in, lr.u_multiplier(du), lr.v_multiplier(dv), lr.effective_bias(np.array(bias), bexp),
-                        lr.effective_vth(vth))
-        np.testing.assert_array_equal(s, ref)
-        np.testing.assert_array_equal(u, m.u.astype(np.int64))
-        np.testing.assert_array_equal(v, m.v.astype(np.int64))
+    _run_against_lava(case, steps)
 
 
 def test_nine_weight_bits_keep_mixed_weights_as_lava_does():
