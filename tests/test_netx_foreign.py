@@ -574,3 +574,27 @@ def test_pilotnet_lif_loihi_spikes_on_the_emulator():
         ours = res.layer_spikes[li][0, :24].astype(np.int64)
         assert li == len(names) - 1 or g[:24].sum() > 0, name
         np.testing.assert_array_equal(ours, g[:24], err_msg=name)
+
+
+@pytest.mark.parametrize("bad", ["shape", "float", "pipe"])
+def test_simulate_refuses_a_malformed_bias_image_on_one_line(tmp_path, capsys, bad):
+    """``--bias`` of the wrong shape, with fractions, or a named pipe: exit 2, one line naming --bias."""
+    import os
+
+    from neurodeploy.cli import main
+
+    path = _need(_TINY)
+    b = tmp_path / "bias.npy"
+    if bad == "shape":
+        np.save(b, np.zeros((1, 3, 8, 8), np.int64))
+    elif bad == "float":
+        np.save(b, np.full((1, 3, 16, 16), 0.5))
+    else:
+        b = tmp_path / "pipe.npy"
+        os.mkfifo(b)
+    capsys.readouterr()
+    assert main(["simulate", str(path), "--bias", str(b), "--steps", "17", "--out", str(tmp_path / "o.npz"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--bias" in err and "Traceback" not in err and err.count("\n") <= 1, err
+    assert not (tmp_path / "o.npz").exists()
