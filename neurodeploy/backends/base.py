@@ -223,6 +223,24 @@ def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
     return arr.astype(np.int64, copy=False) if as_int64 else arr
 
 
+def check_bias(network: Network, bias, n: int) -> Optional[np.ndarray]:
+    """``bias=`` of the backends: the per-sample bias mantissas (n, *input_shape) of the network's input
+    population (netx's Input block), as int64; None stays None."""
+    if bias is None:
+        return None
+    if network.input_neurons is None:
+        raise BackendError("bias= sets an input population's bias, but the network has none "
+                           "(network.input_neurons is None)")
+    bias = np.asarray(bias)
+    want = (n, *(int(d) for d in network.input_shape))
+    if bias.shape != want or not (np.issubdtype(bias.dtype, np.integer)
+                                  or (np.issubdtype(bias.dtype, np.floating) and np.all(np.isfinite(bias))
+                                      and np.array_equal(bias, np.trunc(bias)))):
+        raise BackendError(f"bias has shape {bias.shape} ({bias.dtype}), expected integers of shape "
+                           f"{want} (samples, *input_shape)")
+    return bias.astype(np.int64)
+
+
 def sample_ids_of(sample_ids, n: int) -> np.ndarray:
     """Data-set indices of ``n`` samples (injections are drawn per sample); default ``0..n-1``."""
     if sample_ids is None:

@@ -77,7 +77,7 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network
 from ..lava_rules import effective_weights, shift, wrap32
-from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from .base import BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_emulator", "Emulator"]
@@ -623,17 +623,7 @@ class Emulator:
         net = self.network
         x = self._validated(inputs)
         n, T = x.shape[:2]
-        if bias is not None:
-            if net.input_neurons is None:
-                raise BackendError("bias= sets an input population's bias, but the network has none "
-                                   "(network.input_neurons is None)")
-            bias = np.asarray(bias)
-            want = (n, *(int(d) for d in net.input_shape))
-            if bias.shape != want or not (np.issubdtype(bias.dtype, np.integer)
-                                          or np.array_equal(bias, np.trunc(bias))):
-                raise BackendError(f"bias has shape {bias.shape} ({bias.dtype}), expected integers of shape "
-                                   f"{want} (samples, *input_shape)")
-            bias = bias.astype(np.int64)
+        bias = check_bias(net, bias, n)
         ids = sample_ids_of(sample_ids, n)
         layout = injection_layout(net, step_noise)
         noisy = any(layout)

@@ -88,7 +88,7 @@ from ..processes import (
     unlink_segments,
 )
 from ..lava_rules import U_LIMIT, effective_weights
-from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from .base import BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
@@ -155,6 +155,22 @@ class LavaPlan:
     src_shape: tuple              # RingBuffer shape (without time)
     src_order: np.ndarray         # order of the input values in it (see LayerPlan.order)
     layers: list
+    input_neuron: Optional[dict] = None      # LIF kwargs of netx's Input block (source -> its a_in)
+    reset_interval: Optional[int] = None     # netx's LIFReset schedule (None: reset at each sample's start)
+    reset_offset: int = 0
+
+    def populations(self) -> list:
+        """LIF kwargs of every population in order: the input block's (if any), then each layer's."""
+        return ([] if self.input_neuron is None else [self.input_neuron]) + [lp.neuron for lp in self.layers]
+
+    def steps_per_sample(self, steps: int, samples: int) -> int:
+        """Global Lava steps per sample: ``steps``, or with netx's schedule and several samples padded (zero
+        input, spikes not read) to a multiple of ``reset_interval``, so the schedule (global ``time_step``)
+        has the same phase in every sample."""
+        I = self.reset_interval
+        if I is None or samples <= 1:
+            return steps
+        return -(-steps // I) * I
 
 
 def _conv_path(layer: ConvLayer, max_in: int) -> str:
@@ -188,8 +204,9 @@ def plan_network(network: Network) -> LavaPlan:
 
     check_network(network)
     layers = network.layers
-    max_in = input_max(network)
-    graded = network.input_encoding.kind == "graded"
+    pop = network.input_neurons is not None      # netx's Input block: binary spikes into layer 0
+    max_in = 1 if pop else input_max(network)
+    graded = network.input_encoding.kind == "graded" and not pop
     paths = []
     for i, layer in enumerate(layers):
         if isinstance(layer, ConvLayer):
@@ -209,15 +226,13 @@ def plan_network(network: Network) -> LavaPlan:
 
     src_shape, src_order = lava_shape(-1)
     prev_shape, prev_order = src_shape, src_order
+    input_neuron = None if not pop else _lif_kwargs(network.input_neurons, src_order, src_shape)
     plans = []
     for i, layer in enumerate(layers):
         shape, order = lava_shape(i)
         mode = SignMode[layer.sign_mode.upper()]
         nmb = int(network.input_encoding.bits) if (i == 0 and graded) else 0
-        nrn = layer.neurons
-        bias = np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape)
-        neuron = dict(shape=shape, bias_mant=bias, bias_exp=int(nrn.bias_exp),
-                      **{k: _lif_param(getattr(nrn, k), order, shape) for k in ("du", "dv", "vth")})
+        neuron = _lif_kwargs(layer.neurons, order, shape)
         kind = paths[i]
         rec = None
         if kind == "dense":
@@ -246,9 +261,23 @@ def plan_network(network: Network) -> LavaPlan:
             if (wd, h, c) != shape:
                 raise BackendError(f"layer {i}: internal shape mismatch {shape} vs {(wd, h, c)}")
         plans.append(LayerPlan(kind=kind, shape=shape, order=order, params=params, rec_params=rec,
-                               neuron=neuron, reset_ff=i > 0))
+                               neuron=neuron, reset_ff=i > 0 or pop))
         prev_shape, prev_order = shape, order
-    return LavaPlan(src_shape=src_shape, src_order=src_order, layers=plans)
+    return LavaPlan(src_shape=src_shape, src_order=src_order, layers=plans, input_neuron=input_neuron,
+                    reset_interval=network.reset_interval, reset_offset=int(network.reset_offset))
+
+
+def _lif_kwargs(nrn, order: np.ndarray, shape: tuple) -> dict:
+    """LIF / LIFReset kwargs of IR neurons ``nrn`` in a population of Lava ``shape`` (``order``: see LayerPlan).
+    Bias mantissas go in wrapped to int16, as Lava stores them."""
+    bias = _int16(np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape))
+    return dict(shape=shape, bias_mant=bias, bias_exp=int(nrn.bias_exp),
+                **{k: _lif_param(getattr(nrn, k), order, shape) for k in ("du", "dv", "vth")})
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    """Integers wrapped to int16 (what Lava's LIF stores its bias_mant as), kept as int64."""
+    return ((np.asarray(x, dtype=np.int64) + 2**15) % 2**16) - 2**15
 
 
 def _port(port, shape):
@@ -260,7 +289,7 @@ class _Graph:
     """The Lava processes of one run (built from a plan and the input data)."""
 
     def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int,
-                 injections: Optional[list[Optional[LayerInjection]]] = None):
+                 injections: Optional[list[Optional[LayerInjection]]] = None, samples: int = 1):
         """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
         (or None) whose arrays are streams ``(*lava shape, samples * steps)`` (:func:`_noise_stream`)."""
         from lava.proc.conv.process import Conv
@@ -277,7 +306,33 @@ class _Graph:
         self.lifs, self.var_resets = [], []
         self.reset_procs = []
         self.noise_procs = []
+        self.input_lif = None
+        I = plan.reset_interval
+
+        def schedule(block: int) -> dict:
+            """LIFReset's reset: netx's staggered schedule (block k at time_step % I == reset_offset + 1 + k),
+            else at the first step of every sample."""
+            if I is None:
+                return dict(reset_interval=steps, reset_offset=1 % steps)
+            return dict(reset_interval=I, reset_offset=(plan.reset_offset + 1 + block) % I)
+
+        def zero_between_samples(var) -> None:
+            """``var`` is zeroed after each sample's last step: Var.set between runs if small, else a Reset."""
+            if var.size <= VAR_SET_MAX:
+                self.var_resets.append(var)
+            else:   # zero it in the post-management phase of each sample's last step
+                rst = Reset(reset_value=0, interval=steps, offset=steps - 1)
+                rst.connect_var(var)
+                self.reset_procs.append(rst)
+
         prev_port = self.source.s_out
+        block = 0
+        if plan.input_neuron is not None:         # netx's Input block: the source drives its a_in
+            self.input_lif = LIFReset(**plan.input_neuron, **schedule(0))
+            _port(prev_port, self.input_lif.a_in.shape).connect(self.input_lif.a_in)
+            prev_port = self.input_lif.s_out
+            block = 1
+        pops = [self.input_lif] if self.input_lif is not None else []
         for lp, inj in zip(plan.layers, injections):
             inj = inj if inj is not None else LayerInjection()
             if lp.kind == "dense":
@@ -287,9 +342,10 @@ class _Graph:
             else:
                 syn = Conv(**lp.params)
             if inj.v is not None:                 # added to the sum for v, inside the neuron
-                lif = LIFResetVNoise(**lp.neuron, reset_interval=steps, reset_offset=1 % steps, v_noise=inj.v)
+                lif = LIFResetVNoise(**lp.neuron, **schedule(block), v_noise=inj.v)
             else:
-                lif = LIFReset(**lp.neuron, reset_interval=steps, reset_offset=1 % steps)
+                lif = LIFReset(**lp.neuron, **schedule(block))
+            block += 1
             _port(prev_port, syn.s_in.shape).connect(syn.s_in)
             _port(syn.a_out, lif.a_in.shape).connect(lif.a_in)
             if inj.a_in is not None:              # a source summed into a_in
@@ -311,16 +367,16 @@ class _Graph:
                 _port(rec.a_out, lif.a_in.shape).connect(lif.a_in)
                 buffers.append(rec.a_buff)
             for var in buffers:
-                if var.size <= VAR_SET_MAX:
-                    self.var_resets.append(var)
-                else:   # zero it in the post-management phase of each sample's last step
-                    rst = Reset(reset_value=0, interval=steps, offset=steps - 1)
-                    rst.connect_var(var)
-                    self.reset_procs.append(rst)
+                zero_between_samples(var)
             # the population's spikes also go straight to this (the main) process
             lif.s_out.flag_external_pipe(buffer_size=steps)
             self.lifs.append(lif)
+            pops.append(lif)
             prev_port = out_port
+        if I is not None and samples > 1:         # the schedule does not start each sample from zero
+            for lif in pops:
+                zero_between_samples(lif.u)
+                zero_between_samples(lif.v)
 
 
 # --------------------------------------------------------------------------- processes and limits
@@ -331,13 +387,14 @@ def _network_name(network: Network) -> str:
     return f"{src} ({depth})" if src else f"the {depth}"
 
 
-def estimate_processes(plan: LavaPlan, layout: Optional[list] = None) -> int:
+def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: int = 1) -> int:
     """The OS processes Lava starts for ``plan``: one per Lava process of the graph
     (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
     Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and per the injection
     ``layout`` (:func:`~neurodeploy.backends.injection.injection_layout`) a RingBuffer for
-    ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF), plus Lava's runtime
-    service and its shared-memory manager."""
+    ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF; netx's Input block's LIF;
+    with netx's reset schedule and several ``samples`` a Reset per large population for its u
+    and one for its v), plus Lava's runtime service and its shared-memory manager."""
     n = 1 + 1 + 1
     layout = layout if layout is not None else [()] * len(plan.layers)
     for i, lp in enumerate(plan.layers):
@@ -347,6 +404,9 @@ def estimate_processes(plan: LavaPlan, layout: Optional[list] = None) -> int:
         if lp.rec_params is not None:
             n += 1 + int(big)
         n += int("a_in" in layout[i]) + int("keep" in layout[i])
+    n += int(plan.input_neuron is not None)
+    if plan.reset_interval is not None and samples > 1:
+        n += 2 * sum(int(np.prod(p["shape"])) > VAR_SET_MAX for p in plan.populations())
     return n
 
 
@@ -365,14 +425,15 @@ def process_limit() -> int:
     return value
 
 
-def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0) -> tuple:
+def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0,
+                    samples: int = 1) -> tuple:
     """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
 
     Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
     ~10-16 MiB of MemAvailable on a 2-core Linux machine; doubled for copy-on-write
     growth) plus the data streams (the source process holds its own copy), against
     ``MEMORY_FRACTION`` of ``/proc/meminfo``'s MemAvailable. Returns (processes, MiB)."""
-    procs = estimate_processes(plan, layout)
+    procs = estimate_processes(plan, layout, samples)
     mib = procs * PROCESS_MIB + int(data_bytes) // (1 << 20)
     cap = process_limit()
     avail = available_memory_mib()
@@ -478,8 +539,11 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
              step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
-    ``bias`` (an input population's per-sample bias) is refused: this backend does not run input
-    populations (``network.input_neurons``) or netx's reset schedule yet.
+    ``bias`` (samples, *input_shape): the bias mantissas of the network's input population
+    (``network.input_neurons``, netx's Input block, a LIFReset between the source and layer 0), set with
+    ``Var.set`` before each sample. With netx's reset schedule (``network.reset_interval``) every population
+    is a LIFReset with netx's staggered offsets; several samples then run ``reset_interval``-aligned
+    (zero-padded) so the schedule's phase is the same in each, and their u and v are zeroed in between.
 
     Compiles the process graph once and runs every sample for ``T + latency``
     steps; neuron states (in-process, LIFReset) and synapse buffers are zeroed
@@ -502,29 +566,34 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     system to start the processes (no memory, no processes or file handles left,
     ``/dev/shm`` full) becomes a ``BackendError``.
     """
-    if network.input_neurons is not None or network.reset_interval is not None or bias is not None:
-        what = "an input population (netx's Input block)" if network.input_neurons is not None \
-            else f"netx's reset schedule (reset_interval {network.reset_interval})" \
-            if network.reset_interval is not None else "a per-sample input bias (bias=)"
-        raise BackendError(f"the Lava backend does not run {what} yet; use the emulator")
     plan = plan_network(network)                     # raises before Lava starts
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
+    bias = check_bias(network, bias, n)
     L = len(network.layers)
     P = T + L
+    G = plan.steps_per_sample(P, n)                 # global steps per sample (P, or padded for the schedule)
     layout = injection_layout(network, step_noise)
+    if any(layout) and G != P:
+        raise BackendError(f"{_network_name(network)}: step noise with netx's reset schedule (reset_interval "
+                           f"{network.reset_interval}) on several samples is not supported; run one sample "
+                           f"per call or use the emulator")
     per_step = sum(int(np.prod(lp.shape)) * len(kinds) for lp, kinds in zip(plan.layers, layout))
-    check_resources(network, plan, layout, data_bytes=4 * n * P * (x[0, 0].size + per_step))
+    check_resources(network, plan, layout, data_bytes=4 * n * G * (x[0, 0].size + per_step), samples=n)
     injections = None
     if any(layout):
         ids = sample_ids_of(sample_ids, n)
         injections = [None if inj is None else inj.map(lambda arr, lp=lp: _noise_stream(arr, lp))
                       for inj, lp in zip(draw_injections(network, step_noise, ids, layout), plan.layers)]
-    # the whole input stream: sample k occupies global steps k*P+1 .. k*P+P
-    flat = np.zeros((n, P, x[0, 0].size), dtype=np.int32)
+    # the whole input stream: sample k occupies global steps k*G+1 .. k*G+G
+    flat = np.zeros((n, G, x[0, 0].size), dtype=np.int32)
     flat[:, :T] = x.reshape(n, T, -1)
-    flat = flat[:, :, plan.src_order].reshape(n * P, *plan.src_shape)
+    flat = flat[:, :, plan.src_order].reshape(n * G, *plan.src_shape)
     data = np.ascontiguousarray(np.moveaxis(flat, 0, -1))
+    bias_lava = None
+    if bias is not None:     # sample 0's goes in at construction (Var.set needs a started runtime)
+        bias_lava = _int16(bias.reshape(n, -1)[:, plan.src_order]).reshape(n, *plan.src_shape)
+        plan.input_neuron = {**plan.input_neuron, "bias_mant": bias_lava[0]}
 
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -544,7 +613,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     bar = None
     failed = True
     try:
-        graph = _Graph(plan, data, P, injections)
+        graph = _Graph(plan, data, G, injections, samples=n)
         from .lava_noise import PROC_MODELS
         cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
         with warnings.catch_warnings():
@@ -558,7 +627,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                procs = estimate_processes(plan, layout)
+                procs = estimate_processes(plan, layout, n)
                 raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
                                    f"processes: {exc} (free memory or /dev/shm space, or raise the "
                                    f"process/open-file limits)") from exc
@@ -569,8 +638,10 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             bar.start()
             task = bar.add_task("lava", total=n)
         for k in range(n):
-            graph.source.run(condition=RunSteps(num_steps=P, blocking=True))
-            _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v)
+            if bias_lava is not None and k > 0:       # the Input block's bias for this sample
+                graph.input_lif.bias_mant.set(bias_lava[k])
+            graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
+            _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
             for var in graph.var_resets:
                 var.set(np.zeros(var.shape))
             if bar is not None:
@@ -602,13 +673,15 @@ def _to_ir(lava_flat: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int, spk=None,
-                 out_v=None) -> None:
+                 out_v=None, received: Optional[int] = None) -> None:
     """Collect sample k's spikes (every step, every population) and, if asked, u and v;
-    ``out_v`` (potential readout): the output population's v, read from its Lava Var."""
+    ``out_v`` (potential readout): the output population's v, read from its Lava Var. ``received``
+    steps arrive per population (default ``steps``); the first ``steps`` are the sample's."""
     last = len(plan.layers) - 1
     for li, (lp, lif) in enumerate(zip(plan.layers, graph.lifs)):
         pipe = lif.s_out.external_pipe_csp_recv_port
-        spikes = np.stack([pipe.recv().reshape(-1) for _ in range(steps)])
+        spikes = np.stack([pipe.recv().reshape(-1) for _ in range(steps if received is None else received)])
+        spikes = spikes[:steps]
         counts[k, li] = int(spikes.sum(dtype=np.int64))
         if li == last:
             out[k] = _to_ir(spikes.astype(np.uint8), lp.order)
