@@ -87,6 +87,8 @@ class RunResult:
     layer_spikes: Optional[list] = None  # per layer (samples, total_steps, n) uint8, when recorded
     readout: str = "spikes"
     output_v: Optional[np.ndarray] = None  # (samples, n_out) int64: output layer's final v (potential readout)
+    layer_u: Optional[list] = None       # per layer (samples, total_steps, n) int64: u after every step (traces)
+    layer_v: Optional[list] = None       # the same for v
 
     @property
     def total_steps(self) -> int:

@@ -386,8 +386,11 @@ class Emulator:
 
     def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None,
                   noise: Optional[list[Optional[LayerInjection]]] = None,
-                  record_spikes: bool = False, bias_in: Optional[np.ndarray] = None):
+                  record_spikes: bool = False, bias_in: Optional[np.ndarray] = None,
+                  traces: Optional[list] = None):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
+
+        ``traces``: a list that receives, per layer, (u, v) after every step, each (B, P, n) int64.
 
         ``us``/``vs`` hold every layer's final state with ``record_state``; without
         it ``us`` is empty and ``vs`` holds only the output layer's final v (others
@@ -445,9 +448,13 @@ class Emulator:
                 inj = inj.map(lambda arr: np.ascontiguousarray(np.moveaxis(arr, 1, 0)))
             a_add, v_add, drop = (None, None, None) if inj is None else (inj.a_in, inj.v, inj.keep)
             resets = self._resets(li + pop, P)
-            if resets is not None:                    # netx's staggered reset: the general step
+            if resets is not None or traces is not None:   # netx's staggered reset or traces: the general step
+                tr = None if traces is None else (np.zeros((P, b, nrn.size), np.int64),
+                                                  np.zeros((P, b, nrn.size), np.int64))
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
-                                                    rec_keep=drop, resets=resets)
+                                                    rec_keep=drop, resets=resets, trace=tr)
+                if tr is not None:
+                    traces.append((tr[0].transpose(1, 0, 2), tr[1].transpose(1, 0, 2)))
             elif a_add is not None or v_add is not None or (drop is not None and rec is not None):
                 # injected input or voltage, or masked recurrent spikes: the general int64 step
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
@@ -555,12 +562,14 @@ class Emulator:
     @staticmethod
     def _lif_general(nrn: _Neurons, rec: Optional[_Synapse], drives: list, b: int, P: int,
                      a_noise: Optional[np.ndarray] = None, v_noise: Optional[np.ndarray] = None,
-                     rec_keep: Optional[np.ndarray] = None, resets: Optional[list[bool]] = None):
+                     rec_keep: Optional[np.ndarray] = None, resets: Optional[list[bool]] = None,
+                     trace: Optional[tuple] = None):
         """LIF over P steps in int64 with every int32 wrap of Lava's arithmetic.
 
         Injections (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
         synaptic inputs, ``v_noise`` the int32 sum for v, ``rec_keep`` masks
-        the spikes the recurrent synapse receives."""
+        the spikes the recurrent synapse receives. ``trace``: two (P, b, n)
+        arrays that receive u and v after every step (what Lava's Vars hold then)."""
         n = nrn.size
         S = np.zeros((P, b, n), dtype=np.float32)
         u = np.zeros((b, n), dtype=np.int64)
@@ -577,6 +586,9 @@ class Emulator:
             if a_noise is not None:
                 a = wrap32(a + a_noise[s])            # one more input of the InPort's int32 sum
             S[s] = nrn.step(u, v, a, None if v_noise is None else v_noise[s])
+            if trace is not None:
+                trace[0][s] = u
+                trace[1][s] = v
         return S, [False] * P, u, v
 
     # -- many samples -------------------------------------------------------------
@@ -595,8 +607,13 @@ class Emulator:
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             progress: bool = False, threads: Optional[int] = 1, step_noise=None,
-            sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
+            sample_ids=None, record_spikes: bool = False, bias=None,
+            record_traces: bool = False) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
+
+        ``record_traces`` keeps every layer's u and v after every step (``RunResult.layer_u`` /
+        ``layer_v``, (samples, T + latency, n) int64, IR order; the general int64 step runs), as
+        the Lava backend reads them from Lava's Vars.
 
         ``bias`` (samples, *input_shape), integers in the input's (C, H, W) order: the bias mantissas of a
         network's input population (``network.input_neurons``, netx's Input block), held for the whole run
@@ -636,6 +653,9 @@ class Emulator:
         out_v = np.zeros((n, net.output_size), dtype=np.int64) if potential else None
         spk = [np.zeros((n, T + L, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
             if record_spikes else None
+        tr_u = [np.zeros((n, T + L, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] \
+            if record_traces else None
+        tr_v = [np.zeros_like(a) for a in tr_u] if record_traces else None
         batch_size = max(1, int(batch_size))
         starts = list(range(0, n, batch_size))
         threads = min(len(starts), _usable_cpus() if threads is None else max(1, int(threads)))
@@ -651,9 +671,19 @@ class Emulator:
                 return None
             return draw_injections(net, step_noise, ids[start:start + batch_size], layout)
 
+        def one_batch(start):
+            tr = [] if record_traces else None
+            res = self.run_batch(x[start:start + batch_size], record_state, x, batch_noise(start),
+                                 record_spikes, None if bias is None else bias[start:start + batch_size], tr)
+            return (*res, tr)
+
         def store(start, result):
             stop = min(n, start + batch_size)
-            o, c, bu, bv, bs = result
+            o, c, bu, bv, bs, tr = result
+            if record_traces:
+                for li, (bu_t, bv_t) in enumerate(tr):
+                    tr_u[li][start:stop] = bu_t
+                    tr_v[li][start:stop] = bv_t
             outs[start:stop] = o
             counts[start:stop] = c
             if record_state:
@@ -671,9 +701,7 @@ class Emulator:
         try:
             if threads <= 1:
                 for start in starts:
-                    store(start, self.run_batch(x[start:start + batch_size], record_state, _source=x,
-                                                noise=batch_noise(start), record_spikes=record_spikes,
-                                                bias_in=None if bias is None else bias[start:start + batch_size]))
+                    store(start, one_batch(start))
             else:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
@@ -682,11 +710,7 @@ class Emulator:
                     pending = deque()                 # at most 2 batches per thread in flight
                     try:
                         for start in starts:
-                            pending.append((start, pool.submit(self.run_batch, x[start:start + batch_size],
-                                                               record_state, x, batch_noise(start),
-                                                               record_spikes,
-                                                               None if bias is None else
-                                                               bias[start:start + batch_size])))
+                            pending.append((start, pool.submit(one_batch, start)))
                             if len(pending) >= 2 * threads:
                                 store(*_result(pending.popleft()))
                         while pending:
@@ -698,7 +722,7 @@ class Emulator:
             if bar is not None:
                 bar.stop()
         return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk,
-                         readout=net.readout, output_v=out_v)
+                         readout=net.readout, output_v=out_v, layer_u=tr_u, layer_v=tr_v)
 
 
 def _result(item):
@@ -728,9 +752,11 @@ def _blas_threads(limit: int):
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
                  threads: Optional[int] = 1, step_noise=None, sample_ids=None,
-                 record_spikes: bool = False, bias=None) -> RunResult:
+                 record_spikes: bool = False, bias=None, record_traces: bool = False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
-    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``)."""
+    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``,
+    ``record_traces``)."""
     return Emulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
                                  progress=progress, threads=threads, step_noise=step_noise,
-                                 sample_ids=sample_ids, record_spikes=record_spikes, bias=bias)
+                                 sample_ids=sample_ids, record_spikes=record_spikes, bias=bias,
+                                 record_traces=record_traces)

@@ -289,7 +289,8 @@ class _Graph:
     """The Lava processes of one run (built from a plan and the input data)."""
 
     def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int,
-                 injections: Optional[list[Optional[LayerInjection]]] = None, samples: int = 1):
+                 injections: Optional[list[Optional[LayerInjection]]] = None, samples: int = 1,
+                 traces: bool = False):
         """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
         (or None) whose arrays are streams ``(*lava shape, samples * steps)`` (:func:`_noise_stream`)."""
         from lava.proc.conv.process import Conv
@@ -377,6 +378,31 @@ class _Graph:
             for lif in pops:
                 zero_between_samples(lif.u)
                 zero_between_samples(lif.v)
+        # traces: Lava's own Monitor (one probe each: its model declares one port) reads every layer's u and v
+        # in the post-management phase of every step, i.e. the state after the step
+        self.monitors = []
+        if traces:
+            from lava.proc.monitor.process import Monitor
+
+            for lif in self.lifs:
+                pair = (Monitor(), Monitor())
+                pair[0].probe(lif.u, samples * steps)
+                pair[1].probe(lif.v, samples * steps)
+                self.monitors.append(pair)
+
+    def traces(self, plan: LavaPlan, samples: int, steps: int, keep: int) -> tuple:
+        """The Monitors' u and v per layer as (samples, keep, n) int64 in IR order (the first ``keep`` of each
+        sample's ``steps``)."""
+        us, vs = [], []
+        for (mu, mv), lif, lp in zip(self.monitors, self.lifs, plan.layers):
+            got = []
+            for mon, var in ((mu, lif.u), (mv, lif.v)):
+                arr = np.asarray(mon.get_data()[lif.name][var.name])
+                arr = np.rint(arr).astype(np.int64).reshape(samples, steps, -1)[:, :keep]
+                got.append(_to_ir(arr, lp.order))
+            us.append(got[0])
+            vs.append(got[1])
+        return us, vs
 
 
 # --------------------------------------------------------------------------- processes and limits
@@ -387,14 +413,16 @@ def _network_name(network: Network) -> str:
     return f"{src} ({depth})" if src else f"the {depth}"
 
 
-def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: int = 1) -> int:
+def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: int = 1,
+                       traces: bool = False) -> int:
     """The OS processes Lava starts for ``plan``: one per Lava process of the graph
     (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
     Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and per the injection
     ``layout`` (:func:`~neurodeploy.backends.injection.injection_layout`) a RingBuffer for
     ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF; netx's Input block's LIF;
     with netx's reset schedule and several ``samples`` a Reset per large population for its u
-    and one for its v), plus Lava's runtime service and its shared-memory manager."""
+    and one for its v; two Monitors per layer for ``traces``), plus Lava's runtime service and its
+    shared-memory manager."""
     n = 1 + 1 + 1
     layout = layout if layout is not None else [()] * len(plan.layers)
     for i, lp in enumerate(plan.layers):
@@ -405,6 +433,7 @@ def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: i
             n += 1 + int(big)
         n += int("a_in" in layout[i]) + int("keep" in layout[i])
     n += int(plan.input_neuron is not None)
+    n += 2 * len(plan.layers) * int(traces)
     if plan.reset_interval is not None and samples > 1:
         n += 2 * sum(int(np.prod(p["shape"])) > VAR_SET_MAX for p in plan.populations())
     return n
@@ -426,14 +455,14 @@ def process_limit() -> int:
 
 
 def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0,
-                    samples: int = 1) -> tuple:
+                    samples: int = 1, traces: bool = False) -> tuple:
     """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
 
     Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
     ~10-16 MiB of MemAvailable on a 2-core Linux machine; doubled for copy-on-write
     growth) plus the data streams (the source process holds its own copy), against
     ``MEMORY_FRACTION`` of ``/proc/meminfo``'s MemAvailable. Returns (processes, MiB)."""
-    procs = estimate_processes(plan, layout, samples)
+    procs = estimate_processes(plan, layout, samples, traces)
     mib = procs * PROCESS_MIB + int(data_bytes) // (1 << 20)
     cap = process_limit()
     avail = available_memory_mib()
@@ -536,7 +565,8 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
 
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
              stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
-             step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
+             step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None,
+             record_traces: bool = False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
     ``bias`` (samples, *input_shape): the bias mantissas of the network's input population
@@ -553,6 +583,9 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     for call compatibility with the emulator and ignored (Lava runs one sample
     at a time). ``record_spikes`` keeps every population's spikes at every
     step (``RunResult.layer_spikes``, IR neuron order; they are received anyway).
+
+    ``record_traces`` reads every layer's u and v after every step with Lava's own ``Monitor`` processes
+    (two per layer; ``RunResult.layer_u`` / ``layer_v``, (samples, T + latency, n) int64, IR order).
 
     ``step_noise`` (a :class:`~neurodeploy.backends.injection.StepInjector`, e.g.
     :class:`~neurodeploy.noise.step.StepNoise`) adds injection processes to the graph
@@ -579,7 +612,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                            f"{network.reset_interval}) on several samples is not supported; run one sample "
                            f"per call or use the emulator")
     per_step = sum(int(np.prod(lp.shape)) * len(kinds) for lp, kinds in zip(plan.layers, layout))
-    check_resources(network, plan, layout, data_bytes=4 * n * G * (x[0, 0].size + per_step), samples=n)
+    check_resources(network, plan, layout, data_bytes=4 * n * G * (x[0, 0].size + per_step), samples=n,
+                    traces=record_traces)
     injections = None
     if any(layout):
         ids = sample_ids_of(sample_ids, n)
@@ -605,6 +639,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
     out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
+    tr_u = tr_v = None
 
     clean_stale_segments()           # of earlier runs killed together with their resource tracker
     before = set(multiprocessing.active_children())
@@ -613,7 +648,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     bar = None
     failed = True
     try:
-        graph = _Graph(plan, data, G, injections, samples=n)
+        graph = _Graph(plan, data, G, injections, samples=n, traces=record_traces)
         from .lava_noise import PROC_MODELS
         cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
         with warnings.catch_warnings():
@@ -627,7 +662,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                procs = estimate_processes(plan, layout, n)
+                procs = estimate_processes(plan, layout, n, record_traces)
                 raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
                                    f"processes: {exc} (free memory or /dev/shm space, or raise the "
                                    f"process/open-file limits)") from exc
@@ -646,6 +681,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                 var.set(np.zeros(var.shape))
             if bar is not None:
                 bar.update(task, advance=1)
+        if record_traces:
+            tr_u, tr_v = graph.traces(plan, n, G, P)
         failed = False
     finally:
         if bar is not None:
@@ -656,7 +693,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     if error is not None:        # the run succeeded but Lava could not stop it: a bug, not the user's
         raise error
     return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk, readout=network.readout,
-                     output_v=out_v)
+                     output_v=out_v, layer_u=tr_u, layer_v=tr_v)
 
 
 def _noise_stream(arr: np.ndarray, lp: LayerPlan) -> np.ndarray:
