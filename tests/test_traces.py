@@ -43,3 +43,21 @@ def test_traces_do_not_change_the_spikes():
     for a, b in zip(plain.layer_spikes, traced.layer_spikes):
         np.testing.assert_array_equal(a, b)
     assert plain.layer_u is None and traced.layer_u is not None
+
+
+def test_traces_of_chosen_layers_only():
+    """``record_traces=[-1]`` traces the output layer alone, on both backends, with the same numbers."""
+    rng = np.random.default_rng(31)
+    net = random_network(rng, "dense", max_layers=3, max_width=10, extreme=False, max_hw=7)
+    while len(net.layers) < 2:
+        net = random_network(rng, "dense", max_layers=3, max_width=10, extreme=False, max_hw=7)
+    x = random_inputs(rng, net, 2)
+    full = run_network(net, x, record_traces=True)
+    emu = run_network(net, x, record_traces=[-1])
+    lava = run_network(net, x, record_traces=[-1], backend="lava")
+    for res in (emu, lava):
+        assert all(a is None for a in res.layer_u[:-1]) and res.layer_v[-1] is not None
+        np.testing.assert_array_equal(res.layer_v[-1], full.layer_v[-1])
+        np.testing.assert_array_equal(res.layer_u[-1], full.layer_u[-1])
+    with pytest.raises(Exception, match="record_traces layer 7 is out of range"):
+        run_network(net, x, record_traces=[7])

@@ -225,6 +225,23 @@ def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
     return arr.astype(np.int64, copy=False) if as_int64 else arr
 
 
+def trace_layers(record_traces, n_layers: int) -> tuple:
+    """The layer indices ``record_traces=`` asks for: True -> every layer, False/None -> none, or an
+    iterable of layer indices (negative ones count from the end)."""
+    if record_traces is None or record_traces is False:
+        return ()
+    if record_traces is True:
+        return tuple(range(n_layers))
+    try:
+        picks = [int(i) for i in record_traces]
+    except (TypeError, ValueError):
+        raise BackendError(f"record_traces is {record_traces!r}, expected True, False or layer indices") from None
+    bad = [i for i in picks if not -n_layers <= i < n_layers]
+    if bad:
+        raise BackendError(f"record_traces layer {bad[0]} is out of range, expected 0..{n_layers - 1}")
+    return tuple(sorted({i % n_layers for i in picks}))
+
+
 def check_bias(network: Network, bias, n: int) -> Optional[np.ndarray]:
     """``bias=`` of the backends: the per-sample bias mantissas (n, *input_shape) of the network's input
     population (netx's Input block), as int64; None stays None."""

@@ -77,7 +77,8 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network
 from ..lava_rules import effective_weights, shift, wrap32
-from .base import BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of
+from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
+                   trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_emulator", "Emulator"]
@@ -390,7 +391,8 @@ class Emulator:
                   traces: Optional[list] = None):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
 
-        ``traces``: a list that receives, per layer, (u, v) after every step, each (B, P, n) int64.
+        ``traces``: a dict whose keys are the layers to trace; each receives (u, v) after every step,
+        both (B, P, n) int64.
 
         ``us``/``vs`` hold every layer's final state with ``record_state``; without
         it ``us`` is empty and ``vs`` holds only the output layer's final v (others
@@ -448,13 +450,14 @@ class Emulator:
                 inj = inj.map(lambda arr: np.ascontiguousarray(np.moveaxis(arr, 1, 0)))
             a_add, v_add, drop = (None, None, None) if inj is None else (inj.a_in, inj.v, inj.keep)
             resets = self._resets(li + pop, P)
-            if resets is not None or traces is not None:   # netx's staggered reset or traces: the general step
-                tr = None if traces is None else (np.zeros((P, b, nrn.size), np.int64),
-                                                  np.zeros((P, b, nrn.size), np.int64))
+            traced = traces is not None and li in traces
+            if resets is not None or traced:          # netx's staggered reset or a trace: the general step
+                tr = None if not traced else (np.zeros((P, b, nrn.size), np.int64),
+                                              np.zeros((P, b, nrn.size), np.int64))
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
                                                     rec_keep=drop, resets=resets, trace=tr)
                 if tr is not None:
-                    traces.append((tr[0].transpose(1, 0, 2), tr[1].transpose(1, 0, 2)))
+                    traces[li] = (tr[0].transpose(1, 0, 2), tr[1].transpose(1, 0, 2))
             elif a_add is not None or v_add is not None or (drop is not None and rec is not None):
                 # injected input or voltage, or masked recurrent spikes: the general int64 step
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
@@ -608,12 +611,13 @@ class Emulator:
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             progress: bool = False, threads: Optional[int] = 1, step_noise=None,
             sample_ids=None, record_spikes: bool = False, bias=None,
-            record_traces: bool = False) -> RunResult:
+            record_traces=False) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
 
-        ``record_traces`` keeps every layer's u and v after every step (``RunResult.layer_u`` /
-        ``layer_v``, (samples, T + latency, n) int64, IR order; the general int64 step runs), as
-        the Lava backend reads them from Lava's Vars.
+        ``record_traces`` (True, or layer indices) keeps those layers' u and v after every step
+        (``RunResult.layer_u`` / ``layer_v``: per layer (samples, T + latency, n) int64 in IR order, None
+        for a layer not traced; traced layers run the general int64 step), as the Lava backend reads
+        them from Lava's Vars.
 
         ``bias`` (samples, *input_shape), integers in the input's (C, H, W) order: the bias mantissas of a
         network's input population (``network.input_neurons``, netx's Input block), held for the whole run
@@ -653,9 +657,10 @@ class Emulator:
         out_v = np.zeros((n, net.output_size), dtype=np.int64) if potential else None
         spk = [np.zeros((n, T + L, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
             if record_spikes else None
-        tr_u = [np.zeros((n, T + L, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] \
-            if record_traces else None
-        tr_v = [np.zeros_like(a) for a in tr_u] if record_traces else None
+        traced = trace_layers(record_traces, L)
+        tr_u = [np.zeros((n, T + L, nrn.size), dtype=np.int64) if li in traced else None
+                for li, (_, _, nrn) in enumerate(self.layers)] if traced else None
+        tr_v = [None if a is None else np.zeros_like(a) for a in tr_u] if traced else None
         batch_size = max(1, int(batch_size))
         starts = list(range(0, n, batch_size))
         threads = min(len(starts), _usable_cpus() if threads is None else max(1, int(threads)))
@@ -672,7 +677,7 @@ class Emulator:
             return draw_injections(net, step_noise, ids[start:start + batch_size], layout)
 
         def one_batch(start):
-            tr = [] if record_traces else None
+            tr = dict.fromkeys(traced) if traced else None
             res = self.run_batch(x[start:start + batch_size], record_state, x, batch_noise(start),
                                  record_spikes, None if bias is None else bias[start:start + batch_size], tr)
             return (*res, tr)
@@ -680,8 +685,8 @@ class Emulator:
         def store(start, result):
             stop = min(n, start + batch_size)
             o, c, bu, bv, bs, tr = result
-            if record_traces:
-                for li, (bu_t, bv_t) in enumerate(tr):
+            if tr:
+                for li, (bu_t, bv_t) in tr.items():
                     tr_u[li][start:stop] = bu_t
                     tr_v[li][start:stop] = bv_t
             outs[start:stop] = o
@@ -752,7 +757,7 @@ def _blas_threads(limit: int):
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
                  threads: Optional[int] = 1, step_noise=None, sample_ids=None,
-                 record_spikes: bool = False, bias=None, record_traces: bool = False) -> RunResult:
+                 record_spikes: bool = False, bias=None, record_traces=False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
     and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``,
     ``record_traces``)."""

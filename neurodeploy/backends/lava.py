@@ -88,7 +88,8 @@ from ..processes import (
     unlink_segments,
 )
 from ..lava_rules import U_LIMIT, effective_weights
-from .base import BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of
+from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
+                   trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
@@ -290,7 +291,7 @@ class _Graph:
 
     def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int,
                  injections: Optional[list[Optional[LayerInjection]]] = None, samples: int = 1,
-                 traces: bool = False):
+                 traces: tuple = ()):
         """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
         (or None) whose arrays are streams ``(*lava shape, samples * steps)`` (:func:`_noise_stream`)."""
         from lava.proc.conv.process import Conv
@@ -380,28 +381,29 @@ class _Graph:
                 zero_between_samples(lif.v)
         # traces: Lava's own Monitor (one probe each: its model declares one port) reads every layer's u and v
         # in the post-management phase of every step, i.e. the state after the step
-        self.monitors = []
+        self.monitors = {}
         if traces:
             from lava.proc.monitor.process import Monitor
 
-            for lif in self.lifs:
+            for li in traces:
+                lif = self.lifs[li]
                 pair = (Monitor(), Monitor())
                 pair[0].probe(lif.u, samples * steps)
                 pair[1].probe(lif.v, samples * steps)
-                self.monitors.append(pair)
+                self.monitors[li] = pair
 
     def traces(self, plan: LavaPlan, samples: int, steps: int, keep: int) -> tuple:
         """The Monitors' u and v per layer as (samples, keep, n) int64 in IR order (the first ``keep`` of each
-        sample's ``steps``)."""
-        us, vs = [], []
-        for (mu, mv), lif, lp in zip(self.monitors, self.lifs, plan.layers):
+        sample's ``steps``; None for a layer not traced)."""
+        us, vs = [None] * len(self.lifs), [None] * len(self.lifs)
+        for li, (mu, mv) in self.monitors.items():
+            lif, lp = self.lifs[li], plan.layers[li]
             got = []
             for mon, var in ((mu, lif.u), (mv, lif.v)):
                 arr = np.asarray(mon.get_data()[lif.name][var.name])
                 arr = np.rint(arr).astype(np.int64).reshape(samples, steps, -1)[:, :keep]
                 got.append(_to_ir(arr, lp.order))
-            us.append(got[0])
-            vs.append(got[1])
+            us[li], vs[li] = got
         return us, vs
 
 
@@ -414,14 +416,14 @@ def _network_name(network: Network) -> str:
 
 
 def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: int = 1,
-                       traces: bool = False) -> int:
+                       traces: int = 0) -> int:
     """The OS processes Lava starts for ``plan``: one per Lava process of the graph
     (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
     Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and per the injection
     ``layout`` (:func:`~neurodeploy.backends.injection.injection_layout`) a RingBuffer for
     ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF; netx's Input block's LIF;
     with netx's reset schedule and several ``samples`` a Reset per large population for its u
-    and one for its v; two Monitors per layer for ``traces``), plus Lava's runtime service and its
+    and one for its v; two Monitors for each of ``traces`` traced layers), plus Lava's runtime service and its
     shared-memory manager."""
     n = 1 + 1 + 1
     layout = layout if layout is not None else [()] * len(plan.layers)
@@ -433,7 +435,7 @@ def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: i
             n += 1 + int(big)
         n += int("a_in" in layout[i]) + int("keep" in layout[i])
     n += int(plan.input_neuron is not None)
-    n += 2 * len(plan.layers) * int(traces)
+    n += 2 * int(traces)
     if plan.reset_interval is not None and samples > 1:
         n += 2 * sum(int(np.prod(p["shape"])) > VAR_SET_MAX for p in plan.populations())
     return n
@@ -455,7 +457,7 @@ def process_limit() -> int:
 
 
 def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0,
-                    samples: int = 1, traces: bool = False) -> tuple:
+                    samples: int = 1, traces: int = 0) -> tuple:
     """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
 
     Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
@@ -566,7 +568,7 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
              stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
              step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None,
-             record_traces: bool = False) -> RunResult:
+             record_traces=False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
     ``bias`` (samples, *input_shape): the bias mantissas of the network's input population
@@ -584,8 +586,9 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     at a time). ``record_spikes`` keeps every population's spikes at every
     step (``RunResult.layer_spikes``, IR neuron order; they are received anyway).
 
-    ``record_traces`` reads every layer's u and v after every step with Lava's own ``Monitor`` processes
-    (two per layer; ``RunResult.layer_u`` / ``layer_v``, (samples, T + latency, n) int64, IR order).
+    ``record_traces`` (True, or layer indices) reads those layers' u and v after every step with Lava's own
+    ``Monitor`` processes (two per layer; ``RunResult.layer_u`` / ``layer_v``, per layer (samples,
+    T + latency, n) int64 in IR order, None for a layer not traced).
 
     ``step_noise`` (a :class:`~neurodeploy.backends.injection.StepInjector`, e.g.
     :class:`~neurodeploy.noise.step.StepNoise`) adds injection processes to the graph
@@ -600,6 +603,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     ``/dev/shm`` full) becomes a ``BackendError``.
     """
     plan = plan_network(network)                     # raises before Lava starts
+    traced = trace_layers(record_traces, len(network.layers))
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
     bias = check_bias(network, bias, n)
@@ -613,7 +617,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                            f"per call or use the emulator")
     per_step = sum(int(np.prod(lp.shape)) * len(kinds) for lp, kinds in zip(plan.layers, layout))
     check_resources(network, plan, layout, data_bytes=4 * n * G * (x[0, 0].size + per_step), samples=n,
-                    traces=record_traces)
+                    traces=len(traced))
     injections = None
     if any(layout):
         ids = sample_ids_of(sample_ids, n)
@@ -648,7 +652,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     bar = None
     failed = True
     try:
-        graph = _Graph(plan, data, G, injections, samples=n, traces=record_traces)
+        graph = _Graph(plan, data, G, injections, samples=n, traces=traced)
         from .lava_noise import PROC_MODELS
         cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
         with warnings.catch_warnings():
@@ -662,7 +666,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                procs = estimate_processes(plan, layout, n, record_traces)
+                procs = estimate_processes(plan, layout, n, len(traced))
                 raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
                                    f"processes: {exc} (free memory or /dev/shm space, or raise the "
                                    f"process/open-file limits)") from exc
@@ -681,7 +685,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
                 var.set(np.zeros(var.shape))
             if bar is not None:
                 bar.update(task, advance=1)
-        if record_traces:
+        if traced:
             tr_u, tr_v = graph.traces(plan, n, G, P)
         failed = False
     finally:
