@@ -342,6 +342,10 @@ def _conv_layers(kind: str) -> list[dict]:
     *[(k, _conv_layers(k), 1, "type", (f"'{k}'", "NotImplementedError")) for k in
       ("pool", "convT", "unpool", "average", "concat")],
     ("unknown", _conv_layers("dense_comp"), 1, "type", ("'dense_comp'", "unknown layer type")),
+    ("conv_sum_wraps", [dict(type="input", shape=np.array([1, 200, 200])),
+                        dict(type="conv", shape=np.array([1, 1, 1]), weight=np.full((1, 1, 200, 200), 255.0),
+                             stride=1, padding=0, dilation=1, groups=1, neuron=_cuba())],
+     1, "weight", ("10200000", "wraps it to 24 bits")),
     ("messagebits", _base(messageBits=8), 0, "neuron/messageBits", ("present", "NetDict")),
     ("messagebits0", _base(messageBits=0), 0, "neuron/messageBits", ("present",)),
     ("sdnn", [_dense(6, np.ones((6, NI)), dict(type="SDNN", vThMant=1))], 0, "neuron/type", ("'SDNN'", "sigma-delta")),

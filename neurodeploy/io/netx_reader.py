@@ -68,6 +68,7 @@ __all__ = ["read_netx", "MAX_LAYERS", "MAX_LAYER_ELEMENTS", "MAX_TOTAL_ELEMENTS"
            "MAX_STRING_CHARS", "MAX_JSON_DEPTH", "MAX_INT_VALUE"]
 
 PathLike = Union[str, os.PathLike]
+CONV_SUM_LIMIT = 2**23 - 1      # Lava's PyConvModelFixed: signed_clamp(sum, 24 bits) wraps beyond this
 
 
 # What one file may declare. Every size is checked from HDF5 metadata (a dataset's or attribute's declared
@@ -503,6 +504,14 @@ class _Reader:
             weight, exp, nbits, sm = ir_conv_weights(w)
         except ValueError as exc:
             raise self.error(str(exc), layer, "weight", kind) from None
+        # Lava's Conv wraps its sums to 24 bits (signed_clamp), the IR's conv does not: refuse what could wrap.
+        # Inputs are binary (netx's input_message_bits 0, or a CUBA population's spikes), so a sum is at most the
+        # sum of one output channel's |weights|.
+        reach = int(np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
+        if reach > CONV_SUM_LIMIT:
+            raise self.error(f"one output's binary-input sum can reach {reach}, beyond {CONV_SUM_LIMIT} where "
+                             f"Lava's Conv (netx) wraps it to 24 bits; the IR's conv does not wrap, so it is not "
+                             f"run", layer, "weight", kind)
         layer_ir = ConvLayer(weight=weight, neurons=nrn, in_shape=tuple(in_shape), stride=stride, padding=padding,
                              dilation=dilation, groups=groups, weight_exp=exp, num_weight_bits=nbits, sign_mode=sm,
                              name=f"layer/{layer}")
