@@ -112,6 +112,14 @@ def _cases() -> dict:
                                      neuron=_cuba(iDecay=rng.integers(0, 3000, 8), vDecay=rng.integers(100, 4097, 8),
                                                   vThMant=30)),
                                 _dense(5, W(5, 8), _cuba(iDecay=0, vDecay=rng.integers(0, 4097, 5), vThMant=20))],
+        # DelayDense: a scalar delay, one per output neuron, one per input (netx's three forms), with a weight
+        # exponent (netx exp -1 on the second layer's weights) so each delay slot's shift shows
+        "delay_scalar": [_dense(10, W(10, NI), _cuba(vThMant=30), delay=np.float32(3))],
+        "delay_per_neuron": [_dense(10, W(10, NI), _cuba(vThMant=30), delay=rng.integers(0, 6, 10).astype(np.float32)),
+                             _dense(6, rng.integers(-101, 101, (6, 10)) | 1, _cuba(vThMant=25),
+                                    delay=rng.integers(0, 4, 6).astype(np.float32))],
+        "delay_per_input": [_dense(10, W(10, NI), _cuba(vThMant=30),
+                                   delay=rng.integers(0, 9, NI).astype(np.float32))],
     }
 
 
@@ -359,7 +367,17 @@ def _conv_layers(kind: str) -> list[dict]:
     ("input_neuron_rf", [dict(type="input", shape=np.array([NI]), neuron=_cuba(type="RF")),
                          _dense(6, np.ones((6, NI)), _cuba())], 0, "neuron", ("input layer with a neuron of type 'RF'",)),
     ("exc_over_255", [_dense(6, np.arange(6 * NI).reshape(6, NI) * 4, _cuba())], 0, "weight", ("zero",)),
-    ("delay", [_dense(6, np.ones((6, NI)), _cuba(), delay=np.float32(3))], 0, "delay", ("delays",)),
+    ("delay_shape", [_dense(6, np.ones((6, NI)), _cuba(), delay=np.ones(5, np.float32))], 0, "delay",
+     ("shape (5,)", "per input")),
+    ("delay_negative", [_dense(6, np.ones((6, NI)), _cuba(), delay=-np.ones(6, np.float32))], 0, "delay",
+     ("value -1", ">= 0")),
+    ("delay_rec", [dict(type="dense_rec", shape=np.array([6]), weight=np.ones((6, NI), np.float32),
+                        weight_rec=np.ones((6, 6), np.float32), neuron=_cuba(), delay=np.float32(2))], 0, "delay",
+     ("recurrent",)),
+    ("delay_conv", [dict(type="input", shape=np.array([2, 6, 6])),
+                    dict(type="conv", shape=np.array([2, 4, 4]), weight=np.ones((2, 2, 3, 3), np.float32),
+                         stride=1, padding=0, dilation=1, groups=1, neuron=_cuba(), delay=np.float32(2))],
+     1, "delay", ("netx ignores them",)),
 ])
 def test_unsupported_netx_is_refused_on_one_line(tmp_path, name, layers, layer, field, words):
     path = _write(tmp_path / f"{name}.net", layers)
@@ -438,11 +456,16 @@ def _foreign_sweep(n_per_kind: int, monkeypatch) -> None:
     from neurodeploy.backends import emulator
 
     bad = []
-    for k, kind in enumerate(("dense", "rec", "conv")):
+    for k, kind in enumerate(("dense", "rec", "conv", "delay")):
         for i in range(n_per_kind):
             seed = 5000 + 1000 * k + i
             rng = np.random.default_rng(seed)
-            net = random_network(rng, kind, max_layers=4, max_width=16, extreme=i % 4 == 3, max_hw=8, foreign=True)
+            net = random_network(rng, "dense" if kind == "delay" else kind, max_layers=4, max_width=16,
+                                 extreme=i % 4 == 3, max_hw=8, foreign=True)
+            if kind == "delay":               # DelayDense: per-synapse delays, some layers without
+                for layer in net.layers:
+                    if rng.random() < 0.8:
+                        layer.delay = rng.integers(0, int(rng.integers(1, 7)), layer.weight.shape)
             x = random_inputs(rng, net, int(rng.integers(1, 4)))
             emu = run_network(net, x, record_state=True)
             with monkeypatch.context() as m:
@@ -717,3 +740,26 @@ def test_oxford_tutorial_on_both_backends():
     hits = {s: coincident(s) for s in range(-3, 4)}
     assert hits[0] >= 0.75 * gt.sum() and hits[0] >= 0.8 * emu.sum(), (hits[0], gt.sum(), emu.sum())
     assert max(hits, key=hits.get) == 0, hits
+
+
+def test_delays_round_trip_through_our_writer(tmp_path):
+    """A network with delays read from netx, written by us and read back: the same IR delays and spikes; delays
+    that vary per synapse (netx takes one per neuron or per input) are refused on export, naming the field."""
+    from neurodeploy.io import write_netx
+    from neurodeploy.io.netx_semantics import NetxExportError
+
+    path = _write(tmp_path / "d.net", CASES["delay_per_neuron"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = read_netx(path, time_steps=T)
+        write_netx(net, tmp_path / "back.net")
+        back = read_netx(tmp_path / "back.net", time_steps=T)
+    for a, b in zip(net.layers, back.layers):
+        np.testing.assert_array_equal(a.delay, b.delay)
+    rng = np.random.default_rng(3)
+    x = (rng.random((2, T, NI)) < 0.4).astype(np.int64)
+    np.testing.assert_array_equal(run_network(net, x).output_spikes, run_network(back, x).output_spikes)
+    net.layers[0].delay = rng.integers(0, 4, net.layers[0].weight.shape)
+    with pytest.raises(NetxExportError, match="layer 0: delay: the delays vary per synapse"):
+        write_netx(net, tmp_path / "bad.net")
+    assert not (tmp_path / "bad.net").exists()

@@ -221,6 +221,48 @@ class _Synapse:
 
 
 @dataclass
+class _DelaySynapse:
+    """Lava's ``DelayDense`` (``PyDelayDenseModelBitAcc``): one synapse per delay value d holding the
+    weights of delay d (clipped and truncated on the whole matrix first); a spike of step s reaches the
+    neurons at step s + 1 + d, each slot's sum shifted by ``weight_exp`` on its own, the slots added in
+    the int32 buffer."""
+
+    slots: list                  # (delay, _Synapse)
+    n_out: int
+    bound: int
+
+    @classmethod
+    def build(cls, layer: DenseLayer, graded: bool, max_in: int) -> "_DelaySynapse":
+        w = effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits)
+        delay = np.asarray(layer.delay).astype(np.int64)
+        slots = []
+        for d in np.unique(delay):
+            part = np.where(delay == d, w, 0)
+            # DelayDense sums in int64 (np.sum of the weighted inputs), graded or not: no int32 wrap of the sum
+            slots.append((int(d), _Synapse.build(part, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
+                                                 False, max_in)))
+        bound = sum(syn.bound for _, syn in slots)
+        if bound >= 1 << 31:
+            raise BackendError(f"layer {layer.name or '?'}: delayed sums can reach {bound}, beyond the int32 "
+                               f"buffer Lava's DelayDense adds them in; not emulated")
+        return cls(slots, int(w.shape[0]), bound)
+
+    def drives(self, x: np.ndarray, b: int, P: int) -> np.ndarray:
+        """``a_out << 6`` per step (P, b, n_out) float64 for time-major inputs ``x`` (steps, b, n_in)."""
+        D = np.zeros((P, b, self.n_out))
+        steps = x.shape[0]
+        for d, syn in self.slots:
+            last = min(steps, P - 1 - d)               # inputs whose delayed arrival is still simulated
+            if last <= 0:
+                continue
+            rows = x[:last].reshape(last * b, -1)
+            if not rows.any():
+                continue
+            D[1 + d:1 + d + last] += syn.drive(rows).reshape(last, b, self.n_out)
+        return D
+
+
+@dataclass
 class _Neurons:
     du_mult: "int | np.ndarray"  # 4096 - (du + 1), one value or one per neuron
     dv_mult: "int | np.ndarray"  # 4096 - dv
@@ -347,6 +389,9 @@ class Emulator:
             ff = _Synapse.build(layer.weight, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
                                 graded and first, self.max_in if first and self.input_pop is None else 1,
                                 conv=layer if isinstance(layer, ConvLayer) else None)
+            if isinstance(layer, DenseLayer) and layer.delay is not None:
+                ff = _DelaySynapse.build(layer, graded and first,
+                                         self.max_in if first and self.input_pop is None else 1)
             rec = None
             if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
                 rec = _Synapse.build(layer.weight_rec, layer.sign_mode, layer.num_weight_bits,
@@ -406,7 +451,7 @@ class Emulator:
         injections = noise if noise is not None else [None] * len(self.layers)
         b, T = x.shape[:2]
         L = len(self.layers)
-        P = T + L                                     # simulated steps per sample
+        P = T + self.network.latency                  # simulated steps per sample
         flat = x.reshape(b, T, -1)
         reps = _repeats(flat)
         distinct = sorted(set(reps))
@@ -414,6 +459,8 @@ class Emulator:
         rows = flat[:, distinct[0]] if len(distinct) == 1 else \
             flat[:, distinct].transpose(1, 0, 2).reshape(len(distinct) * b, -1)
         ff0 = self.layers[0][0]
+        if isinstance(ff0, _DelaySynapse):
+            ff0 = ff0.slots[0][1]
         rows = rows.astype(ff0.dtype if ff0.exact_float else np.int64, copy=False)
         lo, hi = rows.min(), rows.max()               # every input value occurs in a distinct step
         if lo < 0 or hi > self.max_in:
@@ -429,7 +476,11 @@ class Emulator:
             silent = [not S[s].any() for s in range(P)]
         for li, (ff, rec, nrn) in enumerate(self.layers):
             drives = [None] * P
-            if li == 0 and not pop:
+            if isinstance(ff, _DelaySynapse):         # every step's input, each delay slot shifted on its own
+                src = flat.transpose(1, 0, 2) if li == 0 and not pop else S
+                D = ff.drives(src, b, P)
+                drives = list(D)
+            elif li == 0 and not pop:
                 D = ff.drive(rows).reshape(len(distinct), b, nrn.size)
                 views = list(D)                       # one object per distinct step
                 for t in range(T):
@@ -649,16 +700,17 @@ class Emulator:
         layout = injection_layout(net, step_noise)
         noisy = any(layout)
         L = len(self.layers)
-        outs = np.zeros((n, T + L, net.output_size), dtype=np.uint8)
+        P = T + net.latency
+        outs = np.zeros((n, P, net.output_size), dtype=np.uint8)
         counts = np.zeros((n, L), dtype=np.int64)
         us = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
         vs = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
         potential = net.readout == "potential"
         out_v = np.zeros((n, net.output_size), dtype=np.int64) if potential else None
-        spk = [np.zeros((n, T + L, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
+        spk = [np.zeros((n, P, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
             if record_spikes else None
         traced = trace_layers(record_traces, L)
-        tr_u = [np.zeros((n, T + L, nrn.size), dtype=np.int64) if li in traced else None
+        tr_u = [np.zeros((n, P, nrn.size), dtype=np.int64) if li in traced else None
                 for li, (_, _, nrn) in enumerate(self.layers)] if traced else None
         tr_v = [None if a is None else np.zeros_like(a) for a in tr_u] if traced else None
         batch_size = max(1, int(batch_size))

@@ -142,7 +142,7 @@ def _unrolled_conv(layer: ConvLayer):
 class LayerPlan:
     """How one IR layer maps onto Lava processes (pure numpy; no Lava yet)."""
 
-    kind: str                     # "dense" | "conv" | "sparse"
+    kind: str                     # "dense" | "delay" (DelayDense) | "conv" | "sparse"
     shape: tuple                  # LIF shape in Lava
     order: np.ndarray             # order[k] = IR index of Lava flat position k
     params: dict = field(default_factory=dict)   # synapse process kwargs
@@ -241,6 +241,10 @@ def plan_network(network: Network) -> LavaPlan:
             params = dict(weights=w.astype(np.int32), weight_exp=int(layer.weight_exp),
                           num_weight_bits=int(layer.num_weight_bits), sign_mode=mode,
                           num_message_bits=nmb)
+            if isinstance(layer, DenseLayer) and layer.delay is not None:    # Lava's DelayDense
+                kind = "delay"
+                params["delays"] = np.asarray(layer.delay).astype(int)[order][:, prev_order]   # DelayDense wants dtype int
+                params["max_delay"] = max(layer.max_delay, 1)   # 0 would mean "take it from the delays"
             if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
                 wr = np.asarray(layer.weight_rec).astype(np.int64)[order][:, order]
                 rec = dict(weights=wr.astype(np.int32), weight_exp=int(layer.weight_rec_exp),
@@ -295,7 +299,7 @@ class _Graph:
         """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
         (or None) whose arrays are streams ``(*lava shape, samples * steps)`` (:func:`_noise_stream`)."""
         from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
+        from lava.proc.dense.process import DelayDense, Dense
         from lava.proc.io.reset import Reset
         from lava.proc.io.source import RingBuffer
         from lava.proc.lif.process import LIFReset
@@ -339,6 +343,8 @@ class _Graph:
             inj = inj if inj is not None else LayerInjection()
             if lp.kind == "dense":
                 syn = Dense(**lp.params)
+            elif lp.kind == "delay":
+                syn = DelayDense(**lp.params)
             elif lp.kind == "sparse":
                 syn = Sparse(**lp.params)
             else:
@@ -608,7 +614,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     n, T = x.shape[:2]
     bias = check_bias(network, bias, n)
     L = len(network.layers)
-    P = T + L
+    P = T + network.latency
     G = plan.steps_per_sample(P, n)                 # global steps per sample (P, or padded for the schedule)
     layout = injection_layout(network, step_noise)
     if any(layout) and G != P:
@@ -696,7 +702,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
         record.remove()
     if error is not None:        # the run succeeded but Lava could not stop it: a bug, not the user's
         raise error
-    return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk, readout=network.readout,
+    return RunResult(out, counts, us, vs, latency=network.latency, time_steps=T, layer_spikes=spk, readout=network.readout,
                      output_v=out_v, layer_u=tr_u, layer_v=tr_v)
 
 
