@@ -268,19 +268,24 @@ def effective_vth(vth):
 
 
 def lif_step(u: np.ndarray, v: np.ndarray, a_in: np.ndarray, u_mult: int, v_mult: int, bias: np.ndarray,
-             vth_eff: int, v_noise: Optional[np.ndarray] = None) -> np.ndarray:
+             vth_eff: int, v_noise: Optional[np.ndarray] = None, events: Optional[dict] = None) -> np.ndarray:
     """One ``PyLifModelBitAcc`` step in place on int64 ``u``, ``v`` (every int32 wrap of Lava's arithmetic);
     returns the spikes (bool).
 
     ``a_in``: the step's synaptic input (int32 values); ``bias``: :func:`effective_bias`;
     ``vth_eff``: :func:`effective_vth`; ``v_noise`` (optional, int32 values) joins the int32 sum for v
-    (membrane noise, ``LIFResetVNoise``)."""
-    t = wrap_u(wrap32(decay(u, u_mult) + wrap32(a_in << ACT_SHIFT)))
+    (membrane noise, ``LIFResetVNoise``). ``events`` (optional): a dict whose ``"u_wrap"`` and ``"v_clip"``
+    arrays (the shape of u) are incremented where this step wrapped u at 24 bits / clipped v."""
+    pre = wrap32(decay(u, u_mult) + wrap32(a_in << ACT_SHIFT))
+    t = wrap_u(pre)
     u[...] = t
     total = decay(v, v_mult) + t + bias
     if v_noise is not None:
         total = total + v_noise
     nv = wrap32(total)
+    if events is not None:
+        events["u_wrap"] += t != pre
+        events["v_clip"] += np.abs(nv) > V_LIMIT
     np.clip(nv, -V_LIMIT, V_LIMIT, out=nv)
     s = nv > vth_eff
     nv[s] = 0

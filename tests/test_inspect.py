@@ -116,3 +116,51 @@ def test_emulator_and_lava_traces_are_identical(deployed, tmp_path):
     b[1][0, 4, 1] = 1
     cmp = compare_layers(a, b, [0, 1])
     assert cmp[0].first_step is None and cmp[1].first_step == 4 and cmp[1].most_divergent == [1]
+
+
+def _exact_pair(seed: int = 3):
+    """A float graph and a fixed-point network that compute the same spikes exactly: binary inputs, even
+    integer weights (Lava's 8-bit mixed-sign truncation keeps them), no leak (dv = 0, du = 4095: exact
+    integer sums in both), float thresholds a quarter above the chip's (strict > on integers decides alike)."""
+    from neurodeploy.graph import LIF, Affine, FloatGraph, Input
+    from neurodeploy.ir import DenseLayer, InputEncoding, Network, Neurons
+
+    rng = np.random.default_rng(seed)
+    w1 = 2 * rng.integers(-20, 40, (8, 10))
+    w2 = 2 * rng.integers(-20, 40, (4, 8))
+    th = [60, 50]
+    graph = FloatGraph(nodes=(Input((10,)), Affine(w1.astype(float)), LIF(leak=1.0, threshold=th[0] + 0.25),
+                              Affine(w2.astype(float)), LIF(leak=1.0, threshold=th[1] + 0.25)), time_steps=12)
+    layers = [DenseLayer(weight=w, neurons=Neurons(du=4095, dv=0, vth=t, bias_mant=np.zeros(w.shape[0], np.int64)))
+              for w, t in ((w1, th[0]), (w2, th[1]))]
+    net = Network(input_shape=(10,), layers=layers, time_steps=12, input_encoding=InputEncoding("spikes"))
+    return graph, net
+
+
+def test_an_exact_network_reports_agreement_and_a_broken_threshold_is_named(tmp_path):
+    """Inspect on a network that is exactly its float model: agreement, no first divergence, no wraps or clips.
+    Raise one layer's threshold on the chip: that layer is the first divergence, at the first step where
+    its spikes change, and the emulator's traces (u, v) equal Lava's."""
+    from neurodeploy.evaluate.inputs import ChipInputs
+    from neurodeploy.evaluate.inspect import inspect_graph, write_inspection
+
+    graph, net = _exact_pair()
+    rng = np.random.default_rng(0)
+    x = (rng.random((6, 12, 10)) < 0.5).astype(np.int64)
+    inputs = ChipInputs(x, 1.0, False)
+    same = inspect_graph(graph, net, inputs, lava_samples=2)
+    assert same["first_divergence"] is None, same["first_divergence"]
+    assert all(c["spike_agreement"] == 1.0 and c["u_wraps"] == 0 and c["v_clips"] == 0 for c in same["layers"])
+    assert sum(c["fixed_spikes_per_sample"] for c in same["layers"]) > 10      # it spikes: agreement means something
+    assert same["emulator_vs_lava"]["first_divergence"] is None
+    net.layers[1].neurons.vth = 80                                              # broken on purpose
+    broken = inspect_graph(graph, net, inputs)
+    first = broken["first_divergence"]
+    assert first["layer"] == 1 and broken["layers"][0]["first_step"] is None
+    f, q = broken["traces"]["float"][1], broken["traces"]["fixed"][1]
+    assert first["step"] == int(np.argmax((f != q).any(axis=(0, 2))))
+    assert broken["layers"][1]["membrane_error_mean"] > same["layers"][1]["membrane_error_mean"]
+    paths = write_inspection(broken, tmp_path)
+    assert {p.name for p in paths} == {"inspect.json", "inspect.md", "inspect.png", "inspect_membrane.png"}
+    md = (tmp_path / "inspect.md").read_text()
+    assert "First divergence: layer 1" in md and "u wraps" in md

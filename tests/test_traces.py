@@ -61,3 +61,20 @@ def test_traces_of_chosen_layers_only():
         np.testing.assert_array_equal(res.layer_u[-1], full.layer_u[-1])
     with pytest.raises(Exception, match="record_traces layer 7 is out of range"):
         run_network(net, x, record_traces=[7])
+
+
+def test_traced_wraps_and_clips_are_counted():
+    """The emulator counts, per sample and neuron, Lava's 24-bit wraps of u and clips of v; a drive that must
+    wrap u every step is counted at every step."""
+    from neurodeploy.ir import DenseLayer, InputEncoding, Network, Neurons
+
+    big = DenseLayer(weight=np.array([[255, 255], [1, 0]]), weight_exp=10,
+                     neurons=Neurons(du=4095, dv=0, vth=2**17 - 1, bias_mant=np.zeros(2, np.int64)))
+    net = Network(input_shape=(2,), layers=[big], time_steps=5, input_encoding=InputEncoding("spikes"))
+    res = run_network(net, np.ones((1, 5, 2), np.int64), record_traces=True)
+    ev = res.layer_events[0]
+    # neuron 0: a_in = 510 << 10, << 6 = 2**25-ish: u wraps at each of the 5 driven steps; neuron 1 never
+    assert ev["u_wrap"][0].tolist() == [5, 0]
+    assert ev["v_clip"][0, 1] == 0
+    quiet = run_network(net, np.zeros((1, 5, 2), np.int64), record_traces=True)
+    assert quiet.layer_events[0]["u_wrap"].sum() == 0

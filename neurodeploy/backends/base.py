@@ -89,6 +89,8 @@ class RunResult:
     output_v: Optional[np.ndarray] = None  # (samples, n_out) int64: output layer's final v (potential readout)
     layer_u: Optional[list] = None       # per layer (samples, total_steps, n) int64: u after every step (traces)
     layer_v: Optional[list] = None       # the same for v
+    # emulator, traced layers: {"u_wrap", "v_clip"} -> (samples, n) int64, how often u wrapped at 24 bits / v clipped
+    layer_events: Optional[list] = None
 
     @property
     def total_steps(self) -> int:

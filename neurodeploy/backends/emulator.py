@@ -282,13 +282,14 @@ class _Neurons:
         self.bias_bound = int(np.abs(self.bias).max(initial=0))
         self.bias_f = self.bias.astype(np.float64)
 
-    def step(self, u: np.ndarray, v: np.ndarray, a: np.ndarray, v_noise: Optional[np.ndarray] = None) -> np.ndarray:
+    def step(self, u: np.ndarray, v: np.ndarray, a: np.ndarray, v_noise: Optional[np.ndarray] = None,
+             events: Optional[dict] = None) -> np.ndarray:
         """One Lava fixed_pt LIF step in place on int64 ``u``, ``v``; returns the spikes.
 
         General path: reproduces every int32 wrap of Lava's arithmetic
         (:func:`neurodeploy.lava_rules.lif_step`). ``v_noise`` (membrane noise) is
         added to the int32 sum for ``v``."""
-        return lr.lif_step(u, v, a, self.du_mult, self.dv_mult, self.bias, self.vth, v_noise)
+        return lr.lif_step(u, v, a, self.du_mult, self.dv_mult, self.bias, self.vth, v_noise, events)
 
 
 def _geometric(ratio: float, steps: int) -> float:
@@ -504,11 +505,12 @@ class Emulator:
             traced = traces is not None and li in traces
             if resets is not None or traced:          # netx's staggered reset or a trace: the general step
                 tr = None if not traced else (np.zeros((P, b, nrn.size), np.int64),
-                                              np.zeros((P, b, nrn.size), np.int64))
+                                              np.zeros((P, b, nrn.size), np.int64),
+                                              {k: np.zeros((b, nrn.size), np.int64) for k in ("u_wrap", "v_clip")})
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
                                                     rec_keep=drop, resets=resets, trace=tr)
                 if tr is not None:
-                    traces[li] = (tr[0].transpose(1, 0, 2), tr[1].transpose(1, 0, 2))
+                    traces[li] = (tr[0].transpose(1, 0, 2), tr[1].transpose(1, 0, 2), tr[2])
             elif a_add is not None or v_add is not None or (drop is not None and rec is not None):
                 # injected input or voltage, or masked recurrent spikes: the general int64 step
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
@@ -623,11 +625,13 @@ class Emulator:
         Injections (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
         synaptic inputs, ``v_noise`` the int32 sum for v, ``rec_keep`` masks
         the spikes the recurrent synapse receives. ``trace``: two (P, b, n)
-        arrays that receive u and v after every step (what Lava's Vars hold then)."""
+        arrays that receive u and v after every step (what Lava's Vars hold then), and a dict that
+        receives the per-(sample, neuron) counts of u wraps and v clips (``"u_wrap"``, ``"v_clip"``)."""
         n = nrn.size
         S = np.zeros((P, b, n), dtype=np.float32)
         u = np.zeros((b, n), dtype=np.int64)
         v = np.zeros((b, n), dtype=np.int64)
+        events = None if trace is None else trace[2]
         for s in range(P):
             if resets is not None and resets[s]:      # LIFReset: before the step's update
                 u[...] = 0
@@ -639,7 +643,7 @@ class Emulator:
                 a = wrap32(a + rec.apply(prev))       # the InPort adds both in int32
             if a_noise is not None:
                 a = wrap32(a + a_noise[s])            # one more input of the InPort's int32 sum
-            S[s] = nrn.step(u, v, a, None if v_noise is None else v_noise[s])
+            S[s] = nrn.step(u, v, a, None if v_noise is None else v_noise[s], events)
             if trace is not None:
                 trace[0][s] = u
                 trace[1][s] = v
@@ -713,6 +717,8 @@ class Emulator:
         tr_u = [np.zeros((n, P, nrn.size), dtype=np.int64) if li in traced else None
                 for li, (_, _, nrn) in enumerate(self.layers)] if traced else None
         tr_v = [None if a is None else np.zeros_like(a) for a in tr_u] if traced else None
+        events = [None if li not in traced else {k: np.zeros((n, nrn.size), np.int64) for k in ("u_wrap", "v_clip")}
+                  for li, (_, _, nrn) in enumerate(self.layers)] if traced else None
         batch_size = max(1, int(batch_size))
         starts = list(range(0, n, batch_size))
         threads = min(len(starts), _usable_cpus() if threads is None else max(1, int(threads)))
@@ -738,9 +744,11 @@ class Emulator:
             stop = min(n, start + batch_size)
             o, c, bu, bv, bs, tr = result
             if tr:
-                for li, (bu_t, bv_t) in tr.items():
+                for li, (bu_t, bv_t, ev) in tr.items():
                     tr_u[li][start:stop] = bu_t
                     tr_v[li][start:stop] = bv_t
+                    for k, arr in ev.items():
+                        events[li][k][start:stop] = arr
             outs[start:stop] = o
             counts[start:stop] = c
             if record_state:
@@ -779,7 +787,7 @@ class Emulator:
             if bar is not None:
                 bar.stop()
         return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk,
-                         readout=net.readout, output_v=out_v, layer_u=tr_u, layer_v=tr_v)
+                         readout=net.readout, output_v=out_v, layer_u=tr_u, layer_v=tr_v, layer_events=events)
 
 
 def _result(item):

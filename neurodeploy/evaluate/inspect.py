@@ -19,8 +19,13 @@ most there (``None`` when the networks agree).
 compared with the emulator on every layer and every simulated step
 (``emulator_vs_lava``; they must be identical).
 
-Not yet here (issue 13): per-step u and v from the backends (membrane
-error, wraps, clips).
+Membrane potentials: the float model's v after each step (after its reset)
+in threshold units, against the fixed-point v traced by the emulator (after
+Lava's reset) divided by ``vth << 6``, on the same aligned window: mean and
+largest absolute error per layer and the neurons whose error is largest.
+From the emulator's traces also the number of 24-bit wraps of u and clips
+of v per layer, and from the network the weights Lava's clip and truncation
+change (``weights_clipped``, ``weights_truncated``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import lava_rules as lr
 from ..backends import run_network
 from ..errors import NeurodeployError
 from ..graph import LIF, CubaLIF
@@ -40,7 +46,7 @@ from ..models.walk import graph_from_model
 from .deployment import Deployment
 from .inputs import ChipInputs
 
-__all__ = ["LayerComparison", "compare_layers", "inspect_deployment", "write_inspection"]
+__all__ = ["LayerComparison", "compare_layers", "inspect_deployment", "inspect_graph", "write_inspection"]
 
 
 @dataclass
@@ -62,6 +68,13 @@ class LayerComparison:
     float_spikes_per_sample: float
     fixed_spikes_per_sample: float
     most_divergent: list[int]        # neurons with the largest total |count difference|
+    membrane_error_mean: Optional[float] = None   # |v_float / theta - v_fixed / (vth << 6)|, aligned window
+    membrane_error_max: Optional[float] = None
+    membrane_most_divergent: Optional[list] = None
+    u_wraps: Optional[int] = None                 # 24-bit wraps of u over all samples and simulated steps
+    v_clips: Optional[int] = None                 # clips of v to +-(2**23 - 1)
+    weights_clipped: Optional[int] = None         # weights Lava's clip_weights changes
+    weights_truncated: Optional[int] = None       # weights its truncate_weights changes after the clip
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -139,8 +152,17 @@ def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.
     else:
         _check_same_shape(dep.network, network, source)
     graph = graph_from_model(dep.model, T, input_shape=tuple(dep.input_shape))
+    return inspect_graph(graph, network, inputs, labels, rate_threshold=rate_threshold, lava_samples=lava_samples)
+
+
+@torch.no_grad()
+def inspect_graph(graph, network, inputs: ChipInputs, labels: Optional[np.ndarray] = None, *,
+                  rate_threshold: float = 0.1, lava_samples: int = 0) -> dict:
+    """:func:`inspect_deployment` for a float :class:`~neurodeploy.graph.FloatGraph` and a fixed-point
+    ``network`` of the same architecture (the graph's i-th spiking node is the network's i-th layer)."""
+    T = int(graph.time_steps) if getattr(graph, "time_steps", None) else int(inputs.values.shape[1])
     spiking_nodes = [i for i, n in enumerate(graph.nodes) if isinstance(n, (LIF, CubaLIF))]
-    emu = run_network(network, inputs.values, record_spikes=True)
+    emu = run_network(network, inputs.values, record_spikes=True, record_traces=True)
     seq = inputs.float_sequence(0, len(inputs))
     if inputs.repeated:
         seq = seq.expand(T, *seq.shape[1:])
@@ -150,20 +172,34 @@ def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.
     # every chip layer spikes but a potential readout's
     n_spiking = len(network.layers) - (1 if network.readout == "potential" else 0)
     nodes = spiking_nodes[:n_spiking]
-    float_spikes, fixed_spikes = [], []
+    float_spikes, fixed_spikes, float_v, fixed_v = [], [], [], []
     for layer, node in enumerate(nodes):
         f = rec[node]["spikes"].flatten(2).numpy().transpose(1, 0, 2)           # (samples, T, n)
-        q = emu.layer_spikes[layer][:, layer + 1: layer + 1 + T].reshape(len(inputs), T, -1)
+        window = slice(layer + 1, layer + 1 + T)
+        q = emu.layer_spikes[layer][:, window].reshape(len(inputs), T, -1)
         float_spikes.append(f)
         fixed_spikes.append(q)
+        theta = np.asarray(graph.nodes[node].threshold, dtype=np.float64).reshape(-1)
+        float_v.append(rec[node]["v"].flatten(2).numpy().transpose(1, 0, 2) / theta)
+        vth = np.asarray(lr.effective_vth(network.layers[layer].neurons.vth), dtype=np.float64).reshape(-1)
+        fixed_v.append(emu.layer_v[layer][:, window] / vth)
     layers = compare_layers(float_spikes, fixed_spikes, nodes, rate_threshold=rate_threshold)
+    for c, fv, qv in zip(layers, float_v, fixed_v):
+        err = np.abs(fv - qv)
+        c.membrane_error_mean = float(err.mean())
+        c.membrane_error_max = float(err.max())
+        per = err.mean(axis=(0, 1))
+        c.membrane_most_divergent = [int(i) for i in np.argsort(-per, kind="stable")[:5]]
+    for c, ev, lay in zip(layers, emu.layer_events, network.layers):
+        c.u_wraps, c.v_clips = int(ev["u_wrap"].sum()), int(ev["v_clip"].sum())
+        c.weights_clipped, c.weights_truncated = _weight_changes(lay)
     fixed_pred = emu.predictions()
     result = {
         "samples": len(inputs), "time_steps": T,
         "layers": [c.to_dict() for c in layers],
         "first_divergence": _first_divergence(layers),
         "predictions": {"agreement": float(np.mean(float_pred == fixed_pred))},
-        "traces": {"float": float_spikes, "fixed": fixed_spikes},
+        "traces": {"float": float_spikes, "fixed": fixed_spikes, "float_v": float_v, "fixed_v": fixed_v},
     }
     if lava_samples > 0:
         # the same network on Lava, every layer and every simulated step (no alignment needed): must be identical
@@ -177,6 +213,19 @@ def inspect_deployment(dep: Deployment, inputs: ChipInputs, labels: Optional[np.
         result["predictions"].update(float_accuracy=float(np.mean(float_pred == labels)),
                                      fixed_accuracy=float(np.mean(fixed_pred == labels)))
     return result
+
+
+def _weight_changes(layer) -> tuple[int, int]:
+    """How many of a layer's weights Lava's clip_weights changes, and how many its truncation changes after."""
+    weights = [layer.weight] + ([layer.weight_rec] if getattr(layer, "weight_rec", None) is not None else [])
+    clipped = truncated = 0
+    for w in weights:
+        w = np.asarray(w, dtype=np.int64)
+        lo, hi = lr.clip_range(layer.sign_mode)
+        c = np.clip(w, lo, hi)
+        clipped += int(np.sum(c != w))
+        truncated += int(np.sum(lr.effective_weights(w, layer.sign_mode, layer.num_weight_bits) != c))
+    return clipped, truncated
 
 
 def write_inspection(result: dict, folder, title: str = "float vs fixed point") -> list:
@@ -206,6 +255,16 @@ def write_inspection(result: dict, folder, title: str = "float vs fixed point") 
                      f"{100 * c['float_silent']:.1f}% / {100 * c['fixed_silent']:.1f}% | "
                      f"{100 * c['float_saturated']:.1f}% / {100 * c['fixed_saturated']:.1f}% | "
                      f"{c['float_spikes_per_sample']:.1f} / {c['fixed_spikes_per_sample']:.1f} |")
+    lines += ["", "## Membrane potentials and fixed-point events", "",
+              "v in threshold units on the aligned window (float: after its reset; fixed point: v / (vth << 6) "
+              "after Lava's reset); wraps and clips over every simulated step; weights Lava's clip and "
+              "truncation change.", "",
+              "| layer | mean abs error | max abs error | neurons with the largest error | u wraps | v clips | "
+              "weights clipped | weights truncated |", "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for c in result["layers"]:
+        lines.append(f"| {c['layer']} | {c['membrane_error_mean']:.4f} | {c['membrane_error_max']:.3f} | "
+                     f"{c['membrane_most_divergent']} | {c['u_wraps']} | {c['v_clips']} | {c['weights_clipped']} | "
+                     f"{c['weights_truncated']} |")
     lava = result.get("emulator_vs_lava")
     if lava is not None:
         lf = lava["first_divergence"]
@@ -217,7 +276,44 @@ def write_inspection(result: dict, folder, title: str = "float vs fixed point") 
     with atomic_path(folder / "inspect.png") as tmp:
         _plot(result, tmp)
     paths.append(folder / "inspect.png")
+    with atomic_path(folder / "inspect_membrane.png") as tmp:
+        _plot_membranes(result, tmp)
+    paths.append(folder / "inspect_membrane.png")
     return paths
+
+
+def _plot_membranes(result: dict, path, per_layer: int = 3) -> None:
+    """Float vs fixed-point v (threshold units) of each layer's most divergent neurons, in the sample where
+    their error is largest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result["layers"]
+    fv, qv = result["traces"]["float_v"], result["traces"]["fixed_v"]
+    fig, axes = plt.subplots(len(layers), per_layer, figsize=(3.4 * per_layer, 2.3 * len(layers)), squeeze=False)
+    for row, (c, f, q) in enumerate(zip(layers, fv, qv)):
+        for col in range(per_layer):
+            ax = axes[row, col]
+            if col >= len(c["membrane_most_divergent"]):
+                ax.axis("off")
+                continue
+            j = c["membrane_most_divergent"][col]
+            k = int(np.abs(f[:, :, j] - q[:, :, j]).sum(axis=1).argmax())
+            steps = np.arange(f.shape[1])
+            ax.plot(steps, f[k, :, j], "-o", ms=3, label="float")
+            ax.plot(steps, q[k, :, j], "-s", ms=3, label="fixed point")
+            ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+            ax.set_title(f"layer {c['layer']} neuron {j} (sample {k})", fontsize=8)
+            ax.set_xlabel("aligned step", fontsize=7)
+            if col == 0:
+                ax.set_ylabel("v / threshold", fontsize=7)
+                if row == 0:
+                    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
 
 
 def _plot(result: dict, path) -> None:
