@@ -154,6 +154,7 @@ class CoreUse:
     population: str
     neurons: int
     synapses: int                    # stored entries of its encoding (a shared conv kernel counts once)
+    connections: int                 # non-zero synapses into its neurons (each one a synaptic op per spike)
     memory_bits: int
     encoding: str
     axons_in: int
@@ -348,7 +349,7 @@ def fit_network(network: Network, profile: HardwareProfile) -> FitReport:
                                "+".join(encs), int(np.sum(use["memory_bits"])), limited, problem))
         for c in range(len(use["neurons"])):
             cores.append(CoreUse(len(cores), 0, pop.name, int(use["neurons"][c]), int(use["synapses"][c]),
-                                 int(use["memory_bits"][c]), use["encoding"][c] if use["synapses"][c] else "-",
+                                 int(use["connections"][c]), int(use["memory_bits"][c]), use["encoding"][c] if use["synapses"][c] else "-",
                                  int(use["axons_in"][c]), int(use["axons_out"][c])))
     # chips: cores packed in order, a chip closes when a per-chip limit would be exceeded
     chip, n_c, n_n, n_s = 0, 0, 0, 0
