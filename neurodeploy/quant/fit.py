@@ -137,9 +137,12 @@ def mean_fan_out(network: Network) -> list[float]:
     One entry per layer plus one for the input: ``[input, layer0, ..., layer_last]`` (the last is 0)."""
     pops = [p for p in populations(network) if p.kind != "input"]
     n_in = int(np.prod(network.input_shape))
-    out = [pops[0].synapses / max(1, n_in) if pops else 0.0]
+    def feed(p: Population) -> int:            # synapses from the population before (not its own recurrent ones)
+        return int(np.sum(p.cols < p.n_prev))
+
+    out = [feed(pops[0]) / max(1, n_in) if pops else 0.0]
     for i, p in enumerate(pops):
-        nxt = pops[i + 1].synapses / max(1, p.neurons) if i + 1 < len(pops) else 0.0
+        nxt = feed(pops[i + 1]) / max(1, p.neurons) if i + 1 < len(pops) else 0.0
         own = int(np.sum(p.cols >= p.n_prev)) / max(1, p.neurons) if p.recurrent else 0.0
         out.append(nxt + own)
     return out
@@ -365,7 +368,10 @@ def fit_network(network: Network, profile: HardwareProfile) -> FitReport:
     total = len(cores)
     total_neurons = sum(c.neurons for c in cores)
     total_syn = sum(c.synapses for c in cores)
-    if chips > res.chips:
+    # a single core can exceed a per-chip limit on its own (then no packing helps)
+    over_chip = any((res.neurons_per_chip is not None and c.neurons > res.neurons_per_chip)
+                    or (res.synapses_per_chip is not None and c.synapses > res.synapses_per_chip) for c in cores)
+    if chips > res.chips or over_chip:
         if res.chips == 1 and total > res.cores_per_chip:
             problems.append(f"needs {total} cores > {res.cores_per_chip} cores per chip ("
                             + ", ".join(f"{x.name}: {x.cores}" for x in layers) + ")")
