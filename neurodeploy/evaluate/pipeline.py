@@ -48,7 +48,7 @@ INSPECT_DISAGREEMENT = 0.01
 
 def inspect_hint(run_dir, profile: str, agreement: float) -> Optional[dict]:
     """Where to look when float and fixed point disagree on more than 1% of samples (None otherwise)."""
-    disagreement = 1.0 - float(agreement)
+    disagreement = round(1.0 - float(agreement), 12)     # a fraction of samples: no float residue at 1%
     if disagreement <= INSPECT_DISAGREEMENT:
         return None
     return {"disagreement": disagreement, "command": f"neurodeploy inspect {run_dir} --profile {profile}"}
