@@ -10,6 +10,11 @@ emulator implement, so any other value is refused instead of silently
 ignored. The ``noise:`` section is checked at load time too
 (:func:`neurodeploy.noise.vocabulary.noise_levels_from_section`). The profile's
 ``name`` becomes a folder name (``RUN/<name>/``), so it must be a plain name.
+
+``resources:`` holds what a core and a chip hold (:class:`Resources`; four keys required, the fit limits of
+:mod:`neurodeploy.quant.fit` optional, each with its public source under ``resources.sources``); the optional
+``energy:`` section holds per-operation costs as ``[low, high]`` ranges with their sources
+(:class:`EnergyCosts`, used by :mod:`neurodeploy.evaluate.energy`).
 """
 
 from __future__ import annotations
