@@ -604,6 +604,34 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    """``fit RUN_OR_NET``: the per-layer and per-core tables of the mapping onto --profile's chip."""
+    from .quant import load_profile
+    from .quant.fit import FitError, fit_network, print_fit
+
+    profile = load_profile(args.profile)
+    target = Path(args.target)
+    if target.is_dir():
+        from .evaluate.deployment import load_deployment
+
+        network = load_deployment(_require_run(target), args.profile, log=lambda m: None).network
+    else:
+        from .io import read_netx
+
+        network = read_netx(require_regular_file(target, "netx network file"))
+    report = fit_network(network, profile)
+    print_fit(report, per_core=not args.layers_only)
+    if args.json is not None:
+        import json
+
+        from .fileio import write_text_atomic
+
+        write_text_atomic(check_output_file(args.json, "--json"), json.dumps(report.to_dict(), indent=1))
+    if not report.fits:
+        raise FitError(f"{target}: does not fit profile {profile.name!r}: " + "; ".join(report.problems))
+    return 0
+
+
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from .data import DATASETS, DataError, load_dataset
 
@@ -790,6 +818,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain when the run folder holds a run of another config (default: refuse)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("fit", help="does a run's deployment or a netx file fit the chip: cores, memory, axons")
+    p.add_argument("target", metavar="RUN_OR_NET", help="run folder (its deployment for --profile) or a netx .net file")
+    p.add_argument("--profile", default="loihi2", help="profile name in hw_profiles/ or a profile file")
+    p.add_argument("--layers-only", action="store_true", help="only the per-layer table, not the per-core one")
+    p.add_argument("--json", type=_path_text, metavar="FILE.json", help="also write every number of the mapping")
+    p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("datasets", help="list the data sets and whether they are available")
     p.add_argument("--data-dir", type=_path)

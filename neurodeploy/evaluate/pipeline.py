@@ -39,7 +39,19 @@ from ..train.checkpoint import CHECKPOINT_NAME
 from ..train.loop import RunError, load_run_checkpoint, set_threads, train
 from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
 from .deployment import deploy_folder, prepare_deployment
+from .energy import activity_of, energy_markdown, estimate_energy
 from .inputs import encoding_generator, float_run
+
+# float and fixed point disagreeing on more than this fraction of samples points the report to `inspect`
+INSPECT_DISAGREEMENT = 0.01
+
+
+def inspect_hint(run_dir, profile: str, agreement: float) -> Optional[dict]:
+    """Where to look when float and fixed point disagree on more than 1% of samples (None otherwise)."""
+    disagreement = round(1.0 - float(agreement), 12)     # a fraction of samples: no float residue at 1%
+    if disagreement <= INSPECT_DISAGREEMENT:
+        return None
+    return {"disagreement": disagreement, "command": f"neurodeploy inspect {run_dir} --profile {profile}"}
 
 
 def fan_out(network: Network) -> list[float]:
@@ -230,6 +242,13 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
         "quantization": report_dict(dep.quantized),
         "netx_export": {"exact": not netx_notes, "notes": netx_notes},
     }
+    from ..quant.fit import fit_network
+
+    fit = fit_network(network, dep.profile)
+    report["fit"] = fit.summary()
+    estimate = estimate_energy(network, dep.profile, activity_of(emu, nz), fit)
+    report["energy"] = None if estimate is None else estimate.to_dict()
+    report["inspect"] = inspect_hint(run_dir, profile, report["agreement"]["prediction_float_vs_fixed"])
     if lava is not None:
         ys = y[:n_lava]
         lava_pred = lava.predictions()
@@ -255,7 +274,7 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
     message = describe_difference(difference, "the pipeline's Lava subset") if difference else None
     report["error"] = message
     write_text_atomic(out / "report.json", json.dumps(report, indent=1))
-    write_text_atomic(out / "report.md", _markdown(report))
+    write_text_atomic(out / "report.md", _markdown(report, fit, estimate))
     with atomic_path(out / "report.png") as tmp:
         _plot(report, deploy, emu_counts, tmp)
     if progress:
@@ -304,7 +323,7 @@ def print_ladder(report: dict, console=None) -> None:
         console.print(table)
 
 
-def _markdown(r: dict) -> str:
+def _markdown(r: dict, fit=None, estimate=None) -> str:
     f, q, a = r["float"], r["fixed_point"], r["agreement"]
     lines = []
     if r.get("error"):
@@ -335,6 +354,10 @@ def _markdown(r: dict) -> str:
         f"- identical output spike counts: {100 * a['output_counts_identical']:.2f}% of samples "
         f"(mean |difference| {a['output_counts_mean_abs_diff']:.3f} spikes per class)",
     ]
+    if r.get("inspect"):
+        lines.append(f"- float and fixed point disagree on {100 * r['inspect']['disagreement']:.2f}% of samples "
+                     f"(more than {100 * INSPECT_DISAGREEMENT:.0f}%): see where they part ways with "
+                     f"`{r['inspect']['command']}`")
     if "lava" in r:
         lv, ev = r["lava"], r["emulator_vs_lava"]
         verdict = ("identical spikes in every layer at every step" if ev["identical"]
@@ -342,6 +365,12 @@ def _markdown(r: dict) -> str:
         lines.append(f"- Lava (`Loihi2SimCfg(select_tag='fixed_pt')`) on the first {lv['samples']} samples: "
                      f"{verdict}; {lv['samples_per_second']:.1f} samples/s vs the emulator's "
                      f"{q['samples_per_second']:.0f}.")
+    if fit is not None:
+        from ..quant.fit import fit_markdown
+
+        lines += ["", f"## Does it fit ({r['profile']})", "", fit_markdown(fit).rstrip()]
+    if estimate is not None:
+        lines += ["", "## What it costs (estimate, fixed point on the emulator)", "", energy_markdown(estimate).rstrip()]
     lines += ["", "## Quantization", ""]
     from ..quant.report import COLUMNS
 

@@ -179,7 +179,11 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
                                 "accuracy": float(np.mean(emu_pred == y_np)), "samples": len(y_np),
                                 "spikes_per_sample": float(emu.spike_counts.sum(1).mean()),
                                 "synops_per_sample": float(synaptic_ops(net, inputs.nonzeros(),
-                                                                        emu.spike_counts).mean())}
+                                                                        emu.spike_counts).mean()),
+                                # activity of the energy estimate (neurodeploy.evaluate.energy)
+                                "spikes_per_layer": emu.spike_counts.mean(0).tolist(),
+                                "input_events_per_sample": float(inputs.nonzeros().mean()),
+                                "steps_per_sample": int(emu.total_steps)}
                         if n_lava > 0:
                             lava = run_network(net, inputs.values[:n_lava], backend="lava", step_noise=step,
                                                record_spikes=True)
@@ -288,7 +292,8 @@ def _markdown(results: dict) -> str:
     for run in results["runs"]:
         lines += [f"## {run['name']} ({run['run_dir']})", "",
                   f"{run['samples']} test samples of {run['dataset']}"
-                  + (f"; deployed model: {run['network']}" if run.get("network") else "") + ".", "",
+                  + (f"; deployed model: {run['network']}" if run.get("network") else "") + ".",
+                  *_fit_energy_markdown(run), "",
                   "| backend | noise | level | accuracy (mean) [95% interval] | std | drop from clean "
                   "| spikes / sample | synaptic ops / sample |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -423,6 +428,44 @@ def _plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _fit_and_energy(quantized, profile: str, rows: list[dict]) -> dict:
+    """The deployed network's fit summary and, from the clean emulator row, the energy estimate."""
+    if quantized is None:
+        return {"fit": None, "energy": None}
+    from ..quant import load_profile
+    from ..quant.fit import fit_network
+    from .energy import Activity, estimate_energy
+
+    hw = load_profile(profile)
+    fit = fit_network(quantized.network, hw)
+    clean = next((r for r in rows if r["backend"] == "emulator" and r["level"] == 0 and "spikes_per_layer" in r),
+                 None)
+    estimate = None
+    if clean is not None:
+        estimate = estimate_energy(quantized.network, hw, Activity(clean["input_events_per_sample"],
+                                                                   clean["spikes_per_layer"],
+                                                                   clean["steps_per_sample"]), fit)
+    return {"fit": fit.summary(), "energy": None if estimate is None else estimate.to_dict()}
+
+
+def _fit_energy_markdown(run: dict) -> list[str]:
+    lines = []
+    fit, est = run.get("fit"), run.get("energy")
+    if fit is not None:
+        t = fit["tightest"]
+        verdict = "fits" if fit["fits"] else "DOES NOT FIT: " + "; ".join(fit["problems"])
+        lines += ["", f"Fit on `{fit['profile']}`: {fit['cores']} cores on {fit['chips']} chip(s), {verdict}"
+                  + (f"; tightest: {t['resource']} {t['used']} of {t['available']} at {t['where']}" if t else "")
+                  + "."]
+    if est is not None:
+        lines += ["", f"Energy per clean inference (estimate from the emulator's activity, {est['time_steps']} "
+                      f"steps): {est['energy_uj'][0]:.4g} to {est['energy_uj'][1]:.4g} uJ (dynamic "
+                      f"{est['dynamic_energy_uj'][0]:.4g} to {est['dynamic_energy_uj'][1]:.4g} uJ); latency "
+                      f"{est['latency_us'][0]:.4g} to {est['latency_us'][1]:.4g} us. A model from published "
+                      f"per-operation costs (profile energy: section), not a measurement."]
+    return lines
+
+
 def _deployment_for(run_dir: Path, profile: str, needs_network: bool, log: Callable[[str], None]):
     """The run's deployment, or (float-only sweeps of a model that cannot be deployed) None and why."""
     from ..quant import QuantizationError
@@ -495,6 +538,7 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
                 "name": name, "run_dir": str(run_dir), "dataset": cfg.data.dataset, "samples": len(x),
                 "network": network_name, "rows": rows, "summary": summarize(rows),
                 "seconds": time.perf_counter() - t0,
+                **_fit_and_energy(quantized, profile, rows),
             })
     print_summary(results, console)
     if report_dir is not None:

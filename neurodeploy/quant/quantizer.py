@@ -749,27 +749,18 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
 
 
 def check_resources(network: Network, profile: HardwareProfile) -> dict:
-    """Cores, synapses and fan-in the network needs; raise if it does not fit the profile."""
-    r = profile.resources
-    layers = []
-    total_cores = 0
-    problems = []
-    for i, layer in enumerate(network.layers):
-        n = int(np.prod(layer.out_shape))
-        if isinstance(layer, ConvLayer):
-            fan_in = int(layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3])
-            synapses = int(layer.weight.size)  # shared kernel weights stored once per core group
-        else:
-            fan_in = layer.in_size + (n if layer.weight_rec is not None else 0)
-            synapses = int(layer.weight.size + (layer.weight_rec.size if layer.weight_rec is not None else 0))
-        cores = max(math.ceil(n / r.neurons_per_core), math.ceil(synapses / r.synapses_per_core))
-        total_cores += cores
-        layers.append({"layer": i, "neurons": n, "synapses": synapses, "fan_in": fan_in, "cores": cores})
-        if fan_in > r.max_fan_in:
-            problems.append(f"layer {i}: fan-in {fan_in} > max_fan_in {r.max_fan_in}")
-    if total_cores > r.cores_per_chip:
-        per_layer = ", ".join(f"layer {x['layer']}: {x['cores']}" for x in layers)
-        problems.append(f"needs {total_cores} cores > {r.cores_per_chip} cores per chip ({per_layer})")
-    if problems:
-        raise QuantizationError(f"the network does not fit profile {profile.name!r}: " + "; ".join(problems))
-    return {"layers": layers, "cores": total_cores, "cores_available": r.cores_per_chip}
+    """Cores, synapses and fan-in the network needs; raise :class:`QuantizationError` if it does not fit.
+
+    One source of truth: the core mapping of :func:`neurodeploy.quant.fit.fit_network` (neurons, synaptic
+    memory, fan-in and fan-out axons per core, cores and chips). Returns the per-layer cores, the total and
+    the cores available (``cores_available``), plus the fit summary (``fit``)."""
+    from .fit import fit_network
+
+    report = fit_network(network, profile)
+    if not report.fits:
+        raise QuantizationError(f"the network does not fit profile {profile.name!r}: " + "; ".join(report.problems))
+    layers = [{"layer": i, "name": x.name, "neurons": x.neurons, "synapses": x.synapses, "fan_in": x.max_fan_in,
+               "cores": x.cores} for i, x in enumerate(lf for lf in report.layers if lf.kind != "input")]
+    return {"layers": layers, "cores": report.total_cores,
+            "cores_available": profile.resources.cores_per_chip * profile.resources.chips,
+            "chips": report.chips_needed, "fit": report.summary()}
