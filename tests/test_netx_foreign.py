@@ -763,3 +763,87 @@ def test_delays_round_trip_through_our_writer(tmp_path):
     with pytest.raises(NetxExportError, match="layer 0: delay: the delays vary per synapse"):
         write_netx(net, tmp_path / "bad.net")
     assert not (tmp_path / "bad.net").exists()
+
+
+def _slayer_recurrent(path: Path) -> np.ndarray:
+    """lava-dl's test_recurrent_netx_save_and_load network: two SLAYER cuba.Recurrent blocks (6-5-5, per-neuron
+    decays drawn by slayer, weights +0.1 / +0.05), exported with slayer's own export_hdf5; its float output
+    spikes (5, 101) on the constant input 0.2."""
+    import h5py
+    import torch
+
+    from _helpers import require_module
+
+    require_module("lava.lib.dl.slayer", "lava-dl's SLAYER writes the network")
+    from lava.lib.dl import slayer
+
+    with torch.random.fork_rng():            # slayer draws per-neuron decays; keep the suite's RNG untouched
+        torch.manual_seed(0)
+        return _slayer_blocks(slayer, path)
+
+
+def _slayer_blocks(slayer, path: Path) -> np.ndarray:
+    import h5py
+    import torch
+
+    p = {"threshold": 0.95, "current_decay": 0.5, "voltage_decay": 0.15, "tau_grad": 1.0, "scale_grad": 1.0,
+         "shared_param": False, "requires_grad": False, "graded_spike": False}
+    blocks = [slayer.block.cuba.Recurrent(p, 6, 5, weight_scale=0.0, pre_hook_fx=None),
+              slayer.block.cuba.Recurrent(p, 5, 5, weight_scale=0.0, pre_hook_fx=None)]
+    s = torch.zeros((1, 6, 101)) + 0.2
+    for b in blocks:
+        b.input_synapse.weight.data += 0.1
+        b.recurrent_synapse.weight.data += 0.05
+        s = b(s)
+    with h5py.File(path, "w") as h:
+        layer = h.create_group("layer")
+        for i, b in enumerate(blocks):
+            b.export_hdf5(layer.create_group(f"{i}"))
+    return s.detach().numpy()[0]
+
+
+def test_recurrent_save_and_load_as_lava_dl_tests_it(tmp_path):
+    """lava-dl's test_recurrent_netx_save_and_load, ported: the SLAYER-written file, netx's input_message_bits 24
+    and its three edits (layer 0's recurrent weight_exp + 10, vth and bias x 1024) applied to our IR, input
+    0.2 * 1024 = 204 every step. Our emulator and our Lava backend give lava-dl netx's spikes exactly, and the
+    mean rate is within lava-dl's 2% of SLAYER's."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+
+    from neurodeploy.ir import InputEncoding
+
+    path = tmp_path / "recurrent_example.net"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slayer_out = _slayer_recurrent(path)
+        ref = netx.hdf5.Network(str(path), input_message_bits=24)
+    ref.layers[0].synapse_rec.proc_params._parameters["weight_exp"] += 10
+    ref.layers[0].neuron.vth.init *= 1024
+    ref.layers[0].neuron.bias_mant.init *= 1024
+    x = np.full((6, 101), 204, np.int32)
+    src = io.source.RingBuffer(data=x)
+    sink = io.sink.RingBuffer(shape=ref.out.shape, buffer=101)
+    src.s_out.connect(ref.inp)
+    ref.out.connect(sink.a_in)
+    try:
+        ref.run(condition=RunSteps(num_steps=101), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        want = np.asarray(sink.data.get()).T.astype(np.uint8)          # (101, 5)
+    finally:
+        ref.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = read_netx(path, time_steps=101)
+    net.input_encoding = InputEncoding("graded", bits=24)
+    layer = net.layers[0]
+    layer.weight_rec_exp += 10
+    layer.neurons.vth = layer.neurons.vth * 1024
+    layer.neurons.bias_mant = layer.neurons.bias_mant * 1024
+    xs = np.full((1, 101, 6), 204, np.int64)
+    emu = run_network(net, xs).output_spikes[0, :101]
+    lava = run_network(net, xs, backend="lava").output_spikes[0, :101]
+    assert want.sum() > 0
+    np.testing.assert_array_equal(emu, want)
+    np.testing.assert_array_equal(lava, want)
+    assert abs(slayer_out[0].mean() - emu.mean()) / slayer_out[0].mean() <= 0.02
