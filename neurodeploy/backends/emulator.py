@@ -22,6 +22,10 @@ numpy gives the operations inside Lava's process models:
 * Conv layers use the same synapse arithmetic as Dense (see the Lava backend,
   which maps them onto Lava processes that compute exactly this) with torch's
   Conv2d cross-correlation (stride, padding, dilation, groups) via im2col.
+* Sigma-delta networks (``SigmaDeltaNeurons``, netx's SDNN) run on
+  :class:`SigmaDeltaEmulator` (``run_emulator`` dispatches): Lava's sdn models
+  ``Delta`` / ``SigmaDelta`` / ``Sigma`` on int32 arrays, graded messages into
+  ``Dense`` (int32 dot) and ``Conv`` (raw kernel, 24-bit wrap) synapses.
 
 How it is fast and still exact (every shortcut is taken only where a bound
 proves it changes nothing; otherwise the general int64 code runs):

@@ -44,6 +44,12 @@ exact when no sum can reach 2**23. Otherwise (negative ``weight_exp``, possible
 24-bit overflow, parameters beyond Conv's int8 fields) the layer runs as a
 ``Sparse`` synapse, whose model has Dense's arithmetic.
 
+Sigma-delta networks (``SigmaDeltaNeurons``, netx's SDNN) get the processes
+netx builds: ``lava.proc.sdn`` ``Delta`` (the input population, the source on
+its ``a_in``), ``SigmaDelta`` (ReLU) and ``Sigma`` behind ``Dense`` / ``Conv``
+with graded messages; their states have no in-process reset, so each sample
+runs in a graph of its own (:func:`_run_lava_sigma_delta`).
+
 Processes and interrupts (:mod:`neurodeploy.processes`): Lava forks every
 process (``fork`` start method); inside :func:`~neurodeploy.processes.guarded_children`
 each child gets ``PR_SET_PDEATHSIG = SIGKILL`` (it dies with this process, also
@@ -479,7 +485,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
     ``bias`` (an input population's per-sample bias) is refused: this backend does not run input
-    populations (``network.input_neurons``) or netx's reset schedule yet.
+    populations (``network.input_neurons``) or netx's reset schedule yet, except a sigma-delta network's
+    Delta input (a :class:`~neurodeploy.backends.emulator.SigmaDeltaResult` comes back).
 
     Compiles the process graph once and runs every sample for ``T + latency``
     steps; neuron states (in-process, LIFReset) and synapse buffers are zeroed
