@@ -10,6 +10,8 @@ What is checked (issue 12, sigma-delta part; semantics in docs/netx-semantics.md
   on the emulator and on the Lava backend, and through ``neurodeploy simulate``;
   the fixture's intermediate states (``act0``: the Delta input's messages,
   ``sigma1``/``sigma2``: blocks 1 and 2's sigma) at all 20 steps on the emulator;
+  ``square_network.net``'s Loihi-recorded ``sigma{1..4}_square`` (lava-dl's hardware
+  test) at all 20 steps on the emulator, and Lava == emulator on it;
 * micro SDNN files run by lava-dl's ``netx.hdf5.Network`` in Lava against ours;
 * hand-built random sigma-delta IR networks (Delta input or none, dense and conv,
   Sigma or SigmaDelta outputs, int32 wraps): Lava backend == emulator, every message;
@@ -443,3 +445,36 @@ def test_writing_a_sigma_delta_network_is_refused(tmp_path):
     with pytest.raises(NetxExportError, match="sigma-delta .* does not write them"):
         write_netx(net, tmp_path / "sd.net")
     assert not (tmp_path / "sd.net").exists()
+
+
+def _square(steps: int):
+    """square_network.net as lava-dl's hardware test runs it (``skip_layers=1``: ``act0[:33, :33]``, the Delta
+    messages, straight into the first conv's s_in): here a Delta input with spike_exp 0 and threshold 0 fed the
+    running sum of act0 sends exactly act0 (its messages are the differences); the layers keep spike_exp 6."""
+    net = read_netx(_need(_SDNN / "square_network.net"), time_steps=steps)
+    act0 = np.load(_SDNN / "act0.npy")[:33, :33, :, :steps].transpose(3, 2, 1, 0)      # (T, C, H, W)
+    net.input_neurons = SigmaDeltaNeurons("delta", 0, np.zeros(act0[0].size, np.int64), spike_exp=0)
+    return net, act0, np.cumsum(act0, axis=0)[None].astype(np.int64)
+
+
+def test_square_network_hardware_sigmas_on_the_emulator():
+    """lava-dl's test_hdf5_nx::test_pilotnet_sdnn_square ground truth (recorded on Loihi): every conv layer's sigma
+    equals ``sigma{i}_square.npy`` at every one of its 20 steps (the hardware test checks step 4)."""
+    net, act0, x = _square(20)
+    res = run_network(net, x, record_state=True, record_spikes=True)
+    np.testing.assert_array_equal(res.input_messages[0, :20].reshape(act0.shape), act0)
+    for li in range(4):
+        gt = np.load(_SDNN / f"sigma{li + 1}_square.npy")
+        c, h, w = net.layers[li].out_shape
+        ours = res.layer_sigma[li][0, :20].reshape(20, c, h, w).transpose(3, 2, 1, 0)
+        assert np.abs(gt).sum() > 0
+        np.testing.assert_array_equal(ours, gt, err_msg=f"sigma{li + 1}_square")
+
+
+def test_square_network_on_lava_matches_the_emulator():
+    net, _, x = _square(5)
+    lav = run_network(net, x, backend="lava", record_spikes=True)
+    emu = run_network(net, x, record_spikes=True)
+    for li, (a, b) in enumerate(zip(lav.layer_spikes, emu.layer_spikes)):
+        assert np.any(b), li
+        np.testing.assert_array_equal(a, b, err_msg=f"layer {li}")

@@ -645,10 +645,9 @@ def _sigma_delta_plan(network: Network) -> list[dict]:
     starts). Conv layers and their inputs are (W, H, C) in Lava, dense layers flat."""
     from lava.utils.weightutils import SignMode
 
-    from .emulator import sigma_delta_conv_weights, sigma_delta_first_synapse
+    from .emulator import sigma_delta_conv_weights
 
     layers = network.layers
-    graded0, _ = sigma_delta_first_synapse(network)
     enc_bits = int(network.input_encoding.bits) if network.input_encoding.kind == "graded" else 0
     nmb0 = 16 if network.input_neurons is not None else enc_bits
 
@@ -690,7 +689,6 @@ def _sigma_delta_plan(network: Network) -> list[dict]:
                           dict(shape=shape, vth=int(nrn.vth), bias=bias, spike_exp=int(nrn.spike_exp),
                                state_exp=int(nrn.state_exp))))
         prev_shape, prev_order = shape, order
-    del graded0
     return plans
 
 
@@ -752,7 +750,7 @@ def _run_lava_sigma_delta(network: Network, inputs, *, record_state: bool, recor
     counts = np.zeros((n, L), dtype=np.int64)
     fin_u = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     fin_v = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
-    pop_msgs = np.zeros((n, P, sizes and int(np.prod(network.input_shape))), dtype=np.int64) \
+    pop_msgs = np.zeros((n, P, int(np.prod(network.input_shape))), dtype=np.int64) \
         if record_spikes and network.input_neurons is not None else None
     src_shape, src_order = plans[0]["shape"], plans[0]["order"]
     bar = None
