@@ -214,7 +214,8 @@ def _dense_w(rng, o: int, i: int) -> tuple[np.ndarray, int, int, str]:
 
 
 def random_sigma_delta_network(rng, kind: str) -> tuple[Network, np.ndarray]:
-    """A sigma-delta IR network and its inputs (2 samples). ``dense``: a Delta input fed values up to 2**20 (its
+    """A sigma-delta IR network and its inputs (2 samples); hidden dense layers are sometimes Sigma (they send
+    their value). ``dense``: a Delta input fed values up to 2**20 (its
     ``a_in << 12`` and the sums after it wrap int32); ``graded``: no input population, graded input; ``conv``: a
     Delta input of (2, 7, 6) into a strided, padded, grouped conv, then dense."""
     spike_exp = int(rng.choice([6, 6, 2, 0]))
@@ -233,7 +234,8 @@ def random_sigma_delta_network(rng, kind: str) -> tuple[Network, np.ndarray]:
     for k in range(int(rng.integers(1, 3))):
         o = int(rng.integers(2, 9))
         w, exp, nbits, sm = _dense_w(rng, o, n)
-        layers.append(DenseLayer(weight=w, neurons=_sd(rng, "sigma_delta", o, spike_exp, big=kind == "dense"),
+        hidden = "sigma" if rng.random() < 0.3 else "sigma_delta"     # netx: a hidden sigma_output layer
+        layers.append(DenseLayer(weight=w, neurons=_sd(rng, hidden, o, spike_exp, big=kind == "dense"),
                                  weight_exp=exp, num_weight_bits=nbits, sign_mode=sm, name=f"d{k}"))
         n = o
     last = "sigma" if rng.random() < 0.5 else "sigma_delta"
@@ -478,3 +480,10 @@ def test_square_network_on_lava_matches_the_emulator():
     for li, (a, b) in enumerate(zip(lav.layer_spikes, emu.layer_spikes)):
         assert np.any(b), li
         np.testing.assert_array_equal(a, b, err_msg=f"layer {li}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dense", "graded", "conv"])
+def test_random_sigma_delta_networks_sweep_large(kind):
+    for seed in range(2, 22):
+        test_random_sigma_delta_networks_lava_matches_emulator(kind, seed)
