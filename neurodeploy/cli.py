@@ -324,6 +324,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .ir import is_sigma_delta
 
     if _is_nir(args.network):
+        used = [f for f in ("drain", "record", "record_state") if getattr(args, f)]
+        if used:
+            raise BackendError(f"--{used[0].replace('_', '-')} applies to netx files; a NIR graph's npz holds "
+                               f"every simulated step")
         return _simulate_nir(args)
     if args.backend == "float":
         raise BackendError(f"{args.network}: --backend float runs NIR graphs (MODEL.nir); a netx file is fixed point "
@@ -375,10 +379,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if bias is not None and len(bias) != len(inputs):
         raise BackendError(f"--bias holds {len(bias)} samples, --input {len(inputs)}")
     extra = {} if bias is None else {"bias": bias}
-    result = run_network(network, inputs, backend=args.backend, progress=not args.quiet, **extra)
-    saved = {"output_spikes": result.output_spikes, "spike_counts": result.spike_counts,
-             "predictions": result.predictions(), "latency": np.int64(result.latency),
-             "time_steps": np.int64(result.time_steps)}
+    L = len(network.layers)
+    potential = network.readout == "potential"
+    traced = list(range(L)) if args.record_state else [L - 1] if potential else False
+    result = run_network(network, inputs, backend=args.backend, progress=not args.quiet,
+                         record_spikes=args.record or args.record_state, record_traces=traced, **extra)
+    saved = _simulate_outputs(result, network, drain=args.drain, record=args.record or args.record_state,
+                              record_state=args.record_state)
     if labels is not None:
         saved["labels"] = labels
         print(f"accuracy {float(np.mean(result.predictions() == labels)):.4f} on {len(labels)} samples")
@@ -386,6 +393,44 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         np.savez(fh, **saved)
     print(f"{args.backend}: {len(inputs)} samples -> {out}")
     return 0
+
+
+SIMULATE_CONTRACT = """\
+Driving and reading a netx file (as lava-dl's own tests do):
+  --input X.npy   (samples, steps, *input_shape), the file's (C, H, W) order: fed to the
+                  first layer every step; for an input layer with a neuron (netx's Input
+                  block) added to that neuron's a_in.
+  --bias B.npy    (samples, *input_shape): the input neuron's bias mantissas per sample,
+                  held for --steps T (lava-dl's tinynet and pilotnet_lif tests).
+Output .npz, on netx's time base: output_spikes (samples, T, n_out), T steps as netx
+returns them for T input steps (--drain: T + latency, where latency = synaptic layers);
+latency, time_steps, steps; spike_counts per layer over every simulated step;
+predictions (argmax of the output spikes in steps latency..latency+T-1, or of an
+integrator output layer's final v); output_v (samples, steps, n_out) for an integrator
+output layer (no neuron group, or a threshold it cannot reach); --record adds spikes_<k>
+for every layer, --record-state also u_<k> and v_<k>.
+"""
+
+
+def _simulate_outputs(result, network, *, drain: bool, record: bool, record_state: bool) -> dict:
+    """``simulate``'s npz for a netx file, on netx's time base: ``T`` steps per sample (what
+    ``netx.hdf5.Network`` returns for T input steps), ``T + latency`` with ``--drain``. ``predictions`` read
+    the window aligned with the input (steps latency..latency+T-1) or, for an integrator output layer, its
+    final v, whatever is saved."""
+    import numpy as np
+
+    steps = result.total_steps if drain else result.time_steps
+    saved = {"output_spikes": result.output_spikes[:, :steps], "spike_counts": result.spike_counts,
+             "predictions": result.predictions(), "latency": np.int64(result.latency),
+             "time_steps": np.int64(result.time_steps), "steps": np.int64(steps)}
+    if network.readout == "potential":          # an integrator readout is read from its state
+        saved["output_v"] = result.layer_v[-1][:, :steps]
+    for li in range(len(network.layers)) if record else ():
+        saved[f"spikes_{li}"] = result.layer_spikes[li][:, :steps]
+        if record_state:
+            saved[f"u_{li}"] = result.layer_u[li][:, :steps]
+            saved[f"v_{li}"] = result.layer_v[li][:, :steps]
+    return saved
 
 
 def _load_bias_npy(path, input_shape) -> "np.ndarray":
@@ -702,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("simulate", help="run a netx HDF5 network on Lava or the emulator, or a NIR graph "
-                                        "(float, or quantized first)")
+                                        "(float, or quantized first)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=SIMULATE_CONTRACT)
     p.add_argument("network", type=_path_text, help="netx HDF5 network (.net/.h5), or a NIR graph (.nir)")
     p.add_argument("--backend", choices=("lava", "emulator", "float"), default="emulator",
                    help="float: the NIR graph in torch; emulator / lava: fixed point (a NIR graph is quantized "
@@ -723,8 +769,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "for every step; with --steps T alone (no --input) the input neuron gets no other input")
     p.add_argument("--reset-interval", type=_steps, metavar="N",
                    help="netx's reset schedule (LIFReset): layer k (0: the input neuron) is zeroed before step "
-                        "n when (n + 1) %% N == (K + 1 + k) %% N (emulator only)")
+                        "n when (n + 1) %% N == (K + 1 + k) %% N")
     p.add_argument("--reset-offset", type=int, default=0, metavar="K", help="offset of --reset-interval (default 0)")
+    p.add_argument("--drain", action="store_true",
+                   help="netx file: keep the `latency` extra steps (one per synaptic layer) after the T input "
+                        "steps; default: T steps, as netx returns them")
+    p.add_argument("--record", action="store_true",
+                   help="netx file: also save every layer's spikes per step (spikes_<k>, samples x steps x n)")
+    p.add_argument("--record-state", action="store_true",
+                   help="netx file: --record plus every layer's u and v per step (u_<k>, v_<k>; Lava: read by its "
+                        "Monitors)")
     p.add_argument("--data", help="encode this data set's test split instead of --input")
     p.add_argument("--samples", type=_samples, help="first N test samples with --data")
     p.add_argument("--steps", type=_steps,

@@ -45,6 +45,7 @@ from .errors import NeurodeployError, bounded
 from .lava_rules import DU_RANGE, DV_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, VTH_MAX, VTH_RANGE  # noqa: F401
 
 READOUTS = ("spikes", "potential")
+MAX_DELAY = 62                              # netx clips delays to 0..62 (Lava's DelayDense max_delay)
 IR_INT_RANGE = (-(2**31), 2**31 - 1)        # weights and bias mantissas: 32-bit integers
 IR_EXP_RANGE = (-32, 32)                    # weight/bias exponents: shifts of 32-bit values stay in int64
 
@@ -168,7 +169,10 @@ class DenseLayer:
     """All-to-all synapses into a neuron population, optionally recurrent.
 
     ``weight`` is ``(out, in)``; ``weight_rec`` ``(out, out)`` connects the
-    population to itself (spikes of step t arrive at step t+1).
+    population to itself (spikes of step t arrive at step t+1). ``delay``
+    (``(out, in)`` integers 0..``MAX_DELAY``, feed-forward only): Lava's
+    ``DelayDense``, a spike of step t over synapse (i, j) arrives at step
+    ``t + 1 + delay[i, j]``; None: no delays (Lava's ``Dense``).
     """
 
     weight: np.ndarray
@@ -179,10 +183,16 @@ class DenseLayer:
     weight_rec: Optional[np.ndarray] = None
     weight_rec_exp: int = 0
     name: str = ""
+    delay: Optional[np.ndarray] = None
 
     @property
     def kind(self) -> str:
         return "dense_rec" if self.weight_rec is not None else "dense"
+
+    @property
+    def max_delay(self) -> int:
+        """The longest synaptic delay (0 without delays)."""
+        return 0 if self.delay is None or self.delay.size == 0 else int(self.delay.max())
 
     @property
     def in_size(self) -> int:
@@ -284,8 +294,8 @@ class Network:
 
     @property
     def latency(self) -> int:
-        """Steps from an input to the output layer: one per synaptic layer."""
-        return len(self.layers)
+        """Steps from an input to the output layer: one per synaptic layer, plus each layer's longest delay."""
+        return sum(1 + getattr(layer, "max_delay", 0) for layer in self.layers)
 
     def layer_shapes(self) -> list[tuple[int, ...]]:
         """Output shape of every layer."""
@@ -376,6 +386,17 @@ class Network:
                 out = layer.weight.shape[0]
                 if layer.weight_rec is not None and layer.weight_rec.shape != (out, out):
                     raise IRError(f"{where}: weight_rec has shape {layer.weight_rec.shape}, expected {(out, out)}")
+                if layer.delay is not None:
+                    _check_int_array(where, "delay", layer.delay)
+                    if layer.delay.shape != layer.weight.shape:
+                        raise IRError(f"{where}: delay has shape {layer.delay.shape}, expected {layer.weight.shape} "
+                                      f"(one per synapse)")
+                    if layer.delay.size and (int(layer.delay.min()) < 0 or int(layer.delay.max()) > MAX_DELAY):
+                        raise IRError(f"{where}: delay spans {int(layer.delay.min())}..{int(layer.delay.max())}, "
+                                      f"expected 0..{MAX_DELAY} (Lava's DelayDense max_delay)")
+                    if layer.weight_rec is not None:
+                        raise IRError(f"{where}: delays on a recurrent layer are not supported (netx builds "
+                                      f"them without the weight exponent)")
             else:
                 if layer.weight.ndim != 4 or min(layer.weight.shape) < 1:
                     raise IRError(f"{where}: conv weight has shape {layer.weight.shape}, expected (out, in, kH, kW) "
@@ -431,6 +452,9 @@ class Network:
                               f"expected SigmaDeltaNeurons (CUBA and sigma-delta layers do not mix)")
             if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
                 raise IRError(f"{source}: layer {i}: weight_rec on a sigma-delta layer, expected none")
+            if getattr(layer, "delay", None) is not None:
+                raise IRError(f"{source}: layer {i}: synaptic delays on a sigma-delta layer are not supported, "
+                              f"expected none")
         if self.reset_interval is not None:
             raise IRError(f"{source}: reset_interval {bounded(self.reset_interval)} on a sigma-delta network, "
                           f"expected None (netx ignores reset for sigma-delta neurons)")

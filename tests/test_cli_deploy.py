@@ -54,9 +54,18 @@ def test_simulate_hand_made_netx_file(tmp_path, backend):
                "--out", str(tmp_path / "out.npz"), "--quiet"])
     assert rc == 0
     out = np.load(tmp_path / "out.npz")
-    np.testing.assert_array_equal(out["output_spikes"], HAND_OUT)
+    # netx's time base: T = 4 steps, as netx returns them; --drain adds the latency (2 layers)
+    np.testing.assert_array_equal(out["output_spikes"], HAND_OUT[:, :4])
+    assert int(out["latency"]) == 2 and int(out["steps"]) == 4
     np.testing.assert_array_equal(out["spike_counts"], [[3, 2]])
     np.testing.assert_array_equal(out["predictions"], [0])
+    rc = main(["simulate", str(tmp_path / "hand.net"), "--backend", backend, "--input", str(tmp_path / "x.npy"),
+               "--out", str(tmp_path / "drained.npz"), "--quiet", "--drain", "--record-state"])
+    assert rc == 0
+    out = np.load(tmp_path / "drained.npz")
+    np.testing.assert_array_equal(out["output_spikes"], HAND_OUT)
+    np.testing.assert_array_equal(out["spikes_1"], HAND_OUT)
+    assert out["u_0"].shape == out["v_0"].shape == (1, 6, 2) and int(out["spikes_0"].sum()) == 3
 
 
 @pytest.mark.parametrize("mutate, needle", [

@@ -115,10 +115,15 @@ def test_simulate_cli_runs_pilotnet_sdnn(tmp_path, capsys, backend, spike_exp):
     np.save(tmp_path / "x.npy", x)
     args = ["simulate", str(_SDNN / "network.net"), "--input", str(tmp_path / "x.npy"), "--backend", backend,
             "--out", str(tmp_path / "o.npz"), "--quiet"] + ([] if spike_exp is None else ["--spike-exp", "0"])
-    assert main(args) == 0
-    out = np.load(tmp_path / "o.npz")["output_spikes"][0, :STEPS, 0]
+    assert main(args + (["--record-state"] if backend == "emulator" else [])) == 0
+    z = np.load(tmp_path / "o.npz")
+    assert z["output_spikes"].shape == (1, STEPS, 1) and int(z["latency"]) == 8     # netx's time base: T steps
     want = np.load(_SDNN / "output.npy")[0] if spike_exp is None else LAVA_SPIKE_EXP0
-    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(z["output_spikes"][0, :, 0], want)
+    np.testing.assert_array_equal(z["output_v"][0, :, 0], want)        # a Sigma output's value is its state
+    if backend == "emulator":                 # --record-state: u_k is layer k's sigma per step
+        sigma1 = np.load(_SDNN / "sigma1.npy")[..., :STEPS]
+        np.testing.assert_array_equal(z["u_0"][0].reshape(STEPS, 24, 16, 49).transpose(3, 2, 1, 0), sigma1)
 
 
 # --------------------------------------------------------------------------- micro files against lava-dl's netx
@@ -259,8 +264,9 @@ def random_sigma_delta_network(rng, kind: str) -> tuple[Network, np.ndarray]:
 @pytest.mark.parametrize("kind,seed", [(k, s) for k in ("dense", "graded", "conv") for s in (0, 1)])
 def test_random_sigma_delta_networks_lava_matches_emulator(kind, seed):
     net, x = random_sigma_delta_network(np.random.default_rng(100 * seed + len(kind)), kind)
-    emu = run_network(net, x, record_state=True, record_spikes=True)
-    lav = run_network(net, x, backend="lava", record_state=True, record_spikes=True)
+    traces = [0, len(net.layers) - 1] if seed else True      # sigma and act per step (Lava: its Monitors)
+    emu = run_network(net, x, record_state=True, record_spikes=True, record_traces=traces)
+    lav = run_network(net, x, backend="lava", record_state=True, record_spikes=True, record_traces=traces)
     assert emu.output_spikes.dtype == np.int64 and emu.output_spikes.shape == (2, net.time_steps + net.latency, 3)
     assert any(np.any(s) for s in emu.layer_spikes), "a silent network checks nothing"
     for name in ("output_spikes", "spike_counts", "input_messages", "output_v"):
@@ -268,9 +274,13 @@ def test_random_sigma_delta_networks_lava_matches_emulator(kind, seed):
         assert (a is None) == (b is None), name
         if a is not None:
             np.testing.assert_array_equal(a, b, err_msg=f"{kind} seed {seed}: {name}")
-    for name in ("final_u", "final_v", "layer_spikes"):
+    for name in ("final_u", "final_v", "layer_spikes", "layer_u", "layer_v"):
         for li, (a, b) in enumerate(zip(getattr(emu, name), getattr(lav, name))):
+            assert (a is None) == (b is None), f"{name} layer {li}"
             np.testing.assert_array_equal(a, b, err_msg=f"{kind} seed {seed}: {name} layer {li}")
+    assert all((u is None) == (li not in ([0, len(net.layers) - 1] if seed else range(len(net.layers))))
+               for li, u in enumerate(emu.layer_u))
+    np.testing.assert_array_equal(emu.layer_u[-1][:, -1], emu.final_u[-1])
 
 
 def test_emulator_sigma_delta_wraps_int32_as_lava_does():

@@ -26,7 +26,8 @@ def run_network(network, inputs, backend: str = "emulator", **kwargs) -> RunResu
     ``backend``: ``"emulator"`` (numpy, bit-exact with Lava's fixed_pt models,
     batched) or ``"lava"`` (real Lava 0.10 processes, ``Loihi2SimCfg(select_tag=
     "fixed_pt")``). Keyword arguments go to the backend (``record_state``,
-    ``progress``, ``record_spikes``; emulator: ``batch_size``; both: ``step_noise`` (a
+    ``progress``, ``record_spikes``, ``record_traces`` (every layer's u and v after every step),
+    ``bias`` (an input population's per-sample bias); emulator: ``batch_size``; both: ``step_noise`` (a
     :class:`~neurodeploy.backends.injection.StepInjector` such as
     :class:`~neurodeploy.noise.step.StepNoise`: spike-drop, current-noise,
     membrane-noise, identical in both backends) and ``sample_ids`` (the

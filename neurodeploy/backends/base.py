@@ -87,6 +87,8 @@ class RunResult:
     layer_spikes: Optional[list] = None  # per layer (samples, total_steps, n) uint8, when recorded
     readout: str = "spikes"
     output_v: Optional[np.ndarray] = None  # (samples, n_out) int64: output layer's final v (potential readout)
+    layer_u: Optional[list] = None       # per layer (samples, total_steps, n) int64: u after every step (traces)
+    layer_v: Optional[list] = None       # the same for v
 
     @property
     def total_steps(self) -> int:
@@ -227,6 +229,41 @@ def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
         raise BackendError(f"inputs span {lo_v}..{hi_v}, expected 0..{hi} ({what}, "
                            f"input_encoding {enc.kind!r})")
     return arr.astype(np.int64, copy=False) if as_int64 else arr
+
+
+def trace_layers(record_traces, n_layers: int) -> tuple:
+    """The layer indices ``record_traces=`` asks for: True -> every layer, False/None -> none, or an
+    iterable of layer indices (negative ones count from the end)."""
+    if record_traces is None or record_traces is False:
+        return ()
+    if record_traces is True:
+        return tuple(range(n_layers))
+    try:
+        picks = [int(i) for i in record_traces]
+    except (TypeError, ValueError):
+        raise BackendError(f"record_traces is {record_traces!r}, expected True, False or layer indices") from None
+    bad = [i for i in picks if not -n_layers <= i < n_layers]
+    if bad:
+        raise BackendError(f"record_traces layer {bad[0]} is out of range, expected 0..{n_layers - 1}")
+    return tuple(sorted({i % n_layers for i in picks}))
+
+
+def check_bias(network: Network, bias, n: int) -> Optional[np.ndarray]:
+    """``bias=`` of the backends: the per-sample bias mantissas (n, *input_shape) of the network's input
+    population (netx's Input block), as int64; None stays None."""
+    if bias is None:
+        return None
+    if network.input_neurons is None:
+        raise BackendError("bias= sets an input population's bias, but the network has none "
+                           "(network.input_neurons is None)")
+    bias = np.asarray(bias)
+    want = (n, *(int(d) for d in network.input_shape))
+    if bias.shape != want or not (np.issubdtype(bias.dtype, np.integer)
+                                  or (np.issubdtype(bias.dtype, np.floating) and np.all(np.isfinite(bias))
+                                      and np.array_equal(bias, np.trunc(bias)))):
+        raise BackendError(f"bias has shape {bias.shape} ({bias.dtype}), expected integers of shape "
+                           f"{want} (samples, *input_shape)")
+    return bias.astype(np.int64)
 
 
 def sample_ids_of(sample_ids, n: int) -> np.ndarray:

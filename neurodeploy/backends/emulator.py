@@ -81,7 +81,8 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network, SigmaDeltaNeurons, is_sigma_delta
 from ..lava_rules import effective_weights, shift, wrap32
-from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
+                   trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_emulator", "Emulator", "SigmaDeltaEmulator", "SigmaDeltaResult"]
@@ -224,6 +225,48 @@ class _Synapse:
 
 
 @dataclass
+class _DelaySynapse:
+    """Lava's ``DelayDense`` (``PyDelayDenseModelBitAcc``): one synapse per delay value d holding the
+    weights of delay d (clipped and truncated on the whole matrix first); a spike of step s reaches the
+    neurons at step s + 1 + d, each slot's sum shifted by ``weight_exp`` on its own, the slots added in
+    the int32 buffer."""
+
+    slots: list                  # (delay, _Synapse)
+    n_out: int
+    bound: int
+
+    @classmethod
+    def build(cls, layer: DenseLayer, graded: bool, max_in: int) -> "_DelaySynapse":
+        w = effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits)
+        delay = np.asarray(layer.delay).astype(np.int64)
+        slots = []
+        for d in np.unique(delay):
+            part = np.where(delay == d, w, 0)
+            # DelayDense sums in int64 (np.sum of the weighted inputs), graded or not: no int32 wrap of the sum
+            slots.append((int(d), _Synapse.build(part, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
+                                                 False, max_in)))
+        bound = sum(syn.bound for _, syn in slots)
+        if bound >= 1 << 31:
+            raise BackendError(f"layer {layer.name or '?'}: delayed sums can reach {bound}, beyond the int32 "
+                               f"buffer Lava's DelayDense adds them in; not emulated")
+        return cls(slots, int(w.shape[0]), bound)
+
+    def drives(self, x: np.ndarray, b: int, P: int) -> np.ndarray:
+        """``a_out << 6`` per step (P, b, n_out) float64 for time-major inputs ``x`` (steps, b, n_in)."""
+        D = np.zeros((P, b, self.n_out))
+        steps = x.shape[0]
+        for d, syn in self.slots:
+            last = min(steps, P - 1 - d)               # inputs whose delayed arrival is still simulated
+            if last <= 0:
+                continue
+            rows = x[:last].reshape(last * b, -1)
+            if not rows.any():
+                continue
+            D[1 + d:1 + d + last] += syn.drive(rows).reshape(last, b, self.n_out)
+        return D
+
+
+@dataclass
 class _Neurons:
     du_mult: "int | np.ndarray"  # 4096 - (du + 1), one value or one per neuron
     dv_mult: "int | np.ndarray"  # 4096 - dv
@@ -352,6 +395,9 @@ class Emulator:
             ff = _Synapse.build(layer.weight, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
                                 graded and first, self.max_in if first and self.input_pop is None else 1,
                                 conv=layer if isinstance(layer, ConvLayer) else None)
+            if isinstance(layer, DenseLayer) and layer.delay is not None:
+                ff = _DelaySynapse.build(layer, graded and first,
+                                         self.max_in if first and self.input_pop is None else 1)
             rec = None
             if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
                 rec = _Synapse.build(layer.weight_rec, layer.sign_mode, layer.num_weight_bits,
@@ -392,8 +438,12 @@ class Emulator:
 
     def run_batch(self, x: np.ndarray, record_state: bool = False, _source=None,
                   noise: Optional[list[Optional[LayerInjection]]] = None,
-                  record_spikes: bool = False, bias_in: Optional[np.ndarray] = None):
+                  record_spikes: bool = False, bias_in: Optional[np.ndarray] = None,
+                  traces: Optional[list] = None):
         """``x`` integer (B, T, *input_shape) -> (out spikes, counts, us, vs, per-layer spikes or None).
+
+        ``traces``: a dict whose keys are the layers to trace; each receives (u, v) after every step,
+        both (B, P, n) int64.
 
         ``us``/``vs`` hold every layer's final state with ``record_state``; without
         it ``us`` is empty and ``vs`` holds only the output layer's final v (others
@@ -407,7 +457,7 @@ class Emulator:
         injections = noise if noise is not None else [None] * len(self.layers)
         b, T = x.shape[:2]
         L = len(self.layers)
-        P = T + L                                     # simulated steps per sample
+        P = T + self.network.latency                  # simulated steps per sample
         flat = x.reshape(b, T, -1)
         reps = _repeats(flat)
         distinct = sorted(set(reps))
@@ -415,6 +465,8 @@ class Emulator:
         rows = flat[:, distinct[0]] if len(distinct) == 1 else \
             flat[:, distinct].transpose(1, 0, 2).reshape(len(distinct) * b, -1)
         ff0 = self.layers[0][0]
+        if isinstance(ff0, _DelaySynapse):
+            ff0 = ff0.slots[0][1]
         rows = rows.astype(ff0.dtype if ff0.exact_float else np.int64, copy=False)
         lo, hi = rows.min(), rows.max()               # every input value occurs in a distinct step
         if lo < 0 or hi > self.max_in:
@@ -430,7 +482,11 @@ class Emulator:
             silent = [not S[s].any() for s in range(P)]
         for li, (ff, rec, nrn) in enumerate(self.layers):
             drives = [None] * P
-            if li == 0 and not pop:
+            if isinstance(ff, _DelaySynapse):         # every step's input, each delay slot shifted on its own
+                src = flat.transpose(1, 0, 2) if li == 0 and not pop else S
+                D = ff.drives(src, b, P)
+                drives = list(D)
+            elif li == 0 and not pop:
                 D = ff.drive(rows).reshape(len(distinct), b, nrn.size)
                 views = list(D)                       # one object per distinct step
                 for t in range(T):
@@ -451,9 +507,14 @@ class Emulator:
                 inj = inj.map(lambda arr: np.ascontiguousarray(np.moveaxis(arr, 1, 0)))
             a_add, v_add, drop = (None, None, None) if inj is None else (inj.a_in, inj.v, inj.keep)
             resets = self._resets(li + pop, P)
-            if resets is not None:                    # netx's staggered reset: the general step
+            traced = traces is not None and li in traces
+            if resets is not None or traced:          # netx's staggered reset or a trace: the general step
+                tr = None if not traced else (np.zeros((P, b, nrn.size), np.int64),
+                                              np.zeros((P, b, nrn.size), np.int64))
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
-                                                    rec_keep=drop, resets=resets)
+                                                    rec_keep=drop, resets=resets, trace=tr)
+                if tr is not None:
+                    traces[li] = (tr[0].transpose(1, 0, 2), tr[1].transpose(1, 0, 2))
             elif a_add is not None or v_add is not None or (drop is not None and rec is not None):
                 # injected input or voltage, or masked recurrent spikes: the general int64 step
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P, a_noise=a_add, v_noise=v_add,
@@ -561,12 +622,14 @@ class Emulator:
     @staticmethod
     def _lif_general(nrn: _Neurons, rec: Optional[_Synapse], drives: list, b: int, P: int,
                      a_noise: Optional[np.ndarray] = None, v_noise: Optional[np.ndarray] = None,
-                     rec_keep: Optional[np.ndarray] = None, resets: Optional[list[bool]] = None):
+                     rec_keep: Optional[np.ndarray] = None, resets: Optional[list[bool]] = None,
+                     trace: Optional[tuple] = None):
         """LIF over P steps in int64 with every int32 wrap of Lava's arithmetic.
 
         Injections (``(P, b, n)``): ``a_noise`` joins the int32 sum of the
         synaptic inputs, ``v_noise`` the int32 sum for v, ``rec_keep`` masks
-        the spikes the recurrent synapse receives."""
+        the spikes the recurrent synapse receives. ``trace``: two (P, b, n)
+        arrays that receive u and v after every step (what Lava's Vars hold then)."""
         n = nrn.size
         S = np.zeros((P, b, n), dtype=np.float32)
         u = np.zeros((b, n), dtype=np.int64)
@@ -583,6 +646,9 @@ class Emulator:
             if a_noise is not None:
                 a = wrap32(a + a_noise[s])            # one more input of the InPort's int32 sum
             S[s] = nrn.step(u, v, a, None if v_noise is None else v_noise[s])
+            if trace is not None:
+                trace[0][s] = u
+                trace[1][s] = v
         return S, [False] * P, u, v
 
     # -- many samples -------------------------------------------------------------
@@ -601,8 +667,14 @@ class Emulator:
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             progress: bool = False, threads: Optional[int] = 1, step_noise=None,
-            sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
+            sample_ids=None, record_spikes: bool = False, bias=None,
+            record_traces=False) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
+
+        ``record_traces`` (True, or layer indices) keeps those layers' u and v after every step
+        (``RunResult.layer_u`` / ``layer_v``: per layer (samples, T + latency, n) int64 in IR order, None
+        for a layer not traced; traced layers run the general int64 step), as the Lava backend reads
+        them from Lava's Vars.
 
         ``bias`` (samples, *input_shape), integers in the input's (C, H, W) order: the bias mantissas of a
         network's input population (``network.input_neurons``, netx's Input block), held for the whole run
@@ -629,29 +701,24 @@ class Emulator:
         net = self.network
         x = self._validated(inputs)
         n, T = x.shape[:2]
-        if bias is not None:
-            if net.input_neurons is None:
-                raise BackendError("bias= sets an input population's bias, but the network has none "
-                                   "(network.input_neurons is None)")
-            bias = np.asarray(bias)
-            want = (n, *(int(d) for d in net.input_shape))
-            if bias.shape != want or not (np.issubdtype(bias.dtype, np.integer)
-                                          or np.array_equal(bias, np.trunc(bias))):
-                raise BackendError(f"bias has shape {bias.shape} ({bias.dtype}), expected integers of shape "
-                                   f"{want} (samples, *input_shape)")
-            bias = bias.astype(np.int64)
+        bias = check_bias(net, bias, n)
         ids = sample_ids_of(sample_ids, n)
         layout = injection_layout(net, step_noise)
         noisy = any(layout)
         L = len(self.layers)
-        outs = np.zeros((n, T + L, net.output_size), dtype=np.uint8)
+        P = T + net.latency
+        outs = np.zeros((n, P, net.output_size), dtype=np.uint8)
         counts = np.zeros((n, L), dtype=np.int64)
         us = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
         vs = [np.zeros((n, nrn.size), dtype=np.int64) for _, _, nrn in self.layers] if record_state else None
         potential = net.readout == "potential"
         out_v = np.zeros((n, net.output_size), dtype=np.int64) if potential else None
-        spk = [np.zeros((n, T + L, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
+        spk = [np.zeros((n, P, nrn.size), dtype=np.uint8) for _, _, nrn in self.layers] \
             if record_spikes else None
+        traced = trace_layers(record_traces, L)
+        tr_u = [np.zeros((n, P, nrn.size), dtype=np.int64) if li in traced else None
+                for li, (_, _, nrn) in enumerate(self.layers)] if traced else None
+        tr_v = [None if a is None else np.zeros_like(a) for a in tr_u] if traced else None
         batch_size = max(1, int(batch_size))
         starts = list(range(0, n, batch_size))
         threads = min(len(starts), _usable_cpus() if threads is None else max(1, int(threads)))
@@ -667,9 +734,19 @@ class Emulator:
                 return None
             return draw_injections(net, step_noise, ids[start:start + batch_size], layout)
 
+        def one_batch(start):
+            tr = dict.fromkeys(traced) if traced else None
+            res = self.run_batch(x[start:start + batch_size], record_state, x, batch_noise(start),
+                                 record_spikes, None if bias is None else bias[start:start + batch_size], tr)
+            return (*res, tr)
+
         def store(start, result):
             stop = min(n, start + batch_size)
-            o, c, bu, bv, bs = result
+            o, c, bu, bv, bs, tr = result
+            if tr:
+                for li, (bu_t, bv_t) in tr.items():
+                    tr_u[li][start:stop] = bu_t
+                    tr_v[li][start:stop] = bv_t
             outs[start:stop] = o
             counts[start:stop] = c
             if record_state:
@@ -687,9 +764,7 @@ class Emulator:
         try:
             if threads <= 1:
                 for start in starts:
-                    store(start, self.run_batch(x[start:start + batch_size], record_state, _source=x,
-                                                noise=batch_noise(start), record_spikes=record_spikes,
-                                                bias_in=None if bias is None else bias[start:start + batch_size]))
+                    store(start, one_batch(start))
             else:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
@@ -698,11 +773,7 @@ class Emulator:
                     pending = deque()                 # at most 2 batches per thread in flight
                     try:
                         for start in starts:
-                            pending.append((start, pool.submit(self.run_batch, x[start:start + batch_size],
-                                                               record_state, x, batch_noise(start),
-                                                               record_spikes,
-                                                               None if bias is None else
-                                                               bias[start:start + batch_size])))
+                            pending.append((start, pool.submit(one_batch, start)))
                             if len(pending) >= 2 * threads:
                                 store(*_result(pending.popleft()))
                         while pending:
@@ -714,7 +785,7 @@ class Emulator:
             if bar is not None:
                 bar.stop()
         return RunResult(outs, counts, us, vs, latency=net.latency, time_steps=T, layer_spikes=spk,
-                         readout=net.readout, output_v=out_v)
+                         readout=net.readout, output_v=out_v, layer_u=tr_u, layer_v=tr_v)
 
 
 def _result(item):
@@ -744,16 +815,18 @@ def _blas_threads(limit: int):
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
                  threads: Optional[int] = 1, step_noise=None, sample_ids=None,
-                 record_spikes: bool = False, bias=None) -> RunResult:
+                 record_spikes: bool = False, bias=None, record_traces=False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
-    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``); a sigma-delta
-    network runs on :class:`SigmaDeltaEmulator`."""
+    and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``,
+    ``record_traces``); a sigma-delta network runs on :class:`SigmaDeltaEmulator`."""
     if isinstance(network, Network) and is_sigma_delta(network):
         return SigmaDeltaEmulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
-                                               record_spikes=record_spikes, step_noise=step_noise, bias=bias)
+                                               record_spikes=record_spikes, step_noise=step_noise, bias=bias,
+                                               record_traces=record_traces)
     return Emulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
                                  progress=progress, threads=threads, step_noise=step_noise,
-                                 sample_ids=sample_ids, record_spikes=record_spikes, bias=bias)
+                                 sample_ids=sample_ids, record_spikes=record_spikes, bias=bias,
+                                 record_traces=record_traces)
 
 
 # --------------------------------------------------------------------------- sigma-delta (SDNN) networks
@@ -923,9 +996,11 @@ class SigmaDeltaEmulator:
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             record_spikes: bool = False, progress: bool = False, threads: Optional[int] = 1, step_noise=None,
-            sample_ids=None, bias=None) -> SigmaDeltaResult:
+            sample_ids=None, bias=None, record_traces=False) -> SigmaDeltaResult:
         """Run ``inputs`` (samples, T, *input_shape) in batches; ``threads``, ``progress`` and ``sample_ids`` are
-        accepted for call compatibility (one thread; no injections to draw)."""
+        accepted for call compatibility (one thread; no injections to draw). ``record_traces`` (True or layer
+        indices): those layers' ``sigma`` (``layer_u``) and ``act`` (``layer_v``; a Sigma layer: its value)
+        after every step."""
         net = self.network
         if step_noise is not None:
             raise BackendError("step noise injections (spike drop, current / membrane noise) act on CUBA neurons; "
@@ -942,7 +1017,10 @@ class SigmaDeltaEmulator:
         counts = np.zeros((n, L), dtype=np.int64)
         fin_u = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
         fin_v = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
-        sig = [np.zeros((n, P, s), dtype=np.int64) for s in sizes] if record_state else None
+        traced = trace_layers(record_traces, L)
+        sig = [np.zeros((n, P, s), dtype=np.int64) if record_state or li in traced else None
+               for li, s in enumerate(sizes)]
+        acts = [np.zeros((n, P, s), dtype=np.int64) if li in traced else None for li, s in enumerate(sizes)]
         pop_msgs = np.zeros((n, P, int(np.prod(net.input_shape))), dtype=np.int64) \
             if record_spikes and net.input_neurons is not None else None
         for start in range(0, n, max(1, int(batch_size))):
@@ -963,14 +1041,19 @@ class SigmaDeltaEmulator:
                     bufs[li] = syn(msg) if np.any(msg) else np.zeros_like(a_in)
                     msg = p.step(a_in)
                     spk[li][start:start + b, t] = msg
-                    if sig is not None:
+                    if sig[li] is not None:
                         sig[li][start:start + b, t] = p.sigma
+                    if acts[li] is not None:
+                        acts[li][start:start + b, t] = p.sigma if p.kind == "sigma" else p.act
             for li, p in enumerate(pops):
                 counts[start:start + b, li] = np.count_nonzero(spk[li][start:start + b], axis=(1, 2))
                 if record_state:
                     fin_u[li][start:start + b] = p.sigma
                     fin_v[li][start:start + b] = p.sigma if p.kind == "sigma" else p.act
         out_v = spk[-1][:, -1].copy() if net.readout == "potential" else None
+        layer_u = [sig[li] if li in traced else None for li in range(L)] if traced else None
+        layer_v = acts if traced else None
         return SigmaDeltaResult(spk[-1].copy(), counts, fin_u, fin_v, latency=net.latency, time_steps=T,
                                 layer_spikes=spk if record_spikes else None, readout=net.readout, output_v=out_v,
-                                input_messages=pop_msgs, layer_sigma=sig)
+                                layer_u=layer_u, layer_v=layer_v, input_messages=pop_msgs,
+                                layer_sigma=sig if record_state else None)

@@ -96,7 +96,7 @@ def draw_injections(network, step_noise, samples: Sequence[int], layout: list) -
     if not any(layout):
         return [None] * len(network.layers)
     out = list(step_noise.injections(network, np.asarray(samples, dtype=np.int64)))
-    P = int(network.time_steps) + len(network.layers)
+    P = int(network.time_steps) + network.latency
     for i, (inj, kinds, layer) in enumerate(zip(out, layout, network.layers)):
         got = () if inj is None else inj.kinds
         if tuple(got) != tuple(k for k in INJECTION_KINDS if k in kinds):

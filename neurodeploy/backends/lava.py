@@ -94,7 +94,8 @@ from ..processes import (
     unlink_segments,
 )
 from ..lava_rules import U_LIMIT, effective_weights
-from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
+                   trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
@@ -147,7 +148,7 @@ def _unrolled_conv(layer: ConvLayer):
 class LayerPlan:
     """How one IR layer maps onto Lava processes (pure numpy; no Lava yet)."""
 
-    kind: str                     # "dense" | "conv" | "sparse"
+    kind: str                     # "dense" | "delay" (DelayDense) | "conv" | "sparse"
     shape: tuple                  # LIF shape in Lava
     order: np.ndarray             # order[k] = IR index of Lava flat position k
     params: dict = field(default_factory=dict)   # synapse process kwargs
@@ -161,6 +162,22 @@ class LavaPlan:
     src_shape: tuple              # RingBuffer shape (without time)
     src_order: np.ndarray         # order of the input values in it (see LayerPlan.order)
     layers: list
+    input_neuron: Optional[dict] = None      # LIF kwargs of netx's Input block (source -> its a_in)
+    reset_interval: Optional[int] = None     # netx's LIFReset schedule (None: reset at each sample's start)
+    reset_offset: int = 0
+
+    def populations(self) -> list:
+        """LIF kwargs of every population in order: the input block's (if any), then each layer's."""
+        return ([] if self.input_neuron is None else [self.input_neuron]) + [lp.neuron for lp in self.layers]
+
+    def steps_per_sample(self, steps: int, samples: int) -> int:
+        """Global Lava steps per sample: ``steps``, or with netx's schedule and several samples padded (zero
+        input, spikes not read) to a multiple of ``reset_interval``, so the schedule (global ``time_step``)
+        has the same phase in every sample."""
+        I = self.reset_interval
+        if I is None or samples <= 1:
+            return steps
+        return -(-steps // I) * I
 
 
 def _conv_path(layer: ConvLayer, max_in: int) -> str:
@@ -194,8 +211,9 @@ def plan_network(network: Network) -> LavaPlan:
 
     check_network(network)
     layers = network.layers
-    max_in = input_max(network)
-    graded = network.input_encoding.kind == "graded"
+    pop = network.input_neurons is not None      # netx's Input block: binary spikes into layer 0
+    max_in = 1 if pop else input_max(network)
+    graded = network.input_encoding.kind == "graded" and not pop
     paths = []
     for i, layer in enumerate(layers):
         if isinstance(layer, ConvLayer):
@@ -215,15 +233,13 @@ def plan_network(network: Network) -> LavaPlan:
 
     src_shape, src_order = lava_shape(-1)
     prev_shape, prev_order = src_shape, src_order
+    input_neuron = None if not pop else _lif_kwargs(network.input_neurons, src_order, src_shape)
     plans = []
     for i, layer in enumerate(layers):
         shape, order = lava_shape(i)
         mode = SignMode[layer.sign_mode.upper()]
         nmb = int(network.input_encoding.bits) if (i == 0 and graded) else 0
-        nrn = layer.neurons
-        bias = np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape)
-        neuron = dict(shape=shape, bias_mant=bias, bias_exp=int(nrn.bias_exp),
-                      **{k: _lif_param(getattr(nrn, k), order, shape) for k in ("du", "dv", "vth")})
+        neuron = _lif_kwargs(layer.neurons, order, shape)
         kind = paths[i]
         rec = None
         if kind == "dense":
@@ -231,6 +247,10 @@ def plan_network(network: Network) -> LavaPlan:
             params = dict(weights=w.astype(np.int32), weight_exp=int(layer.weight_exp),
                           num_weight_bits=int(layer.num_weight_bits), sign_mode=mode,
                           num_message_bits=nmb)
+            if isinstance(layer, DenseLayer) and layer.delay is not None:    # Lava's DelayDense
+                kind = "delay"
+                params["delays"] = np.asarray(layer.delay).astype(int)[order][:, prev_order]   # DelayDense wants dtype int
+                params["max_delay"] = max(layer.max_delay, 1)   # 0 would mean "take it from the delays"
             if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
                 wr = np.asarray(layer.weight_rec).astype(np.int64)[order][:, order]
                 rec = dict(weights=wr.astype(np.int32), weight_exp=int(layer.weight_rec_exp),
@@ -252,9 +272,23 @@ def plan_network(network: Network) -> LavaPlan:
             if (wd, h, c) != shape:
                 raise BackendError(f"layer {i}: internal shape mismatch {shape} vs {(wd, h, c)}")
         plans.append(LayerPlan(kind=kind, shape=shape, order=order, params=params, rec_params=rec,
-                               neuron=neuron, reset_ff=i > 0))
+                               neuron=neuron, reset_ff=i > 0 or pop))
         prev_shape, prev_order = shape, order
-    return LavaPlan(src_shape=src_shape, src_order=src_order, layers=plans)
+    return LavaPlan(src_shape=src_shape, src_order=src_order, layers=plans, input_neuron=input_neuron,
+                    reset_interval=network.reset_interval, reset_offset=int(network.reset_offset))
+
+
+def _lif_kwargs(nrn, order: np.ndarray, shape: tuple) -> dict:
+    """LIF / LIFReset kwargs of IR neurons ``nrn`` in a population of Lava ``shape`` (``order``: see LayerPlan).
+    Bias mantissas go in wrapped to int16, as Lava stores them."""
+    bias = _int16(np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape))
+    return dict(shape=shape, bias_mant=bias, bias_exp=int(nrn.bias_exp),
+                **{k: _lif_param(getattr(nrn, k), order, shape) for k in ("du", "dv", "vth")})
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    """Integers wrapped to int16 (what Lava's LIF stores its bias_mant as), kept as int64."""
+    return ((np.asarray(x, dtype=np.int64) + 2**15) % 2**16) - 2**15
 
 
 def _port(port, shape):
@@ -266,11 +300,12 @@ class _Graph:
     """The Lava processes of one run (built from a plan and the input data)."""
 
     def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int,
-                 injections: Optional[list[Optional[LayerInjection]]] = None):
+                 injections: Optional[list[Optional[LayerInjection]]] = None, samples: int = 1,
+                 traces: tuple = ()):
         """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
         (or None) whose arrays are streams ``(*lava shape, samples * steps)`` (:func:`_noise_stream`)."""
         from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
+        from lava.proc.dense.process import DelayDense, Dense
         from lava.proc.io.reset import Reset
         from lava.proc.io.source import RingBuffer
         from lava.proc.lif.process import LIFReset
@@ -283,19 +318,48 @@ class _Graph:
         self.lifs, self.var_resets = [], []
         self.reset_procs = []
         self.noise_procs = []
+        self.input_lif = None
+        I = plan.reset_interval
+
+        def schedule(block: int) -> dict:
+            """LIFReset's reset: netx's staggered schedule (block k at time_step % I == reset_offset + 1 + k),
+            else at the first step of every sample."""
+            if I is None:
+                return dict(reset_interval=steps, reset_offset=1 % steps)
+            return dict(reset_interval=I, reset_offset=(plan.reset_offset + 1 + block) % I)
+
+        def zero_between_samples(var) -> None:
+            """``var`` is zeroed after each sample's last step: Var.set between runs if small, else a Reset."""
+            if var.size <= VAR_SET_MAX:
+                self.var_resets.append(var)
+            else:   # zero it in the post-management phase of each sample's last step
+                rst = Reset(reset_value=0, interval=steps, offset=steps - 1)
+                rst.connect_var(var)
+                self.reset_procs.append(rst)
+
         prev_port = self.source.s_out
+        block = 0
+        if plan.input_neuron is not None:         # netx's Input block: the source drives its a_in
+            self.input_lif = LIFReset(**plan.input_neuron, **schedule(0))
+            _port(prev_port, self.input_lif.a_in.shape).connect(self.input_lif.a_in)
+            prev_port = self.input_lif.s_out
+            block = 1
+        pops = [self.input_lif] if self.input_lif is not None else []
         for lp, inj in zip(plan.layers, injections):
             inj = inj if inj is not None else LayerInjection()
             if lp.kind == "dense":
                 syn = Dense(**lp.params)
+            elif lp.kind == "delay":
+                syn = DelayDense(**lp.params)
             elif lp.kind == "sparse":
                 syn = Sparse(**lp.params)
             else:
                 syn = Conv(**lp.params)
             if inj.v is not None:                 # added to the sum for v, inside the neuron
-                lif = LIFResetVNoise(**lp.neuron, reset_interval=steps, reset_offset=1 % steps, v_noise=inj.v)
+                lif = LIFResetVNoise(**lp.neuron, **schedule(block), v_noise=inj.v)
             else:
-                lif = LIFReset(**lp.neuron, reset_interval=steps, reset_offset=1 % steps)
+                lif = LIFReset(**lp.neuron, **schedule(block))
+            block += 1
             _port(prev_port, syn.s_in.shape).connect(syn.s_in)
             _port(syn.a_out, lif.a_in.shape).connect(lif.a_in)
             if inj.a_in is not None:              # a source summed into a_in
@@ -317,16 +381,42 @@ class _Graph:
                 _port(rec.a_out, lif.a_in.shape).connect(lif.a_in)
                 buffers.append(rec.a_buff)
             for var in buffers:
-                if var.size <= VAR_SET_MAX:
-                    self.var_resets.append(var)
-                else:   # zero it in the post-management phase of each sample's last step
-                    rst = Reset(reset_value=0, interval=steps, offset=steps - 1)
-                    rst.connect_var(var)
-                    self.reset_procs.append(rst)
+                zero_between_samples(var)
             # the population's spikes also go straight to this (the main) process
             lif.s_out.flag_external_pipe(buffer_size=steps)
             self.lifs.append(lif)
+            pops.append(lif)
             prev_port = out_port
+        if I is not None and samples > 1:         # the schedule does not start each sample from zero
+            for lif in pops:
+                zero_between_samples(lif.u)
+                zero_between_samples(lif.v)
+        # traces: Lava's own Monitor (one probe each: its model declares one port) reads every layer's u and v
+        # in the post-management phase of every step, i.e. the state after the step
+        self.monitors = {}
+        if traces:
+            from lava.proc.monitor.process import Monitor
+
+            for li in traces:
+                lif = self.lifs[li]
+                pair = (Monitor(), Monitor())
+                pair[0].probe(lif.u, samples * steps)
+                pair[1].probe(lif.v, samples * steps)
+                self.monitors[li] = pair
+
+    def traces(self, plan: LavaPlan, samples: int, steps: int, keep: int) -> tuple:
+        """The Monitors' u and v per layer as (samples, keep, n) int64 in IR order (the first ``keep`` of each
+        sample's ``steps``; None for a layer not traced)."""
+        us, vs = [None] * len(self.lifs), [None] * len(self.lifs)
+        for li, (mu, mv) in self.monitors.items():
+            lif, lp = self.lifs[li], plan.layers[li]
+            got = []
+            for mon, var in ((mu, lif.u), (mv, lif.v)):
+                arr = np.asarray(mon.get_data()[lif.name][var.name])
+                arr = np.rint(arr).astype(np.int64).reshape(samples, steps, -1)[:, :keep]
+                got.append(_to_ir(arr, lp.order))
+            us[li], vs[li] = got
+        return us, vs
 
 
 # --------------------------------------------------------------------------- processes and limits
@@ -337,13 +427,16 @@ def _network_name(network: Network) -> str:
     return f"{src} ({depth})" if src else f"the {depth}"
 
 
-def estimate_processes(plan: LavaPlan, layout: Optional[list] = None) -> int:
+def estimate_processes(plan: LavaPlan, layout: Optional[list] = None, samples: int = 1,
+                       traces: int = 0) -> int:
     """The OS processes Lava starts for ``plan``: one per Lava process of the graph
     (:class:`_Graph`: the input RingBuffer; per layer the synapse, the LIF, a recurrent
     Dense, a Reset per synapse buffer above ``VAR_SET_MAX``, and per the injection
     ``layout`` (:func:`~neurodeploy.backends.injection.injection_layout`) a RingBuffer for
-    ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF), plus Lava's runtime
-    service and its shared-memory manager."""
+    ``a_in`` and a SpikeDrop for ``keep``; ``v`` replaces the LIF; netx's Input block's LIF;
+    with netx's reset schedule and several ``samples`` a Reset per large population for its u
+    and one for its v; two Monitors for each of ``traces`` traced layers), plus Lava's runtime service and its
+    shared-memory manager."""
     n = 1 + 1 + 1
     layout = layout if layout is not None else [()] * len(plan.layers)
     for i, lp in enumerate(plan.layers):
@@ -353,6 +446,10 @@ def estimate_processes(plan: LavaPlan, layout: Optional[list] = None) -> int:
         if lp.rec_params is not None:
             n += 1 + int(big)
         n += int("a_in" in layout[i]) + int("keep" in layout[i])
+    n += int(plan.input_neuron is not None)
+    n += 2 * int(traces)
+    if plan.reset_interval is not None and samples > 1:
+        n += 2 * sum(int(np.prod(p["shape"])) > VAR_SET_MAX for p in plan.populations())
     return n
 
 
@@ -371,14 +468,15 @@ def process_limit() -> int:
     return value
 
 
-def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0) -> tuple:
+def check_resources(network: Network, plan: LavaPlan, layout: Optional[list] = None, data_bytes: int = 0,
+                    samples: int = 1, traces: int = 0) -> tuple:
     """Refuse (BackendError, one line) a graph whose processes exceed the cap or the free memory.
 
     Memory: ``PROCESS_MIB`` per process (measured: each forked Lava process takes
     ~10-16 MiB of MemAvailable on a 2-core Linux machine; doubled for copy-on-write
     growth) plus the data streams (the source process holds its own copy), against
     ``MEMORY_FRACTION`` of ``/proc/meminfo``'s MemAvailable. Returns (processes, MiB)."""
-    procs = estimate_processes(plan, layout)
+    procs = estimate_processes(plan, layout, samples, traces)
     mib = procs * PROCESS_MIB + int(data_bytes) // (1 << 20)
     cap = process_limit()
     avail = available_memory_mib()
@@ -481,12 +579,17 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
 
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
              stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
-             step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None) -> RunResult:
+             step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None,
+             record_traces=False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network`` on Lava.
 
-    ``bias`` (an input population's per-sample bias) is refused: this backend does not run input
-    populations (``network.input_neurons``) or netx's reset schedule yet, except a sigma-delta network's
-    Delta input (a :class:`~neurodeploy.backends.emulator.SigmaDeltaResult` comes back).
+    ``bias`` (samples, *input_shape): the bias mantissas of the network's input population
+    (``network.input_neurons``, netx's Input block, a LIFReset between the source and layer 0), set with
+    ``Var.set`` before each sample. With netx's reset schedule (``network.reset_interval``) every population
+    is a LIFReset with netx's staggered offsets; several samples then run ``reset_interval``-aligned
+    (zero-padded) so the schedule's phase is the same in each, and their u and v are zeroed in between.
+    A sigma-delta network (``SigmaDeltaNeurons``) runs on Lava's own sdn processes, one graph per sample
+    (:func:`_run_lava_sigma_delta`; a :class:`~neurodeploy.backends.emulator.SigmaDeltaResult` comes back).
 
     Compiles the process graph once and runs every sample for ``T + latency``
     steps; neuron states (in-process, LIFReset) and synapse buffers are zeroed
@@ -496,6 +599,10 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     for call compatibility with the emulator and ignored (Lava runs one sample
     at a time). ``record_spikes`` keeps every population's spikes at every
     step (``RunResult.layer_spikes``, IR neuron order; they are received anyway).
+
+    ``record_traces`` (True, or layer indices) reads those layers' u and v after every step with Lava's own
+    ``Monitor`` processes (two per layer; ``RunResult.layer_u`` / ``layer_v``, per layer (samples,
+    T + latency, n) int64 in IR order, None for a layer not traced).
 
     ``step_noise`` (a :class:`~neurodeploy.backends.injection.StepInjector`, e.g.
     :class:`~neurodeploy.noise.step.StepNoise`) adds injection processes to the graph
@@ -511,30 +618,38 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     """
     if isinstance(network, Network) and is_sigma_delta(network):   # Lava's sdn processes, one graph per sample
         return _run_lava_sigma_delta(network, inputs, record_state=record_state, record_spikes=record_spikes,
-                                     progress=progress, stop_timeout=stop_timeout, step_noise=step_noise, bias=bias)
-    if network.input_neurons is not None or network.reset_interval is not None or bias is not None:
-        what = "an input population (netx's Input block)" if network.input_neurons is not None \
-            else f"netx's reset schedule (reset_interval {network.reset_interval})" \
-            if network.reset_interval is not None else "a per-sample input bias (bias=)"
-        raise BackendError(f"the Lava backend does not run {what} yet; use the emulator")
+                                     progress=progress, stop_timeout=stop_timeout, step_noise=step_noise, bias=bias,
+                                     record_traces=record_traces)
     plan = plan_network(network)                     # raises before Lava starts
+    traced = trace_layers(record_traces, len(network.layers))
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
+    bias = check_bias(network, bias, n)
     L = len(network.layers)
-    P = T + L
+    P = T + network.latency
+    G = plan.steps_per_sample(P, n)                 # global steps per sample (P, or padded for the schedule)
     layout = injection_layout(network, step_noise)
+    if any(layout) and G != P:
+        raise BackendError(f"{_network_name(network)}: step noise with netx's reset schedule (reset_interval "
+                           f"{network.reset_interval}) on several samples is not supported; run one sample "
+                           f"per call or use the emulator")
     per_step = sum(int(np.prod(lp.shape)) * len(kinds) for lp, kinds in zip(plan.layers, layout))
-    check_resources(network, plan, layout, data_bytes=4 * n * P * (x[0, 0].size + per_step))
+    check_resources(network, plan, layout, data_bytes=4 * n * G * (x[0, 0].size + per_step), samples=n,
+                    traces=len(traced))
     injections = None
     if any(layout):
         ids = sample_ids_of(sample_ids, n)
         injections = [None if inj is None else inj.map(lambda arr, lp=lp: _noise_stream(arr, lp))
                       for inj, lp in zip(draw_injections(network, step_noise, ids, layout), plan.layers)]
-    # the whole input stream: sample k occupies global steps k*P+1 .. k*P+P
-    flat = np.zeros((n, P, x[0, 0].size), dtype=np.int32)
+    # the whole input stream: sample k occupies global steps k*G+1 .. k*G+G
+    flat = np.zeros((n, G, x[0, 0].size), dtype=np.int32)
     flat[:, :T] = x.reshape(n, T, -1)
-    flat = flat[:, :, plan.src_order].reshape(n * P, *plan.src_shape)
+    flat = flat[:, :, plan.src_order].reshape(n * G, *plan.src_shape)
     data = np.ascontiguousarray(np.moveaxis(flat, 0, -1))
+    bias_lava = None
+    if bias is not None:     # sample 0's goes in at construction (Var.set needs a started runtime)
+        bias_lava = _int16(bias.reshape(n, -1)[:, plan.src_order]).reshape(n, *plan.src_shape)
+        plan.input_neuron = {**plan.input_neuron, "bias_mant": bias_lava[0]}
 
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -546,6 +661,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
     out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
+    tr_u = tr_v = None
 
     clean_stale_segments()           # of earlier runs killed together with their resource tracker
     before = set(multiprocessing.active_children())
@@ -554,7 +670,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     bar = None
     failed = True
     try:
-        graph = _Graph(plan, data, P, injections)
+        graph = _Graph(plan, data, G, injections, samples=n, traces=traced)
         from .lava_noise import PROC_MODELS
         cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
         with warnings.catch_warnings():
@@ -568,7 +684,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                procs = estimate_processes(plan, layout)
+                procs = estimate_processes(plan, layout, n, len(traced))
                 raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
                                    f"processes: {exc} (free memory or /dev/shm space, or raise the "
                                    f"process/open-file limits)") from exc
@@ -579,12 +695,16 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
             bar.start()
             task = bar.add_task("lava", total=n)
         for k in range(n):
-            graph.source.run(condition=RunSteps(num_steps=P, blocking=True))
-            _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v)
+            if bias_lava is not None and k > 0:       # the Input block's bias for this sample
+                graph.input_lif.bias_mant.set(bias_lava[k])
+            graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
+            _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
             for var in graph.var_resets:
                 var.set(np.zeros(var.shape))
             if bar is not None:
                 bar.update(task, advance=1)
+        if traced:
+            tr_u, tr_v = graph.traces(plan, n, G, P)
         failed = False
     finally:
         if bar is not None:
@@ -594,8 +714,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
         record.remove()
     if error is not None:        # the run succeeded but Lava could not stop it: a bug, not the user's
         raise error
-    return RunResult(out, counts, us, vs, latency=L, time_steps=T, layer_spikes=spk, readout=network.readout,
-                     output_v=out_v)
+    return RunResult(out, counts, us, vs, latency=network.latency, time_steps=T, layer_spikes=spk, readout=network.readout,
+                     output_v=out_v, layer_u=tr_u, layer_v=tr_v)
 
 
 def _noise_stream(arr: np.ndarray, lp: LayerPlan) -> np.ndarray:
@@ -612,13 +732,15 @@ def _to_ir(lava_flat: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, steps: int, spk=None,
-                 out_v=None) -> None:
+                 out_v=None, received: Optional[int] = None) -> None:
     """Collect sample k's spikes (every step, every population) and, if asked, u and v;
-    ``out_v`` (potential readout): the output population's v, read from its Lava Var."""
+    ``out_v`` (potential readout): the output population's v, read from its Lava Var. ``received``
+    steps arrive per population (default ``steps``); the first ``steps`` are the sample's."""
     last = len(plan.layers) - 1
     for li, (lp, lif) in enumerate(zip(plan.layers, graph.lifs)):
         pipe = lif.s_out.external_pipe_csp_recv_port
-        spikes = np.stack([pipe.recv().reshape(-1) for _ in range(steps)])
+        spikes = np.stack([pipe.recv().reshape(-1) for _ in range(steps if received is None else received)])
+        spikes = spikes[:steps]
         counts[k, li] = int(spikes.sum(dtype=np.int64))
         if li == last:
             out[k] = _to_ir(spikes.astype(np.uint8), lp.order)
@@ -725,7 +847,7 @@ class _SigmaDeltaGraph:
 
 
 def _run_lava_sigma_delta(network: Network, inputs, *, record_state: bool, record_spikes: bool,
-                          progress: bool, stop_timeout: float, step_noise, bias):
+                          progress: bool, stop_timeout: float, step_noise, bias, record_traces=False):
     """:func:`run_lava` for a sigma-delta network: Lava's own sdn processes, one graph per sample."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -752,6 +874,9 @@ def _run_lava_sigma_delta(network: Network, inputs, *, record_state: bool, recor
     fin_v = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
     pop_msgs = np.zeros((n, P, int(np.prod(network.input_shape))), dtype=np.int64) \
         if record_spikes and network.input_neurons is not None else None
+    traced = trace_layers(record_traces, L)      # sigma (layer_u) and act (layer_v) per step, by Lava's Monitors
+    layer_u = [np.zeros((n, P, s), dtype=np.int64) if li in traced else None for li, s in enumerate(sizes)]
+    layer_v = [np.zeros((n, P, s), dtype=np.int64) if li in traced else None for li, s in enumerate(sizes)]
     src_shape, src_order = plans[0]["shape"], plans[0]["order"]
     bar = None
     if progress:
@@ -765,7 +890,7 @@ def _run_lava_sigma_delta(network: Network, inputs, *, record_state: bool, recor
             stream[:T] = x[k].reshape(T, -1)
             data = np.ascontiguousarray(np.moveaxis(stream[:, src_order].reshape(P, *src_shape), 0, -1))
             _run_sigma_delta_sample(network, plans, data, P, k, spk, fin_u, fin_v, pop_msgs, stop_timeout,
-                                    RunSteps, Loihi2SimCfg)
+                                    RunSteps, Loihi2SimCfg, traced, layer_u, layer_v)
             if bar is not None:
                 bar.update(task, advance=1)
     finally:
@@ -776,11 +901,12 @@ def _run_lava_sigma_delta(network: Network, inputs, *, record_state: bool, recor
     out_v = spk[-1][:, -1].copy() if network.readout == "potential" else None
     return SigmaDeltaResult(spk[-1].copy(), counts, fin_u, fin_v, latency=L, time_steps=T,
                             layer_spikes=spk if record_spikes else None, readout=network.readout, output_v=out_v,
+                            layer_u=layer_u if traced else None, layer_v=layer_v if traced else None,
                             input_messages=pop_msgs)
 
 
 def _run_sigma_delta_sample(network, plans, data, P, k, spk, fin_u, fin_v, pop_msgs, stop_timeout,
-                            RunSteps, Loihi2SimCfg) -> None:
+                            RunSteps, Loihi2SimCfg, traced=(), layer_u=None, layer_v=None) -> None:
     """Build, run and stop the graph of sample ``k``; its messages (IR order) go into ``spk`` / ``pop_msgs``."""
     clean_stale_segments()
     before = set(multiprocessing.active_children())
@@ -789,6 +915,16 @@ def _run_sigma_delta_sample(network, plans, data, P, k, spk, fin_u, fin_v, pop_m
     failed = True
     try:
         graph = _SigmaDeltaGraph(network, plans, data, P)
+        monitors = {}
+        if traced:
+            from lava.proc.monitor.process import Monitor
+
+            for li in traced:                    # the state after every step (post-management phase)
+                nrn = graph.neurons[li]
+                mons = [(Monitor(), nrn.sigma)] + ([] if plans[li + 1]["kind"] == "sigma" else [(Monitor(), nrn.act)])
+                for mon, var in mons:
+                    mon.probe(var, P)
+                monitors[li] = mons
         cfg = Loihi2SimCfg(select_tag="fixed_pt")
         try:
             with guarded_children():
@@ -809,6 +945,12 @@ def _run_sigma_delta_sample(network, plans, data, P, k, spk, fin_u, fin_v, pop_m
                 fin_u[li][k] = sigma
                 fin_v[li][k] = sigma if lp["kind"] == "sigma" else \
                     _to_ir(np.rint(nrn.act.get()).astype(np.int64).reshape(-1), lp["order"])
+        for li, mons in monitors.items():
+            nrn, order = graph.neurons[li], plans[li + 1]["order"]
+            got = [_to_ir(np.rint(np.asarray(mon.get_data()[nrn.name][var.name])).astype(np.int64).reshape(P, -1),
+                          order) for mon, var in mons]
+            layer_u[li][k] = got[0]
+            layer_v[li][k] = got[-1]              # a Sigma layer: its value (sigma) in both
         if graph.delta is not None:
             pipe = graph.delta.s_out.external_pipe_csp_recv_port
             msgs = np.stack([np.asarray(pipe.recv()).reshape(-1) for _ in range(P)]).astype(np.int64)

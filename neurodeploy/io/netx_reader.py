@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import bounded
 from ..fileio import FileAccessError, require_regular_file
-from ..ir import DU_RANGE, DV_RANGE, IR_EXP_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons, SigmaDeltaNeurons
+from ..ir import MAX_DELAY, DU_RANGE, DV_RANGE, IR_EXP_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons, SigmaDeltaNeurons
 from .netx_semantics import (
     EXTRA_GROUP,
     FORMAT_VERSION,
@@ -74,6 +74,7 @@ __all__ = ["read_netx", "MAX_LAYERS", "MAX_LAYER_ELEMENTS", "MAX_TOTAL_ELEMENTS"
            "MAX_STRING_CHARS", "MAX_JSON_DEPTH", "MAX_INT_VALUE"]
 
 PathLike = Union[str, os.PathLike]
+CONV_SUM_LIMIT = 2**23 - 1      # Lava's PyConvModelFixed: signed_clamp(sum, 24 bits) wraps beyond this
 
 
 # What one file may declare. Every size is checked from HDF5 metadata (a dataset's or attribute's declared
@@ -504,11 +505,7 @@ class _Reader:
                 raise self.error(f"shape {tuple(w.shape)}, expected {(out, cols)} (out, in) for {out} neurons and "
                                  f"{cols} inputs", layer, key, kind)
             parts.append(w)
-        if self.h5(lambda: "delay" in g, _h5_name(g, "delay"), layer, "delay", kind):
-            delay = self.int_array(g, "delay", layer, kind)
-            if delay.size and np.any(delay != 0):
-                raise self.error(f"axonal delays (max {int(delay.max())}) are not supported, expected none or 0",
-                                 layer, "delay", kind)
+        delay = self.delay(g, layer, kind, out, n_in)
         bias = self.bias(g, layer, kind, (out,))
         nrn = self.neurons(g, layer, kind, bias, (out,))
         try:
@@ -545,7 +542,37 @@ class _Reader:
                 ws, exp, nbits, sm = [w_opt], rep["weight_exp"], rep["num_weight_bits"], sm_opt
         return DenseLayer(weight=ws[0], neurons=nrn, weight_exp=exp, num_weight_bits=nbits, sign_mode=sm,
                           weight_rec=ws[1] if len(ws) > 1 else None, weight_rec_exp=exp,
-                          name=f"layer/{layer}")
+                          name=f"layer/{layer}", delay=delay)
+
+    def delay(self, g, layer: int, kind: str, out: int, n_in: int) -> Optional[np.ndarray]:
+        """A dense layer's ``delay`` as netx builds Lava's DelayDense from it: (out, in) per synapse, or None for
+        none / all zero. netx takes a scalar, one value per output neuron (checked first) or one per input."""
+        if not self.h5(lambda: "delay" in g, _h5_name(g, "delay"), layer, "delay", kind):
+            return None
+        d = self.int_array(g, "delay", layer, kind)
+        if d.size == 0 or not np.any(d != 0):
+            return None
+        if kind == "dense_rec":
+            raise self.error(f"delays (max {int(d.max())}) on a recurrent layer: netx builds both DelayDense "
+                             f"synapses without the weight exponent (weights 2**sb too large), expected none or 0",
+                             layer, "delay", kind)
+        if int(d.min()) < 0:
+            raise self.error(f"value {int(d.min())}, expected delays >= 0 (Lava's DelayDense raises)",
+                             layer, "delay", kind)
+        if d.size == 1:
+            m = np.full((out, n_in), int(d.reshape(-1)[0]), dtype=np.int64)
+        elif d.ndim == 1 and d.size == out:
+            m = np.repeat(d.astype(np.int64)[:, None], n_in, axis=1)
+        elif d.ndim == 1 and d.size == n_in:
+            m = np.repeat(d.astype(np.int64)[None, :], out, axis=0)
+        else:
+            raise self.error(f"shape {tuple(d.shape)}, expected a scalar, ({out},) per neuron or ({n_in},) per "
+                             f"input (netx raises otherwise)", layer, "delay", kind)
+        if int(m.max()) > MAX_DELAY:
+            warnings.warn(f"{self.path}: layer {layer} ({kind}): field 'delay': value {int(m.max())}: netx clips "
+                          f"delays to 0..{MAX_DELAY}; the IR holds the clipped delays", stacklevel=4)
+            m = np.minimum(m, MAX_DELAY)
+        return m
 
     def conv(self, g, layer: int, kind: str, in_shape: tuple[int, ...]) -> ConvLayer:
         if len(in_shape) != 3:
@@ -565,6 +592,12 @@ class _Reader:
         if min(stride) < 1 or min(dilation) < 1:
             raise self.error(f"stride {stride} / dilation {dilation} must be >= 1", layer, "stride", kind)
         c, h, wd = out_shape
+        if self.h5(lambda: "delay" in g, _h5_name(g, "delay"), layer, "delay", kind):
+            d = self.int_array(g, "delay", layer, kind)
+            if d.size and np.any(d != 0):
+                raise self.error(f"delays (max {int(d.max())}) on a conv layer: netx ignores them (Lava 0.10 has "
+                                 f"no delayed Conv), so the file does not run as written; expected none or 0",
+                                 layer, "delay", kind)
         bias = self.bias(g, layer, kind, out_shape)
         nrn = self.neurons(g, layer, kind, bias, out_shape)
         # Lava's Conv uses the stored integers as they are; find an exact IR representation.
@@ -572,6 +605,14 @@ class _Reader:
             weight, exp, nbits, sm = ir_conv_weights(w)
         except ValueError as exc:
             raise self.error(str(exc), layer, "weight", kind) from None
+        # Lava's Conv wraps its sums to 24 bits (signed_clamp), the IR's conv does not: refuse what could wrap.
+        # Inputs are binary (netx's input_message_bits 0, or a CUBA population's spikes), so a sum is at most the
+        # sum of one output channel's |weights|.
+        reach = int(np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1).max(initial=0))
+        if reach > CONV_SUM_LIMIT:
+            raise self.error(f"one output's binary-input sum can reach {reach}, beyond {CONV_SUM_LIMIT} where "
+                             f"Lava's Conv (netx) wraps it to 24 bits; the IR's conv does not wrap, so it is not "
+                             f"run", layer, "weight", kind)
         layer_ir = ConvLayer(weight=weight, neurons=nrn, in_shape=tuple(in_shape), stride=stride, padding=padding,
                              dilation=dilation, groups=groups, weight_exp=exp, num_weight_bits=nbits, sign_mode=sm,
                              name=f"layer/{layer}")
@@ -906,8 +947,10 @@ class _Reader:
         nrn = Neurons(bias_mant=bias, **scalars)
         if kind == "conv":
             return ConvLayer(weight=ints(e, "weight", 4), neurons=nrn, **conv, **common), exact
+        has_delay = self.h5(lambda: "delay" in e, _h5_name(e, "delay"), field=f"{base}/delay")
         return DenseLayer(weight=ints(e, "weight", 2), neurons=nrn, weight_rec=ints(e, "weight_rec", 2)
-                          if kind == "dense_rec" else None, weight_rec_exp=rec_exp, **common), exact
+                          if kind == "dense_rec" else None, weight_rec_exp=rec_exp,
+                          delay=ints(e, "delay", 2) if has_delay else None, **common), exact
 
     def check_same(self, network: Network, in_shape, netx_layers: list[Layer], indices: list[int],
                    exact_flags: list[bool]) -> None:

@@ -76,6 +76,8 @@ def _netx_plan(network: Network, exact: bool = True) -> tuple[list[tuple[str, di
             entry["weight"] = parts[0].astype(np.float32)
             if layer.weight_rec is not None:
                 entry["weight_rec"] = parts[1].astype(np.float32)
+            if layer.delay is not None:
+                entry["delay"] = _netx_delay(i, layer.delay)
             entry["bias"] = bias.astype(np.float32)
             prev_conv = False
         else:
@@ -107,6 +109,19 @@ def _netx_plan(network: Network, exact: bool = True) -> tuple[list[tuple[str, di
             entry[f"neuron/{key}"] = value
         plan.append((layer.kind, entry))
     return plan, approximated
+
+
+def _netx_delay(i: int, delay: np.ndarray) -> np.ndarray:
+    """A layer's (out, in) delays in a form netx reads: a scalar, one per output neuron or one per input."""
+    d = np.asarray(delay).astype(np.int64)
+    if np.all(d == d.flat[0]):
+        return np.float32(d.flat[0])
+    if np.all(d == d[:, :1]):
+        return d[:, 0].astype(np.float32)
+    if np.all(d == d[:1, :]):
+        return d[0].astype(np.float32)
+    raise NetxExportError(f"layer {i}: delay: the delays vary per synapse; netx reads one per output neuron or "
+                          f"one per input, so this layer cannot be written for netx", layer=i, field="delay")
 
 
 def _metadata_json(network: Network) -> str:
@@ -146,6 +161,8 @@ def _write_extras(f, network: Network, meta: str, approximated: list[dict]) -> N
             la["weight_rec_exp"] = int(layer.weight_rec_exp)
             if layer.weight_rec is not None:
                 lg.create_dataset("weight_rec", data=np.asarray(layer.weight_rec))
+            if layer.delay is not None:
+                lg.create_dataset("delay", data=np.asarray(layer.delay).astype(np.int64))
         else:
             la["in_shape"] = np.asarray(layer.in_shape, dtype=np.int64)
             la["stride"] = np.asarray(layer.stride, dtype=np.int64)

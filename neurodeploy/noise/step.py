@@ -119,7 +119,7 @@ def fixed_step_noise(network: Network, noise: Optional[StepNoise], samples) -> l
         return out
     check_noise_neurons(network, noise.name)
     samples = np.asarray(samples, dtype=np.int64).reshape(-1)
-    P = int(network.time_steps) + L
+    P = int(network.time_steps) + network.latency
     for i in step_noise_layers(network, noise.name):
         layer = network.layers[i]
         n = int(np.prod(layer.out_shape))
