@@ -327,6 +327,8 @@ def _refusal_cases() -> dict:
                          "neuron/messageBits", ("NetDict",)),
         "dense_rec": ([inp, dict(type="dense_rec", shape=np.array([4]), weight=w, weight_rec=np.ones((4, 4)),
                                  neuron=_sdnn())], 1, "neuron/type", ("dense_rec",)),
+        "delay": ([inp, dict(type="dense", shape=np.array([4]), weight=w, delay=np.float32(3), neuron=_sdnn())], 1,
+                  "delay", ("sigma-delta", "max 3")),
         "mixed_cuba_after_sdnn": ([inp, dict(type="dense", shape=np.array([4]), weight=w,
                                              neuron=dict(type="CUBA", iDecay=1024, vDecay=256, vThMant=40))], 1,
                                   "neuron/type", ("CUBA", "not supported")),

@@ -508,6 +508,12 @@ class _Reader:
         delay = self.delay(g, layer, kind, out, n_in)
         bias = self.bias(g, layer, kind, (out,))
         nrn = self.neurons(g, layer, kind, bias, (out,))
+        if delay is not None and isinstance(nrn, SigmaDeltaNeurons):
+            if np.any(delay):
+                raise self.error(f"delays (max {int(delay.max())}) on a sigma-delta layer are not supported (netx "
+                                 f"builds a DelayDense with graded input; not mapped here); expected none or 0",
+                                 layer, "delay", kind)
+            delay = None                         # all zero: Lava's DelayDense computes what Dense does
         try:
             canon, rep = _netx_dense_semantics(parts)
         except ValueError as exc:
