@@ -321,6 +321,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .backends.base import input_max
     from .fileio import atomic_path
     from .io import read_netx
+    from .ir import is_sigma_delta
 
     if _is_nir(args.network):
         used = [f for f in ("drain", "record", "record_state") if getattr(args, f)]
@@ -342,7 +343,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise BackendError(f"--{'samples' if args.samples is not None else 'steps'} applies to --data only; "
                            f"with --input the array's shape (samples, steps, ...) decides")
     out = check_output_file(args.out, "--out")
-    network = read_netx(require_regular_file(args.network, "netx network file"))
+    network = read_netx(require_regular_file(args.network, "netx network file"),
+                        **({} if args.spike_exp is None else {"spike_exp": args.spike_exp}))
+    if args.spike_exp is not None and not is_sigma_delta(network):
+        raise BackendError(f"{args.network}: --spike-exp sets where the point of a sigma-delta (SDNN) network's "
+                           f"graded messages lies; this file has no SDNN neurons")
     network.metadata = {**network.metadata, "source": str(args.network)}  # named in the backends' messages
     if args.reset_interval is not None:
         network.reset_interval = int(args.reset_interval)
@@ -364,7 +369,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     elif args.input is not None:
         from .io.npy_input import load_input_npy
 
-        inputs = load_input_npy(args.input, network.input_shape, input_max(network), what="--input")
+        if is_sigma_delta(network) and network.input_neurons is not None:   # int32 values into the Delta's a_in
+            inputs = load_input_npy(args.input, network.input_shape, 2**31 - 1, what="--input", min_value=-2**31)
+        else:
+            inputs = load_input_npy(args.input, network.input_shape, input_max(network), what="--input")
         network.time_steps = int(inputs.shape[1])  # the input decides how many steps to feed
     else:
         inputs, labels = _simulate_data(args, network)
@@ -775,7 +783,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "first, as by `import`)")
     p.add_argument("--profile", default="loihi2", help="with a NIR graph: the profile it is quantized for")
     _nir_options(p)
-    p.add_argument("--input", type=_path_text, help="(samples, steps, *input_shape) integer .npy: spikes or graded values")
+    p.add_argument("--input", type=_path_text,
+                   help="(samples, steps, *input_shape) integer .npy in the file's (C, H, W) order: spikes or graded "
+                        "values into the first layer; for an input layer with an SDNN neuron (netx's Delta encoder, "
+                        "lava-dl's PilotNet SDNN) any int32 values, added to that neuron's a_in every step (sigma-delta "
+                        "networks: output_spikes holds the graded messages, a sigma_output layer its value)")
+    p.add_argument("--spike-exp", type=_bounded_int(0, 24, "an exponent"), metavar="E",
+                   help="sigma-delta (SDNN) files: netx's Network(spike_exp=E), the fraction bits of the graded "
+                        "messages (thresholds and biases are scaled by 2**(E + 6)); 0..24, default 6 as in netx")
     p.add_argument("--bias", type=_path_text, metavar="BIAS.npy",
                    help="(samples, *input_shape) integer .npy in the file's (C, H, W) order: the bias mantissas of "
                         "the input layer's neuron (netx's Input block; lava-dl's tinynet / pilotnet_lif images), held "

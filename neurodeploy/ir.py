@@ -83,6 +83,87 @@ class Neurons:
         return any(isinstance(getattr(self, k), np.ndarray) for k in ("du", "dv", "vth"))
 
 
+SDNN_KINDS = ("delta", "sigma_delta", "sigma")
+SDNN_STATE_EXP = 6          # netx hard-codes state_exp 6 for every sigma-delta process
+SDNN_SPIKE_EXP = 6          # netx.hdf5.Network's default spike_exp
+SDNN_EXP_SUM_MAX = 30       # 1 << (spike_exp + state_exp) must stay an int32, so Lava's scaling stays int32
+
+
+@dataclass
+class SigmaDeltaNeurons:
+    """A population of sigma-delta neurons as Lava 0.10's ``lava.proc.sdn`` fixed_pt models run them.
+
+    netx's ``SDNN`` neuron type (ReLU activation, ``cum_error`` off); every state is
+    an int32 array and wraps at 32 bits; ``k = 1 << (spike_exp + state_exp)``:
+
+    * ``kind="delta"`` (``Delta``, netx's input layer with an SDNN neuron; only as
+      ``Network.input_neurons``): ``a = a_in << log2(k)``, ``delta = a - act + residue``,
+      ``s = delta where |delta| >= vth*k else 0``, ``residue = delta - s``, ``act = a``,
+      sends ``s >> state_exp``;
+    * ``kind="sigma_delta"`` (``SigmaDelta``, a hidden SDNN layer): ``sigma += a_in``,
+      ``act = max(sigma + bias, 0)`` with ``bias = int32(bias_mant * k)``, then the
+      delta encoding above (``act`` in place of ``a``);
+    * ``kind="sigma"`` (``Sigma``, an SDNN layer with ``sigma_output``): ``sigma +=
+      a_in``, sends ``sigma``; it has no threshold and no bias (``vth`` and
+      ``bias_mant`` must be 0).
+
+    Messages are graded (netx's ``num_message_bits = 16``; values are not clipped),
+    so the next synapse takes graded input. ``vth`` is netx's ``vThMant`` (one
+    integer: Lava's Var holds one value); ``bias_mant`` one integer per neuron (in
+    the layer's flattened (C, H, W) order).
+    """
+
+    kind: str
+    vth: int
+    bias_mant: np.ndarray
+    spike_exp: int = SDNN_SPIKE_EXP
+    state_exp: int = SDNN_STATE_EXP
+
+    @property
+    def size(self) -> int:
+        return int(self.bias_mant.size)
+
+    @property
+    def scale(self) -> int:
+        """``k = 1 << (spike_exp + state_exp)``: what Lava multiplies ``vth`` and ``bias`` by."""
+        return 1 << (int(self.spike_exp) + int(self.state_exp))
+
+    def validate(self, where: str, n: int, input_population: bool) -> None:
+        """Raise :class:`IRError` (one line naming ``where`` and the field) unless this is a population of ``n``
+        sigma-delta neurons Lava runs exactly (a ``delta`` one only as the input population)."""
+        if not isinstance(self.kind, str) or self.kind not in SDNN_KINDS:
+            raise IRError(f"{where}: sigma-delta kind {bounded(self.kind)}, expected one of {SDNN_KINDS}")
+        if input_population != (self.kind == "delta"):
+            raise IRError(f"{where}: sigma-delta kind {self.kind!r}, expected "
+                          + ("'delta' (an input population is a Delta encoder)" if input_population
+                             else "'sigma_delta' or 'sigma' ('delta' is only an input population)"))
+        _check_int(where, "spike_exp", self.spike_exp, 0, SDNN_EXP_SUM_MAX)
+        _check_int(where, "state_exp", self.state_exp, 0, SDNN_EXP_SUM_MAX)
+        if int(self.spike_exp) + int(self.state_exp) > SDNN_EXP_SUM_MAX:
+            raise IRError(f"{where}: spike_exp + state_exp is {int(self.spike_exp) + int(self.state_exp)}, expected "
+                          f"at most {SDNN_EXP_SUM_MAX} (Lava scales vth and bias by 1 << (spike_exp + state_exp) "
+                          f"in int32)")
+        if isinstance(self.vth, np.ndarray):
+            raise IRError(f"{where}: sigma-delta vth is an array of shape {self.vth.shape}, expected one integer "
+                          f"(Lava's Delta / SigmaDelta hold one threshold)")
+        _check_int(where, "sigma-delta vth", self.vth, 0, (2**31 - 1) // self.scale)
+        _check_int_array(where, "bias_mant", self.bias_mant)
+        if self.bias_mant.shape != (n,):
+            raise IRError(f"{where}: bias has shape {self.bias_mant.shape}, expected ({n},)")
+        if self.kind != "sigma_delta" and np.any(self.bias_mant):
+            raise IRError(f"{where}: a {self.kind!r} population has a nonzero bias, expected none (Lava's "
+                          f"{'Delta' if self.kind == 'delta' else 'Sigma'} takes no bias)")
+        if self.kind == "sigma" and int(self.vth) != 0:
+            raise IRError(f"{where}: a 'sigma' population has vth {int(self.vth)}, expected 0 (Lava's Sigma has "
+                          f"no threshold)")
+
+
+def is_sigma_delta(network: "Network") -> bool:
+    """Whether ``network`` holds sigma-delta neurons (its input population or any layer)."""
+    return isinstance(network.input_neurons, SigmaDeltaNeurons) or any(
+        isinstance(getattr(layer, "neurons", None), SigmaDeltaNeurons) for layer in network.layers)
+
+
 @dataclass
 class DenseLayer:
     """All-to-all synapses into a neuron population, optionally recurrent.
@@ -200,7 +281,7 @@ class Network:
     # netx's Input block: a LIF population of ``input_shape`` with no synapse before layer 0, driven by a
     # per-sample bias (``bias=`` of the emulator, (samples, *input_shape)) and the inputs added to its a_in;
     # its binary spikes feed layer 0 in the same step (it adds no latency). None: the inputs feed layer 0.
-    input_neurons: Optional[Neurons] = None
+    input_neurons: Optional[Union[Neurons, "SigmaDeltaNeurons"]] = None
     # netx's reset schedule (LIFReset): block k's u and v are zeroed before step n when
     # (n + 1) % reset_interval == (reset_offset + 1 + k) % reset_interval (block 0: the input population
     # when there is one, else layer 0). None: no reset.
@@ -257,7 +338,11 @@ class Network:
         if self.reset_interval is not None:
             _check_int(source, "reset_interval", self.reset_interval, 1, None)
         _check_int(source, "reset_offset", self.reset_offset, 0, None)
-        if self.input_neurons is not None:
+        if is_sigma_delta(self):
+            self._validate_sigma_delta_mix(source)
+        if isinstance(self.input_neurons, SigmaDeltaNeurons):
+            self.input_neurons.validate(f"{source}: input population", math.prod(shape), True)
+        elif self.input_neurons is not None:
             nrn = self.input_neurons
             where = f"{source}: input population"
             if not isinstance(nrn, Neurons):
@@ -335,6 +420,10 @@ class Network:
             if n_out < 1:
                 raise IRError(f"{where}: the layer has no neurons (output shape {layer.out_shape})")
             nrn = layer.neurons
+            if isinstance(nrn, SigmaDeltaNeurons):
+                nrn.validate(where, n_out, False)
+                shape = tuple(int(s) for s in layer.out_shape)
+                continue
             if not isinstance(nrn, Neurons):
                 raise IRError(f"{where}: neurons is a {type(nrn).__name__}, expected Neurons")
             _check_int_array(where, "bias_mant", nrn.bias_mant)
@@ -349,6 +438,26 @@ class Network:
             _check_int(where, "neuron bias_exp", nrn.bias_exp, *IR_EXP_RANGE)
             shape = tuple(int(s) for s in layer.out_shape)
         return self
+
+    def _validate_sigma_delta_mix(self, source: str) -> None:
+        """A sigma-delta network is sigma-delta throughout (the backends do not mix CUBA and sigma-delta layers)
+        and has no recurrent weights or reset schedule (netx ignores reset for sigma-delta neurons)."""
+        if self.input_neurons is not None and not isinstance(self.input_neurons, SigmaDeltaNeurons):
+            raise IRError(f"{source}: input population: CUBA neurons in a sigma-delta network, expected "
+                          f"SigmaDeltaNeurons (kind 'delta') or none")
+        for i, layer in enumerate(self.layers):
+            nrn = getattr(layer, "neurons", None)
+            if not isinstance(nrn, SigmaDeltaNeurons):
+                raise IRError(f"{source}: layer {i}: neurons is a {type(nrn).__name__} in a sigma-delta network, "
+                              f"expected SigmaDeltaNeurons (CUBA and sigma-delta layers do not mix)")
+            if isinstance(layer, DenseLayer) and layer.weight_rec is not None:
+                raise IRError(f"{source}: layer {i}: weight_rec on a sigma-delta layer, expected none")
+            if getattr(layer, "delay", None) is not None:
+                raise IRError(f"{source}: layer {i}: synaptic delays on a sigma-delta layer are not supported, "
+                              f"expected none")
+        if self.reset_interval is not None:
+            raise IRError(f"{source}: reset_interval {bounded(self.reset_interval)} on a sigma-delta network, "
+                          f"expected None (netx ignores reset for sigma-delta neurons)")
 
 
 

@@ -15,9 +15,10 @@ What is checked (issue 12, first part: parameter ranges):
   Lava backend against emulator;
 * ``netx/recurrent_example.net`` (two ``dense_rec`` layers with per-neuron decay
   arrays) against lava-dl's netx;
-* what is not run (pool, convT, unpool, average, concat; ``messageBits``; SDNN;
-  input layers with a neuron; conv per-neuron arrays; float decays) is refused
-  with one line naming file, layer, field and value.
+* what is not run (pool, convT, unpool, average, concat; ``messageBits``; RF
+  neurons; conv per-neuron arrays; float decays) is refused
+  with one line naming file, layer, field and value (sigma-delta files:
+  tests/test_netx_sdnn.py).
 
 Time base: netx returns T steps for T input steps; our backends return
 ``T + latency`` steps (the input's wave drains through the layers). The first T
@@ -356,7 +357,6 @@ def _conv_layers(kind: str) -> list[dict]:
      1, "weight", ("10200000", "wraps it to 24 bits")),
     ("messagebits", _base(messageBits=8), 0, "neuron/messageBits", ("present", "NetDict")),
     ("messagebits0", _base(messageBits=0), 0, "neuron/messageBits", ("present",)),
-    ("sdnn", [_dense(6, np.ones((6, NI)), dict(type="SDNN", vThMant=1))], 0, "neuron/type", ("'SDNN'", "sigma-delta")),
     ("rf", [_dense(6, np.ones((6, NI)), dict(type="RF", vThMant=1))], 0, "neuron/type", ("'RF'",)),
     ("idecay_neg", _base(iDecay=-1), 0, "neuron/iDecay", ("value -1", "0..4096")),
     ("vdecay_big", _base(vDecay=4097), 0, "neuron/vDecay", ("value 4097", "0..4096")),
@@ -438,18 +438,6 @@ def test_noise_models_refuse_foreign_neuron_ranges():
 
     with pytest.raises(NoiseSpecError, match=r"layer 0 .*per-neuron du / dv / vth arrays"):
         perturb_network(_foreign_ir(), "threshold-mismatch", 0.1, 0)
-
-
-@pytest.mark.parametrize("rel,ntype", [("netx/gts/pilotnet_sdnn/network.net", "SDNN"),
-                                       ("netx/gts/pilotnet_sdnn/square_network.net", "SDNN")])
-def test_fixtures_with_input_neurons_are_refused_naming_the_neuron(rel, ntype):
-    path = _need(_FIXTURES / "lava-dl" / rel)
-    with pytest.raises(NetxFormatError) as err:
-        read_netx(path)
-    msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg, msg
-    assert f"layer 0 (input): field 'neuron': an input layer with a neuron of type '{ntype}'" in msg, msg
-    assert (err.value.layer, err.value.field) == (0, "neuron")
 
 
 def _foreign_sweep(n_per_kind: int, monkeypatch) -> None:

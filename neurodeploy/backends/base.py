@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import NeurodeployError
-from ..ir import ConvLayer, DenseLayer, Network
+from ..ir import ConvLayer, DenseLayer, Network, Neurons
 from ..lava_rules import (  # noqa: F401 - Lava's rules, re-exported for the backends and their callers
     BIAS_EXP_RANGE,
     BIAS_MANT_RANGE,
@@ -135,21 +135,8 @@ def check_network(network: Network, source: str = "network") -> Network:
     for i, layer in enumerate(network.layers):
         where = f"{source}: layer {i}" + (f" ({layer.name})" if layer.name else "")
         nrn = layer.neurons
-        bias = np.asarray(nrn.bias_mant)
-        if not np.issubdtype(bias.dtype, np.integer):
-            raise BackendError(f"{where}: bias_mant has dtype {bias.dtype}, expected integers")
-        if bias.size and (bias.min() < BIAS_MANT_RANGE[0] or bias.max() > BIAS_MANT_RANGE[1]):
-            raise BackendError(f"{where}: bias_mant spans {bias.min()}..{bias.max()}, "
-                               f"expected {BIAS_MANT_RANGE[0]}..{BIAS_MANT_RANGE[1]} (int16)")
-        for key, (lo, hi) in (("du", DU_RANGE), ("dv", DV_RANGE), ("vth", VTH_RANGE)):
-            value = getattr(nrn, key)
-            if isinstance(value, np.ndarray):   # per neuron; shape and dtype checked by validate
-                if value.size and (int(value.min()) < lo or int(value.max()) > hi):
-                    raise BackendError(f"{where}: neuron {key} spans {int(value.min())}..{int(value.max())}, "
-                                       f"expected {lo}..{hi}")
-            else:
-                _check_range(where, f"neuron {key}", value, lo, hi)
-        _check_range(where, "neuron bias_exp", nrn.bias_exp, *BIAS_EXP_RANGE)
+        if isinstance(nrn, Neurons):            # sigma-delta neurons: their ranges are SigmaDeltaNeurons.validate's
+            _check_cuba(where, nrn)
         _check_range(where, "weight_exp", layer.weight_exp, *WEIGHT_EXP_RANGE)
         _check_range(where, "num_weight_bits", layer.num_weight_bits, *LAVA_NUM_WEIGHT_BITS_RANGE)
         names = ["weight"]
@@ -174,6 +161,25 @@ def check_network(network: Network, source: str = "network") -> Network:
     if enc.kind == "graded":
         _check_range(f"{source}: input encoding", "bits", enc.bits, *GRADED_BITS_RANGE)
     return network
+
+
+def _check_cuba(where: str, nrn: Neurons) -> None:
+    """The ranges Lava's LIF stores exactly: bias_mant int16, du / dv / vth, bias_exp."""
+    bias = np.asarray(nrn.bias_mant)
+    if not np.issubdtype(bias.dtype, np.integer):
+        raise BackendError(f"{where}: bias_mant has dtype {bias.dtype}, expected integers")
+    if bias.size and (bias.min() < BIAS_MANT_RANGE[0] or bias.max() > BIAS_MANT_RANGE[1]):
+        raise BackendError(f"{where}: bias_mant spans {bias.min()}..{bias.max()}, "
+                           f"expected {BIAS_MANT_RANGE[0]}..{BIAS_MANT_RANGE[1]} (int16)")
+    for key, (lo, hi) in (("du", DU_RANGE), ("dv", DV_RANGE), ("vth", VTH_RANGE)):
+        value = getattr(nrn, key)
+        if isinstance(value, np.ndarray):   # per neuron; shape and dtype checked by validate
+            if value.size and (int(value.min()) < lo or int(value.max()) > hi):
+                raise BackendError(f"{where}: neuron {key} spans {int(value.min())}..{int(value.max())}, "
+                                   f"expected {lo}..{hi}")
+        else:
+            _check_range(where, f"neuron {key}", value, lo, hi)
+    _check_range(where, "neuron bias_exp", nrn.bias_exp, *BIAS_EXP_RANGE)
 
 
 def input_max(network: Network) -> int:

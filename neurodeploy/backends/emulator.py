@@ -22,6 +22,10 @@ numpy gives the operations inside Lava's process models:
 * Conv layers use the same synapse arithmetic as Dense (see the Lava backend,
   which maps them onto Lava processes that compute exactly this) with torch's
   Conv2d cross-correlation (stride, padding, dilation, groups) via im2col.
+* Sigma-delta networks (``SigmaDeltaNeurons``, netx's SDNN) run on
+  :class:`SigmaDeltaEmulator` (``run_emulator`` dispatches): Lava's sdn models
+  ``Delta`` / ``SigmaDelta`` / ``Sigma`` on int32 arrays, graded messages into
+  ``Dense`` (int32 dot) and ``Conv`` (raw kernel, 24-bit wrap) synapses.
 
 How it is fast and still exact (every shortcut is taken only where a bound
 proves it changes nothing; otherwise the general int64 code runs):
@@ -75,13 +79,13 @@ from typing import Optional
 import numpy as np
 
 from .. import lava_rules as lr
-from ..ir import ConvLayer, DenseLayer, Network
+from ..ir import ConvLayer, DenseLayer, Network, SigmaDeltaNeurons, is_sigma_delta
 from ..lava_rules import effective_weights, shift, wrap32
 from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
                    trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
-__all__ = ["run_emulator", "Emulator"]
+__all__ = ["run_emulator", "Emulator", "SigmaDeltaEmulator", "SigmaDeltaResult"]
 
 _U_LIM = lr.U_LIMIT         # Lava's max_uv_val
 _V_LIM = lr.V_LIMIT         # voltage clip
@@ -380,6 +384,8 @@ class Emulator:
 
     def __init__(self, network: Network):
         check_network(network)
+        if is_sigma_delta(network):
+            raise BackendError("this network has sigma-delta neurons: run it with SigmaDeltaEmulator (or run_emulator)")
         self.network = network
         self.layers = []
         self.max_in = input_max(network)
@@ -820,8 +826,242 @@ def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SI
                  record_spikes: bool = False, bias=None, record_traces=False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
     and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``,
-    ``record_traces``)."""
+    ``record_traces``); a sigma-delta network runs on :class:`SigmaDeltaEmulator`."""
+    if isinstance(network, Network) and is_sigma_delta(network):
+        return SigmaDeltaEmulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
+                                               record_spikes=record_spikes, step_noise=step_noise, bias=bias,
+                                               record_traces=record_traces)
     return Emulator(network).run(inputs, batch_size=batch_size, record_state=record_state,
                                  progress=progress, threads=threads, step_noise=step_noise,
                                  sample_ids=sample_ids, record_spikes=record_spikes, bias=bias,
                                  record_traces=record_traces)
+
+
+# --------------------------------------------------------------------------- sigma-delta (SDNN) networks
+# Lava 0.10's lava.proc.sdn fixed_pt models (PyDeltaModelFixed, PySigmaDeltaModelFixed, PySigmaModelFixed) with
+# the synapses netx builds for them: every state and message is an int32 numpy array, so the arithmetic below
+# runs on int32 arrays with the same operations (wrapping exactly where Lava's do).
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_CONV_BITS = 24             # PyConvModelFixed: signed_clamp(a_buf, 24)
+
+
+def _wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava's ``conv.utils.signed_clamp(x, 24)``: two's complement wrap to 24 bits."""
+    half = 1 << (_CONV_BITS - 1)
+    return ((x + half) % (1 << _CONV_BITS)) - half
+
+
+def sigma_delta_conv_weights(index: int, layer: ConvLayer) -> np.ndarray:
+    """The integer kernel Lava's Conv uses for an IR conv layer of a sigma-delta network (netx hands it the file's
+    weights unchanged): the effective weights times ``2**weight_exp``, which must be integers in int32."""
+    eff = effective_weights(layer.weight, layer.sign_mode, layer.num_weight_bits)
+    exp = int(layer.weight_exp)
+    if exp < 0 and np.any(eff % (1 << -exp)):
+        raise BackendError(f"layer {index} ({layer.name or 'conv'}): effective weights times 2**{exp} are not "
+                           f"integers; Lava's Conv (what netx builds) takes integer weights and no exponent")
+    plain = eff << exp if exp >= 0 else eff >> -exp
+    if plain.size and int(np.abs(plain).max()) > INT32_MAX:
+        raise BackendError(f"layer {index} ({layer.name or 'conv'}): conv weights up to "
+                           f"{int(np.abs(plain).max())} do not fit Lava's int32 kernel")
+    return plain
+
+
+class _SigmaDeltaSynapse:
+    """The synapse into one sigma-delta layer, as Lava computes it: ``Dense`` (``PyDenseModelBitAcc``: int32 dot
+    of graded messages, then the exponent's int32 shift; binary input: the int64 sum of the active weights) or
+    ``Conv`` (``PyConvModelFixed``: the float64 correlation of the raw kernel, cast to int32, wrapped to 24 bits).
+    One step of delay, as every Lava synapse."""
+
+    def __init__(self, index: int, layer, graded: bool, max_in: int):
+        self.index, self.graded = index, graded
+        if isinstance(layer, DenseLayer):
+            self.conv = None
+            self.syn = _Synapse.build(layer.weight, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
+                                      graded, max_in)
+            return
+        plain = sigma_delta_conv_weights(index, layer)
+        o, cg, kh, kw = plain.shape
+        bound = int(np.abs(plain).reshape(o, -1).sum(axis=1).max(initial=0)) * max_in
+        dtype = np.float64 if bound < (1 << 53) else np.int64     # float64: every partial sum exact
+        g = int(layer.groups)
+        mat = np.ascontiguousarray(plain.reshape(g, o // g, cg * kh * kw).astype(dtype))
+        self.conv = layer
+        self.syn = _Synapse("conv", plain, 0, graded, dtype, mat, int(np.prod(layer.out_shape)), bound, layer)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """a_out (int32, (b, n_out)) for the messages ``x`` (int32, (b, n_in))."""
+        if not self.graded:
+            x = (x != 0).astype(np.int32)        # Lava: s_in.astype(bool)
+        if self.conv is None:
+            return self.syn.apply(x).astype(np.int32)
+        s = self.syn._sum(x).astype(np.int64)
+        if s.size and (int(s.max()) > INT32_MAX or int(s.min()) < INT32_MIN):
+            raise BackendError(f"layer {self.index} ({self.conv.name or 'conv'}): a conv sum reaches "
+                               f"{int(np.abs(s).max())}, beyond int32, where Lava's Conv casts its float64 sum to "
+                               f"int32 (undefined); the sigma-delta messages into it are too large")
+        return _wrap24(s).astype(np.int32)
+
+
+class _SigmaDeltaPopulation:
+    """One population's Delta / SigmaDelta / Sigma dynamics on int32 states (``(b, n)``; see
+    :class:`~neurodeploy.ir.SigmaDeltaNeurons`)."""
+
+    def __init__(self, nrn: SigmaDeltaNeurons, b: int):
+        k = nrn.scale
+        self.kind = nrn.kind
+        self.shift_in = np.int32(int(nrn.spike_exp) + int(nrn.state_exp))
+        self.state_exp = np.int32(nrn.state_exp)
+        self.vth = np.int32(int(nrn.vth) * k)                        # Python int product, stored as int32
+        self.bias = wrap32(np.asarray(nrn.bias_mant, dtype=np.int64) * k).astype(np.int32)   # int32 multiply
+        n = nrn.size
+        self.sigma = np.zeros((b, n), dtype=np.int32)
+        self.act = np.zeros((b, n), dtype=np.int32)
+        self.residue = np.zeros((b, n), dtype=np.int32)
+
+    def step(self, a_in: np.ndarray) -> np.ndarray:
+        """One step for int32 ``a_in`` (b, n); returns the int32 message sent."""
+        if self.kind == "sigma":
+            self.sigma = a_in + self.sigma
+            return self.sigma.copy()
+        if self.kind == "delta":
+            act = np.left_shift(a_in, self.shift_in)
+        else:
+            self.sigma = a_in + self.sigma
+            act = np.maximum(self.sigma + self.bias, 0)               # ReLU
+        delta = act - self.act + self.residue
+        s = np.where(np.abs(delta) >= self.vth, delta, np.int32(0))  # np.abs(INT32_MIN) stays negative, as in Lava
+        self.residue = delta - s
+        self.act = act
+        return np.right_shift(s, self.state_exp)
+
+
+@dataclass
+class SigmaDeltaResult(RunResult):
+    """A :class:`~neurodeploy.backends.base.RunResult` of a sigma-delta network.
+
+    ``output_spikes`` and ``layer_spikes`` hold graded messages (int64: what each
+    population sends per step; a ``sigma`` output sends its value); ``spike_counts``
+    counts the nonzero ones. ``final_u`` / ``final_v`` (``record_state``) are each
+    layer's ``sigma`` / ``act`` after the last step (a ``sigma`` layer: its value
+    twice). ``input_messages`` (``record_spikes``, an input population): the Delta
+    encoder's messages per step; ``layer_sigma`` (``record_state``, emulator only):
+    each layer's ``sigma`` after every step, (samples, steps, n)."""
+
+    input_messages: Optional[np.ndarray] = None
+    layer_sigma: Optional[list] = None
+
+
+def check_sigma_delta_inputs(network: Network, inputs) -> np.ndarray:
+    """Validated int64 inputs (samples, T, *input_shape) of a sigma-delta network: with a Delta input population
+    any int32 values (added to its a_in), otherwise what :func:`check_inputs` allows; one-line BackendError."""
+    if network.input_neurons is None:
+        return check_inputs(network, inputs)
+    arr = np.asarray(inputs)
+    in_shape = tuple(int(s) for s in network.input_shape)
+    T = int(network.time_steps)
+    if arr.ndim != 2 + len(in_shape) or arr.shape[1] != T or tuple(arr.shape[2:]) != in_shape or arr.shape[0] < 1:
+        raise BackendError(f"inputs have shape {arr.shape}, expected (samples, {T}, {', '.join(map(str, in_shape))}) "
+                           f"(samples, time_steps, *network.input_shape)")
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise BackendError(f"inputs have dtype {arr.dtype}, expected integers")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise BackendError(f"inputs must be integer values; got {arr[idx]!r} at index {idx} (dtype {arr.dtype})")
+    if arr.size and (arr.min() < INT32_MIN or arr.max() > INT32_MAX):
+        raise BackendError(f"inputs span {arr.min()}..{arr.max()}, expected int32 values (the a_in of the "
+                           f"sigma-delta input population)")
+    return arr.astype(np.int64)
+
+
+def sigma_delta_first_synapse(network: Network) -> tuple[bool, int]:
+    """(graded, largest |value|) of what the first synapse of a sigma-delta network receives: the input
+    population's int32 messages, or the network's input encoding."""
+    if network.input_neurons is not None:
+        return True, 1 << 31
+    return network.input_encoding.kind == "graded", input_max(network)
+
+
+class SigmaDeltaEmulator:
+    """A sigma-delta network (:func:`~neurodeploy.ir.is_sigma_delta`) compiled for the emulator.
+
+    Same time base as :class:`Emulator`: ``T + latency`` steps, inputs at steps
+    ``0..T-1`` and zeros after; an input population (Delta) gets them added to its
+    ``a_in`` at the same step, otherwise the first synapse receives them (binary or
+    graded by the input encoding). Bit-exact with Lava's sdn, Dense and Conv
+    fixed_pt models (``SigmaDeltaResult``)."""
+
+    def __init__(self, network: Network):
+        check_network(network)
+        if not is_sigma_delta(network):
+            raise BackendError("SigmaDeltaEmulator runs sigma-delta networks; this one has CUBA neurons (use Emulator)")
+        self.network = network
+        graded0, max0 = sigma_delta_first_synapse(network)
+        self.synapses = [_SigmaDeltaSynapse(i, layer, graded0 if i == 0 else True, max0 if i == 0 else 1 << 31)
+                         for i, layer in enumerate(network.layers)]
+
+    def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
+            record_spikes: bool = False, progress: bool = False, threads: Optional[int] = 1, step_noise=None,
+            sample_ids=None, bias=None, record_traces=False) -> SigmaDeltaResult:
+        """Run ``inputs`` (samples, T, *input_shape) in batches; ``threads``, ``progress`` and ``sample_ids`` are
+        accepted for call compatibility (one thread; no injections to draw). ``record_traces`` (True or layer
+        indices): those layers' ``sigma`` (``layer_u``) and ``act`` (``layer_v``; a Sigma layer: its value)
+        after every step."""
+        net = self.network
+        if step_noise is not None:
+            raise BackendError("step noise injections (spike drop, current / membrane noise) act on CUBA neurons; "
+                               "this network has sigma-delta neurons")
+        if bias is not None:
+            raise BackendError("bias= sets a CUBA input population's bias; this network's input population is a "
+                               "sigma-delta Delta encoder: pass the image as inputs (added to its a_in)")
+        x = check_sigma_delta_inputs(net, inputs)
+        n, T = x.shape[:2]
+        L = len(net.layers)
+        P = T + L
+        sizes = [int(np.prod(layer.out_shape)) for layer in net.layers]
+        spk = [np.zeros((n, P, s), dtype=np.int64) for s in sizes]
+        counts = np.zeros((n, L), dtype=np.int64)
+        fin_u = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+        fin_v = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+        traced = trace_layers(record_traces, L)
+        sig = [np.zeros((n, P, s), dtype=np.int64) if record_state or li in traced else None
+               for li, s in enumerate(sizes)]
+        acts = [np.zeros((n, P, s), dtype=np.int64) if li in traced else None for li, s in enumerate(sizes)]
+        pop_msgs = np.zeros((n, P, int(np.prod(net.input_shape))), dtype=np.int64) \
+            if record_spikes and net.input_neurons is not None else None
+        for start in range(0, n, max(1, int(batch_size))):
+            xb = x[start:start + max(1, int(batch_size))]
+            b = xb.shape[0]
+            flat = xb.reshape(b, T, -1)
+            pop = None if net.input_neurons is None else _SigmaDeltaPopulation(net.input_neurons, b)
+            pops = [_SigmaDeltaPopulation(layer.neurons, b) for layer in net.layers]
+            bufs = [np.zeros((b, s), dtype=np.int32) for s in sizes]       # each synapse's a_buff
+            zero_in = np.zeros((b, flat.shape[2]), dtype=np.int64)
+            for t in range(P):
+                src = flat[:, t] if t < T else zero_in
+                msg = pop.step(src.astype(np.int32)) if pop is not None else src
+                if pop_msgs is not None:
+                    pop_msgs[start:start + b, t] = msg
+                for li, (syn, p) in enumerate(zip(self.synapses, pops)):
+                    a_in = bufs[li]                     # sent first: what the synapse summed last step
+                    bufs[li] = syn(msg) if np.any(msg) else np.zeros_like(a_in)
+                    msg = p.step(a_in)
+                    spk[li][start:start + b, t] = msg
+                    if sig[li] is not None:
+                        sig[li][start:start + b, t] = p.sigma
+                    if acts[li] is not None:
+                        acts[li][start:start + b, t] = p.sigma if p.kind == "sigma" else p.act
+            for li, p in enumerate(pops):
+                counts[start:start + b, li] = np.count_nonzero(spk[li][start:start + b], axis=(1, 2))
+                if record_state:
+                    fin_u[li][start:start + b] = p.sigma
+                    fin_v[li][start:start + b] = p.sigma if p.kind == "sigma" else p.act
+        out_v = spk[-1][:, -1].copy() if net.readout == "potential" else None
+        layer_u = [sig[li] if li in traced else None for li in range(L)] if traced else None
+        layer_v = acts if traced else None
+        return SigmaDeltaResult(spk[-1].copy(), counts, fin_u, fin_v, latency=net.latency, time_steps=T,
+                                layer_spikes=spk if record_spikes else None, readout=net.readout, output_v=out_v,
+                                layer_u=layer_u, layer_v=layer_v, input_messages=pop_msgs,
+                                layer_sigma=sig if record_state else None)

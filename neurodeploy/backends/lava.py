@@ -44,6 +44,12 @@ exact when no sum can reach 2**23. Otherwise (negative ``weight_exp``, possible
 24-bit overflow, parameters beyond Conv's int8 fields) the layer runs as a
 ``Sparse`` synapse, whose model has Dense's arithmetic.
 
+Sigma-delta networks (``SigmaDeltaNeurons``, netx's SDNN) get the processes
+netx builds: ``lava.proc.sdn`` ``Delta`` (the input population, the source on
+its ``a_in``), ``SigmaDelta`` (ReLU) and ``Sigma`` behind ``Dense`` / ``Conv``
+with graded messages; their states have no in-process reset, so each sample
+runs in a graph of its own (:func:`_run_lava_sigma_delta`).
+
 Processes and interrupts (:mod:`neurodeploy.processes`): Lava forks every
 process (``fork`` start method); inside :func:`~neurodeploy.processes.guarded_children`
 each child gets ``PR_SET_PDEATHSIG = SIGKILL`` (it dies with this process, also
@@ -77,7 +83,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..ir import ConvLayer, DenseLayer, Network
+from ..ir import ConvLayer, DenseLayer, Network, is_sigma_delta
 from ..processes import (
     SegmentRecord,
     available_memory_mib,
@@ -582,6 +588,8 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     ``Var.set`` before each sample. With netx's reset schedule (``network.reset_interval``) every population
     is a LIFReset with netx's staggered offsets; several samples then run ``reset_interval``-aligned
     (zero-padded) so the schedule's phase is the same in each, and their u and v are zeroed in between.
+    A sigma-delta network (``SigmaDeltaNeurons``) runs on Lava's own sdn processes, one graph per sample
+    (:func:`_run_lava_sigma_delta`; a :class:`~neurodeploy.backends.emulator.SigmaDeltaResult` comes back).
 
     Compiles the process graph once and runs every sample for ``T + latency``
     steps; neuron states (in-process, LIFReset) and synapse buffers are zeroed
@@ -608,6 +616,10 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     system to start the processes (no memory, no processes or file handles left,
     ``/dev/shm`` full) becomes a ``BackendError``.
     """
+    if isinstance(network, Network) and is_sigma_delta(network):   # Lava's sdn processes, one graph per sample
+        return _run_lava_sigma_delta(network, inputs, record_state=record_state, record_spikes=record_spikes,
+                                     progress=progress, stop_timeout=stop_timeout, step_noise=step_noise, bias=bias,
+                                     record_traces=record_traces)
     plan = plan_network(network)                     # raises before Lava starts
     traced = trace_layers(record_traces, len(network.layers))
     x = check_inputs(network, inputs, as_int64=False)
@@ -742,3 +754,212 @@ def _read_sample(graph: _Graph, plan: LavaPlan, k: int, out, counts, us, vs, ste
             # the state after the sample's last step (the next run's first step resets it, inside LIFReset)
             out_v[k] = vs[li][k] if vs is not None else \
                 _to_ir(np.rint(lif.v.get()).astype(np.int64).reshape(-1), lp.order)
+
+
+# --------------------------------------------------------------------------- sigma-delta (SDNN) networks
+# The processes netx builds for SDNN neurons: lava.proc.sdn Delta (the input population, fed through its a_in),
+# SigmaDelta (ReLU) and Sigma, behind Dense / Conv synapses with graded input. Their states have no in-process
+# reset, so every sample runs in a graph of its own (compile, run T + latency steps, stop).
+
+
+def _sigma_delta_plan(network: Network) -> list[dict]:
+    """Per layer the Lava synapse and neuron parameters of a sigma-delta network (numpy only; raises before Lava
+    starts). Conv layers and their inputs are (W, H, C) in Lava, dense layers flat."""
+    from lava.utils.weightutils import SignMode
+
+    from .emulator import sigma_delta_conv_weights
+
+    layers = network.layers
+    enc_bits = int(network.input_encoding.bits) if network.input_encoding.kind == "graded" else 0
+    nmb0 = 16 if network.input_neurons is not None else enc_bits
+
+    def lava_shape(i: int):
+        ir_shape = tuple(network.input_shape) if i < 0 else tuple(layers[i].out_shape)
+        needs3d = (i >= 0 and isinstance(layers[i], ConvLayer)) or \
+            (i + 1 < len(layers) and isinstance(layers[i + 1], ConvLayer))
+        n = int(np.prod(ir_shape))
+        if not needs3d:
+            return (n,), np.arange(n)
+        chw = ir_shape if len(ir_shape) == 3 else tuple(layers[i + 1].in_shape)
+        return (int(chw[2]), int(chw[1]), int(chw[0])), _chw_to_whc_order(chw)
+
+    plans = [dict(shape=lava_shape(-1)[0], order=lava_shape(-1)[1])]
+    prev_shape, prev_order = plans[0]["shape"], plans[0]["order"]
+    for i, layer in enumerate(layers):
+        shape, order = lava_shape(i)
+        nmb = nmb0 if i == 0 else 16          # netx: 16 message bits after a sigma-delta block
+        nrn = layer.neurons
+        if isinstance(layer, ConvLayer):
+            plain = sigma_delta_conv_weights(i, layer)
+            ints = [*layer.weight.shape[2:], *layer.stride, *layer.padding, *layer.dilation, layer.groups]
+            if max(int(v) for v in ints) > _INT8_MAX:
+                raise BackendError(f"layer {i} ({layer.name or 'conv'}): kernel, stride, padding, dilation or "
+                                   f"groups above {_INT8_MAX}: Lava's Conv stores them as int8")
+            w = np.ascontiguousarray(plain[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
+            (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+            syn = ("conv", dict(weight=w, input_shape=tuple(prev_shape), padding=(int(pw), int(ph)),
+                                stride=(int(sw), int(sh)), dilation=(int(dw), int(dh)), groups=int(layer.groups),
+                                num_message_bits=nmb))
+        else:
+            w = np.asarray(layer.weight).astype(np.int64)[order][:, prev_order]
+            syn = ("dense", dict(weights=w.astype(np.int32), weight_exp=int(layer.weight_exp),
+                                 num_weight_bits=int(layer.num_weight_bits),
+                                 sign_mode=SignMode[layer.sign_mode.upper()], num_message_bits=nmb))
+        bias = np.asarray(nrn.bias_mant).astype(np.int64)[order].reshape(shape).astype(np.int32)
+        plans.append(dict(shape=shape, order=order, syn=syn, kind=nrn.kind,
+                          neuron=dict(shape=shape) if nrn.kind == "sigma" else
+                          dict(shape=shape, vth=int(nrn.vth), bias=bias, spike_exp=int(nrn.spike_exp),
+                               state_exp=int(nrn.state_exp))))
+        prev_shape, prev_order = shape, order
+    return plans
+
+
+class _SigmaDeltaGraph:
+    """The Lava processes of one sample of a sigma-delta network (``data``: (*Lava input shape, steps))."""
+
+    def __init__(self, network: Network, plans: list[dict], data: np.ndarray, steps: int):
+        from lava.proc.conv.process import Conv
+        from lava.proc.dense.process import Dense
+        from lava.proc.io.source import RingBuffer
+        from lava.proc.sdn.process import ActivationMode, Delta, Sigma, SigmaDelta
+
+        self.source = RingBuffer(data=data)
+        prev = self.source.s_out
+        self.delta = None
+        if network.input_neurons is not None:
+            pop = network.input_neurons
+            self.delta = Delta(shape=plans[0]["shape"], vth=int(pop.vth), spike_exp=int(pop.spike_exp),
+                               state_exp=int(pop.state_exp))
+            _port(prev, self.delta.a_in.shape).connect(self.delta.a_in)
+            self.delta.s_out.flag_external_pipe(buffer_size=steps)
+            prev = self.delta.s_out
+        self.neurons = []
+        for lp in plans[1:]:
+            kind, params = lp["syn"]
+            syn = Conv(**params) if kind == "conv" else Dense(**params)
+            nrn = Sigma(**lp["neuron"]) if lp["kind"] == "sigma" else \
+                SigmaDelta(**lp["neuron"], act_mode=ActivationMode.RELU)
+            _port(prev, syn.s_in.shape).connect(syn.s_in)
+            _port(syn.a_out, nrn.a_in.shape).connect(nrn.a_in)
+            nrn.s_out.flag_external_pipe(buffer_size=steps)
+            self.neurons.append(nrn)
+            prev = nrn.s_out
+
+
+def _run_lava_sigma_delta(network: Network, inputs, *, record_state: bool, record_spikes: bool,
+                          progress: bool, stop_timeout: float, step_noise, bias, record_traces=False):
+    """:func:`run_lava` for a sigma-delta network: Lava's own sdn processes, one graph per sample."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from .emulator import SigmaDeltaResult, check_sigma_delta_inputs
+
+    if step_noise is not None or bias is not None:
+        what = "step noise injections" if step_noise is not None else "a per-sample input bias (bias=)"
+        raise BackendError(f"{what} act on CUBA neurons; this network has sigma-delta neurons")
+    check_network(network)
+    plans = _sigma_delta_plan(network)               # raises before Lava starts
+    x = check_sigma_delta_inputs(network, inputs)
+    n, T = x.shape[:2]
+    L = len(network.layers)
+    P = T + L
+    procs = 1 + int(network.input_neurons is not None) + 2 * L + 2
+    if procs > process_limit():
+        raise BackendError(f"{_network_name(network)} needs {procs} Lava processes; the limit is {process_limit()} "
+                           f"({MAX_PROCESSES_ENV}); run it on the emulator or raise {MAX_PROCESSES_ENV}")
+    sizes = [int(np.prod(lp["shape"])) for lp in plans[1:]]
+    spk = [np.zeros((n, P, s), dtype=np.int64) for s in sizes]
+    counts = np.zeros((n, L), dtype=np.int64)
+    fin_u = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+    fin_v = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+    pop_msgs = np.zeros((n, P, int(np.prod(network.input_shape))), dtype=np.int64) \
+        if record_spikes and network.input_neurons is not None else None
+    traced = trace_layers(record_traces, L)      # sigma (layer_u) and act (layer_v) per step, by Lava's Monitors
+    layer_u = [np.zeros((n, P, s), dtype=np.int64) if li in traced else None for li, s in enumerate(sizes)]
+    layer_v = [np.zeros((n, P, s), dtype=np.int64) if li in traced else None for li, s in enumerate(sizes)]
+    src_shape, src_order = plans[0]["shape"], plans[0]["order"]
+    bar = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("lava", total=n)
+    try:
+        for k in range(n):
+            stream = np.zeros((P, x[0, 0].size), dtype=np.int32)
+            stream[:T] = x[k].reshape(T, -1)
+            data = np.ascontiguousarray(np.moveaxis(stream[:, src_order].reshape(P, *src_shape), 0, -1))
+            _run_sigma_delta_sample(network, plans, data, P, k, spk, fin_u, fin_v, pop_msgs, stop_timeout,
+                                    RunSteps, Loihi2SimCfg, traced, layer_u, layer_v)
+            if bar is not None:
+                bar.update(task, advance=1)
+    finally:
+        if bar is not None:
+            bar.stop()
+    for li in range(L):
+        counts[:, li] = np.count_nonzero(spk[li], axis=(1, 2))
+    out_v = spk[-1][:, -1].copy() if network.readout == "potential" else None
+    return SigmaDeltaResult(spk[-1].copy(), counts, fin_u, fin_v, latency=L, time_steps=T,
+                            layer_spikes=spk if record_spikes else None, readout=network.readout, output_v=out_v,
+                            layer_u=layer_u if traced else None, layer_v=layer_v if traced else None,
+                            input_messages=pop_msgs)
+
+
+def _run_sigma_delta_sample(network, plans, data, P, k, spk, fin_u, fin_v, pop_msgs, stop_timeout,
+                            RunSteps, Loihi2SimCfg, traced=(), layer_u=None, layer_v=None) -> None:
+    """Build, run and stop the graph of sample ``k``; its messages (IR order) go into ``spk`` / ``pop_msgs``."""
+    clean_stale_segments()
+    before = set(multiprocessing.active_children())
+    graph = None
+    record = SegmentRecord()
+    failed = True
+    try:
+        graph = _SigmaDeltaGraph(network, plans, data, P)
+        monitors = {}
+        if traced:
+            from lava.proc.monitor.process import Monitor
+
+            for li in traced:                    # the state after every step (post-management phase)
+                nrn = graph.neurons[li]
+                mons = [(Monitor(), nrn.sigma)] + ([] if plans[li + 1]["kind"] == "sigma" else [(Monitor(), nrn.act)])
+                for mon, var in mons:
+                    mon.probe(var, P)
+                monitors[li] = mons
+        cfg = Loihi2SimCfg(select_tag="fixed_pt")
+        try:
+            with guarded_children():
+                graph.source.create_runtime(run_cfg=cfg)
+        except OSError as exc:
+            if exc.errno not in _RESOURCE_ERRNOS:
+                raise
+            raise BackendError(f"{_network_name(network)}: the system refused to start Lava's processes: {exc} "
+                               f"(free memory or /dev/shm space, or raise the process/open-file limits)") from exc
+        record.write(_lava_internals(graph.source.runtime)[2])
+        graph.source.run(condition=RunSteps(num_steps=P, blocking=True))
+        for li, (lp, nrn) in enumerate(zip(plans[1:], graph.neurons)):
+            pipe = nrn.s_out.external_pipe_csp_recv_port
+            msgs = np.stack([np.asarray(pipe.recv()).reshape(-1) for _ in range(P)]).astype(np.int64)
+            spk[li][k] = _to_ir(msgs, lp["order"])
+            if fin_u is not None:
+                sigma = _to_ir(np.rint(nrn.sigma.get()).astype(np.int64).reshape(-1), lp["order"])
+                fin_u[li][k] = sigma
+                fin_v[li][k] = sigma if lp["kind"] == "sigma" else \
+                    _to_ir(np.rint(nrn.act.get()).astype(np.int64).reshape(-1), lp["order"])
+        for li, mons in monitors.items():
+            nrn, order = graph.neurons[li], plans[li + 1]["order"]
+            got = [_to_ir(np.rint(np.asarray(mon.get_data()[nrn.name][var.name])).astype(np.int64).reshape(P, -1),
+                          order) for mon, var in mons]
+            layer_u[li][k] = got[0]
+            layer_v[li][k] = got[-1]              # a Sigma layer: its value (sigma) in both
+        if graph.delta is not None:
+            pipe = graph.delta.s_out.external_pipe_csp_recv_port
+            msgs = np.stack([np.asarray(pipe.recv()).reshape(-1) for _ in range(P)]).astype(np.int64)
+            if pop_msgs is not None:
+                pop_msgs[k] = _to_ir(msgs, plans[0]["order"])
+        failed = False
+    finally:
+        runtime = None if graph is None else graph.source.runtime
+        error = _shutdown(runtime, before, graceful=not failed, timeout=stop_timeout)
+        record.remove()
+    if error is not None:
+        raise error

@@ -37,13 +37,17 @@ import numpy as np
 
 from ..errors import bounded
 from ..fileio import FileAccessError, require_regular_file
-from ..ir import MAX_DELAY, DU_RANGE, DV_RANGE, IR_EXP_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons
+from ..ir import MAX_DELAY, DU_RANGE, DV_RANGE, IR_EXP_RANGE, LAVA_NUM_WEIGHT_BITS_RANGE, SIGN_MODES, ConvLayer, DenseLayer, InputEncoding, IRError, Layer, Network, Neurons, SigmaDeltaNeurons
 from .netx_semantics import (
     EXTRA_GROUP,
     FORMAT_VERSION,
     IDECAY_RANGE,
     NETX_BIAS_EXP,
+    NETX_SDNN_STATE_EXP,
+    NETX_SPIKE_EXP,
     NOT_IMPLEMENTED_BY_NETX,
+    SDNN_ACTIVATIONS,
+    SPIKE_EXP_RANGE,
     READOUTS,
     SUPPORTED_TYPES,
     VDECAY_RANGE,
@@ -55,6 +59,7 @@ from .netx_semantics import (
     _ir_bias,
     _ir_synapse,
     _is_integrator,
+    _lava_sign_mode,
     _never_spikes,
     NETX_INTEGRATOR,
     _netx_dense_semantics,
@@ -62,6 +67,7 @@ from .netx_semantics import (
     ir_conv_weights,
     ir_dense_weights,
     neurons_from_netx,
+    sigma_delta_from_netx,
 )
 
 __all__ = ["read_netx", "MAX_LAYERS", "MAX_LAYER_ELEMENTS", "MAX_TOTAL_ELEMENTS", "MAX_NDIM", "MAX_TIME_STEPS",
@@ -132,8 +138,9 @@ def _json_depth(text: str) -> int:
 class _Reader:
     """Reads one file; every problem becomes a NetxFormatError naming file, layer and field."""
 
-    def __init__(self, path: Path, f) -> None:
+    def __init__(self, path: Path, f, spike_exp: int = NETX_SPIKE_EXP) -> None:
         self.input_neurons = None
+        self.spike_exp = int(spike_exp)   # netx's Network(spike_exp=...): not in the file
         self.path = path
         self.f = f
         self.total = 0  # elements read or allocated so far (MAX_TOTAL_ELEMENTS)
@@ -392,9 +399,10 @@ class _Reader:
             return neurons_from_netx(NETX_INTEGRATOR["iDecay"], NETX_INTEGRATOR["vDecay"],
                                      NETX_INTEGRATOR["vThMant"], self.wrap_bias(bias, layer, kind))
         ntype = self.string(ng, "type", layer, kind, field="neuron/type")
+        if ntype == "SDNN":
+            return self.sigma_delta(g, ng, layer, kind, bias, False)
         if ntype not in ("CUBA", "LOIHI"):
-            why = ("sigma-delta neurons (netx's Delta / SigmaDelta / Sigma processes) are not supported yet"
-                   if ntype == "SDNN" else "netx builds no neuron for it or one this reader does not support")
+            why = "netx builds no neuron for it or one this reader does not support"
             raise self.error(f"value {bounded(ntype)} is not supported ({why}); expected 'CUBA' (or 'LOIHI'), "
                              f"Loihi's current-based LIF", layer, "neuron/type", kind)
         if self.h5(lambda: "messageBits" in ng, _h5_name(ng, "messageBits"), layer, "neuron/messageBits", kind):
@@ -416,6 +424,60 @@ class _Reader:
         vth = self.neuron_value(ng, "vThMant", layer, kind, out_shape, 0, VTH_RANGE[1],
                                 f"0..{VTH_RANGE[1]} (vth << 6 within int32; above 131071 v never reaches it)")
         return neurons_from_netx(idecay, vdecay, vth, self.wrap_bias(bias, layer, kind))
+
+    def sigma_delta(self, g, ng, layer: int, kind: str, bias: np.ndarray, is_input: bool) -> SigmaDeltaNeurons:
+        """An ``SDNN`` neuron as netx builds it (``get_neuron_params``): Delta for the input layer, Sigma for a
+        ``sigma_output`` key, else SigmaDelta (ReLU); what netx cannot run exactly is refused."""
+        if self.h5(lambda: "messageBits" in ng, _h5_name(ng, "messageBits"), layer, "neuron/messageBits", kind):
+            raise self.error("present: netx 0.6.0 reads a 'messageBits' dataset as a group-like NetDict and "
+                             "fails building the next synapse; expected no 'messageBits' (SDNN neurons send "
+                             "16-bit graded messages)", layer, "neuron/messageBits", kind)
+        if self.h5(lambda: "activation" in ng, _h5_name(ng, "activation"), layer, "neuron/activation", kind):
+            act = self.string(ng, "activation", layer, kind, field="neuron/activation")
+            if act.lower() not in SDNN_ACTIVATIONS:
+                raise self.error(f"value {bounded(act)} is not run by netx, which never passes an activation to "
+                                 f"Lava's sigma-delta processes (they run ReLU); expected 'relu'",
+                                 layer, "neuron/activation", kind)
+        sigma = not is_input and self.h5(lambda: "sigma_output" in ng, _h5_name(ng, "sigma_output"), layer,
+                                         "neuron/sigma_output", kind)
+        if sigma:
+            flag = np.asarray(self.dataset(ng, "sigma_output", layer, kind, field="neuron/sigma_output",
+                                           kinds="biuf", max_size=1, expect="one boolean"))
+            if flag.size != 1 or not bool(flag.reshape(-1)[0]):
+                raise self.error(f"value {bounded(flag.tolist())}: netx builds a Sigma output for any "
+                                 f"'sigma_output' key, false included; expected True (or no key for a "
+                                 f"SigmaDelta layer)", layer, "neuron/sigma_output", kind)
+            if self.h5(lambda: "bias" in g, _h5_name(g, "bias"), layer, "bias", kind):
+                raise self.error("present on a sigma_output layer: netx passes it to Lava's Sigma, which takes "
+                                 "no bias (netx fails building the network); expected no 'bias'",
+                                 layer, "bias", kind)
+            return sigma_delta_from_netx("sigma", 0, np.zeros_like(bias), self.spike_exp)
+        k = 1 << (self.spike_exp + NETX_SDNN_STATE_EXP)
+        value = np.asarray(self.dataset(ng, "vThMant", layer, kind, field="neuron/vThMant", max_size=64,
+                                        expect="one number"))
+        if value.size != 1:
+            raise self.error(f"shape {tuple(value.shape)}, expected one number: netx passes vThMant to Lava's "
+                             f"{'Delta' if is_input else 'SigmaDelta'}, whose threshold Var has shape (1,) (an "
+                             f"array fails to broadcast and the process hangs)", layer, "neuron/vThMant", kind)
+        vth = self._integral(value, layer, "neuron/vThMant", kind)[0]
+        vmax = (2**31 - 1) // k
+        if not 0 <= vth <= vmax:
+            raise self.error(f"value {bounded(vth)} is out of range, expected 0..{vmax} (Lava stores vThMant << "
+                             f"{self.spike_exp + NETX_SDNN_STATE_EXP} (spike_exp {self.spike_exp} + state_exp "
+                             f"{NETX_SDNN_STATE_EXP}) as int32)", layer, "neuron/vThMant", kind)
+        if is_input:
+            return sigma_delta_from_netx("delta", vth, np.zeros_like(bias), self.spike_exp)
+        if kind == "dense_rec":
+            raise self.error("value 'SDNN' on a dense_rec layer is not supported (a recurrent sigma-delta layer); "
+                             "expected 'CUBA' or 'LOIHI' for dense_rec", layer, "neuron/type", kind)
+        scaled = bias.astype(np.int64) * k
+        wrapped = ((scaled + 2**31) % 2**32) - 2**31
+        if np.any(wrapped != scaled):
+            idx = int(np.argwhere(wrapped != scaled)[0][0])
+            warnings.warn(f"{self.path}: layer {layer} ({kind}): field 'bias': value {int(bias[idx])} (neuron "
+                          f"{idx}) times {k} wraps to {int(wrapped[idx])}: Lava's SigmaDelta scales the int32 "
+                          f"bias in int32; the emulator runs the wrapped value as Lava does", stacklevel=4)
+        return sigma_delta_from_netx("sigma_delta", vth, bias.astype(np.int64), self.spike_exp)
 
     def wrap_bias(self, bias: np.ndarray, layer: int, kind: str) -> np.ndarray:
         wrapped = ((bias + 2**15) % 2**16) - 2**15
@@ -446,6 +508,12 @@ class _Reader:
         delay = self.delay(g, layer, kind, out, n_in)
         bias = self.bias(g, layer, kind, (out,))
         nrn = self.neurons(g, layer, kind, bias, (out,))
+        if delay is not None and isinstance(nrn, SigmaDeltaNeurons):
+            if np.any(delay):
+                raise self.error(f"delays (max {int(delay.max())}) on a sigma-delta layer are not supported (netx "
+                                 f"builds a DelayDense with graded input; not mapped here); expected none or 0",
+                                 layer, "delay", kind)
+            delay = None                         # all zero: Lava's DelayDense computes what Dense does
         try:
             canon, rep = _netx_dense_semantics(parts)
         except ValueError as exc:
@@ -471,6 +539,13 @@ class _Reader:
             ws, exp, nbits, sm = ir_dense_weights(canon, rep)
         except ValueError as exc:
             raise self.error(str(exc), layer, "weight_rec", kind) from None
+        if isinstance(nrn, SigmaDeltaNeurons) and len(parts) == 1:
+            # graded input: Lava's int32 dot runs on netx's scaled weights; keep netx's representation (the
+            # same effective weights) so that even a wrapping sum is Lava's
+            w_opt = rep["weights"][0]
+            sm_opt = _lava_sign_mode(w_opt)
+            if rep["num_weight_bits"] <= 8 or sm_opt == "mixed":
+                ws, exp, nbits, sm = [w_opt], rep["weight_exp"], rep["num_weight_bits"], sm_opt
         return DenseLayer(weight=ws[0], neurons=nrn, weight_exp=exp, num_weight_bits=nbits, sign_mode=sm,
                           weight_rec=ws[1] if len(ws) > 1 else None, weight_rec_exp=exp,
                           name=f"layer/{layer}", delay=delay)
@@ -620,12 +695,14 @@ class _Reader:
                 if self.h5(lambda: "neuron" in g, _h5_name(g, "neuron"), i, "neuron", kind):
                     ng = self.child(g, "neuron", i, "neuron", kind, h5py.Group)
                     ntype = self.string(ng, "type", i, kind, field="neuron/type") if ng is not None else "?"
+                    if ntype == "SDNN":   # netx's Input block with a Delta encoder, fed through its a_in
+                        self.input_neurons = self.sigma_delta(g, ng, i, kind, np.zeros(math.prod(in_shape),
+                                                                                       np.int64), True)
+                        continue
                     if ntype not in ("CUBA", "LOIHI"):
-                        built = ("a sigma-delta Delta input population (graded output)" if ntype == "SDNN"
-                                 else "an input neuron population")
                         raise self.error(f"an input layer with a neuron of type {bounded(ntype)} (netx builds "
-                                         f"{built}) is not supported yet; expected 'CUBA' or 'LOIHI' or only "
-                                         f"'shape'", i, "neuron", kind)
+                                         f"an input neuron population) is not supported yet; expected 'CUBA', "
+                                         f"'LOIHI', 'SDNN' or only 'shape'", i, "neuron", kind)
                     # netx's Input block: a LIF of the input shape, no synapse, bias 0 (the file's
                     # weight/bias are only netx's transform metadata); the user sets its bias per sample
                     self.input_neurons = self.neurons(g, i, kind, np.zeros(math.prod(in_shape), np.int64),
@@ -663,7 +740,20 @@ class _Reader:
         if not layers:
             raise self.error("no dense or conv layers", field="layer")
         assert in_shape is not None
+        self.check_one_neuron_family(layers, indices)
         return in_shape, layers, indices
+
+    def check_one_neuron_family(self, layers: list[Layer], indices: list[int]) -> None:
+        """Sigma-delta (SDNN) and CUBA neurons do not mix here (netx would run the mix; our backends do not)."""
+        pops = ([(0, "input", self.input_neurons)] if self.input_neurons is not None else []) + \
+            [(i, layer.kind, layer.neurons) for i, layer in zip(indices, layers)]
+        first = isinstance(pops[0][2], SigmaDeltaNeurons)
+        for i, kind, nrn in pops[1:]:
+            if isinstance(nrn, SigmaDeltaNeurons) != first:
+                have, other = ("'SDNN'", "CUBA") if not first else ("a CUBA neuron", "SDNN")
+                raise self.error(f"value {have} in a network whose layer {pops[0][0]} has {other} neurons: "
+                                 f"sigma-delta and CUBA layers in one network are not supported; expected "
+                                 f"{other} neurons throughout", i, "neuron/type", kind)
 
     # ---------------------------------------------------------------- the 'neurodeploy' group (attributes)
 
@@ -922,15 +1012,22 @@ class _Reader:
                 raise mismatch(k, "bias", "different effective biases")
 
 
-def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Optional[str] = None) -> Network:
+def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Optional[str] = None,
+              spike_exp: int = NETX_SPIKE_EXP) -> Network:
     """Read a lava-dl netx HDF5 file into a :class:`~neurodeploy.ir.Network`.
 
     Files written by :func:`write_netx` come back exactly (every field).
     Other netx files give the IR of what netx would run, with the input
     encoding ``spikes`` (netx's unary default), ``time_steps`` (default 1,
     netx files do not record it) and ``readout`` ``"potential"`` when the
-    last layer is a PilotNet-style integrator (``du 4095, dv 0, vth 131071``),
-    else ``"spikes"``. ``readout`` given here overrides what the file says.
+    last layer is a PilotNet-style integrator (``du 4095, dv 0, vth 131071``)
+    or a sigma-delta ``Sigma`` output, else ``"spikes"``. ``readout`` given
+    here overrides what the file says.
+
+    ``SDNN`` neurons become :class:`~neurodeploy.ir.SigmaDeltaNeurons` (Delta for
+    an input layer, Sigma for ``sigma_output``, else SigmaDelta) with
+    ``spike_exp``, netx's ``Network(spike_exp=...)`` argument (default 6; the
+    file does not hold it), and ``state_exp`` 6.
 
     Any file is safe to read: it must be a regular file (a named pipe is
     refused, not waited on) holding HDF5; every declared size is checked
@@ -944,6 +1041,11 @@ def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Opti
     """
     import h5py
 
+    if not isinstance(spike_exp, (int, np.integer)) or isinstance(spike_exp, bool) \
+            or not SPIKE_EXP_RANGE[0] <= spike_exp <= SPIKE_EXP_RANGE[1]:
+        raise NetxFormatError(f"{path}: spike_exp {bounded(spike_exp)}, expected an integer "
+                              f"{SPIKE_EXP_RANGE[0]}..{SPIKE_EXP_RANGE[1]} (netx's Network argument, default "
+                              f"{NETX_SPIKE_EXP})", path=str(path))
     if readout is not None and (not isinstance(readout, str) or readout not in READOUTS):
         raise NetxFormatError(f"{path}: readout {bounded(readout)}, expected one of {READOUTS}", path=str(path))
     if time_steps is not None and (not isinstance(time_steps, (int, np.integer)) or isinstance(time_steps, bool)
@@ -961,12 +1063,15 @@ def read_netx(path: PathLike, *, time_steps: Optional[int] = None, readout: Opti
         raise NetxFormatError(f"{path}: not an HDF5 file, or a corrupt one (h5py: {_one_line(exc)})",
                               path=str(path)) from None
     with f:
-        reader = _Reader(path, f)
+        reader = _Reader(path, f, spike_exp=int(spike_exp))
         in_shape, layers, indices = reader.netx_network()
         network = reader.extras(in_shape, layers, indices)
     if network is None:
-        kind = readout or ("potential" if _is_integrator(layers[-1].neurons)
-                           or _never_spikes(layers[-1].neurons) else "spikes")
+        last = layers[-1].neurons
+        if isinstance(last, SigmaDeltaNeurons):   # a Sigma output is read from its value, as lava-dl does
+            kind = readout or ("potential" if last.kind == "sigma" else "spikes")
+        else:
+            kind = readout or ("potential" if _is_integrator(last) or _never_spikes(last) else "spikes")
         network = Network(input_shape=in_shape, layers=layers, time_steps=int(time_steps or 1),
                           input_encoding=InputEncoding(kind="spikes", bits=1, scale=1.0),
                           metadata={"source": str(path), "format": "lava-dl netx hdf5"}, readout=kind,

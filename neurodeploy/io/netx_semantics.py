@@ -68,6 +68,17 @@ Conventions, read from lava-dl 0.6.0 and lava-nc 0.10.0 source
   non-leaky integrator (``iDecay 0, vDecay 4096, vThMant 1 << 17``); the IR
   holds those values, but this reader does not build it yet (nor its readout
   from v), so a missing ``neuron`` is an error here.
+* ``SDNN`` neurons (``Network.get_neuron_params``, ``lava/proc/sdn``): an input
+  layer's becomes Lava's ``Delta`` (fed through its ``a_in``; the file's
+  weight/bias are transform metadata), a neuron with a ``sigma_output`` key
+  (any value) ``Sigma`` (no threshold; a ``bias`` makes netx fail), any other
+  ``SigmaDelta``; all with ``vth = vThMant`` (one number: Lava's Var has shape
+  (1,)), ``state_exp = 6`` and ``spike_exp`` the ``Network`` argument (default 6),
+  both scaled by ``1 << (spike_exp + 6)`` in Python (``bias`` as ``int32``, so it
+  wraps at 32 bits), ReLU always (the file's ``activation`` is never read:
+  anything but ``relu`` is refused), no reset. They send graded messages
+  (``num_message_bits = 16``), so the next synapse is graded
+  (:func:`sigma_delta_from_netx`; the IR's :class:`~neurodeploy.ir.SigmaDeltaNeurons`).
 * ``bias`` (``blocks/process.py: AbstractBlock._neuron``): dense: one value
   per neuron (or a scalar); conv: per channel ``(C,)`` or per neuron in
   Lava's (W, H, C) layout. Effective bias ``bias << 6``.
@@ -118,16 +129,21 @@ import numpy as np
 
 from .. import lava_rules
 from ..errors import NeurodeployError
-from ..ir import DenseLayer, Layer, Neurons
+from ..ir import SDNN_SPIKE_EXP, SDNN_STATE_EXP, DenseLayer, Layer, Neurons, SigmaDeltaNeurons
 
 __all__ = ["NetxFormatError", "NetxExportError", "NetxInexactWarning", "FORMAT_VERSION", "EXTRA_GROUP",
            "NETX_BIAS_EXP", "SUPPORTED_TYPES", "NOT_IMPLEMENTED_BY_NETX", "VTH_MAX", "READOUTS",
-           "IDECAY_RANGE", "VDECAY_RANGE", "neuron_datasets", "neurons_from_netx", "ir_dense_weights",
+           "IDECAY_RANGE", "VDECAY_RANGE", "NETX_SPIKE_EXP", "SPIKE_EXP_RANGE", "neuron_datasets",
+           "neurons_from_netx", "sigma_delta_from_netx", "ir_dense_weights",
            "ir_conv_weights"]
 
 FORMAT_VERSION = 1
 EXTRA_GROUP = "neurodeploy"
 NETX_BIAS_EXP = 6  # netx: bias_exp is always 6 (hdf5.py, get_neuron_params)
+NETX_SDNN_STATE_EXP = SDNN_STATE_EXP  # netx: state_exp is always 6 for SDNN neurons
+NETX_SPIKE_EXP = SDNN_SPIKE_EXP       # netx.hdf5.Network(spike_exp=6): where a graded message's point lies
+SPIKE_EXP_RANGE = (0, 24)             # spike_exp + state_exp <= 30: Lava's 1 << (spike_exp + 6) stays int32
+SDNN_ACTIVATIONS = ("relu",)          # netx never passes act_mode: Lava's SigmaDelta runs its RELU default
 SUPPORTED_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
 NOT_IMPLEMENTED_BY_NETX = ("pool", "average", "concat", "convT", "unpool")
 VTH_MAX = lava_rules.VTH_MAX
@@ -259,6 +275,14 @@ def neuron_datasets(nrn: Neurons, vth: int) -> dict[str, Any]:
         "refDelay": np.int64(1),
         "gradedSpike": np.bool_(False),
     }
+
+
+def sigma_delta_from_netx(kind: str, vth: int, bias: np.ndarray, spike_exp: int) -> SigmaDeltaNeurons:
+    """What netx's ``get_neuron_params`` gives Lava's sdn processes for an ``SDNN`` neuron: ``kind`` ``delta``
+    (an input layer), ``sigma`` (a ``sigma_output`` key; no threshold, no bias) or ``sigma_delta``;
+    ``vth = vThMant``, ``bias`` per neuron, netx's ``spike_exp`` and ``state_exp = 6``."""
+    return SigmaDeltaNeurons(kind=kind, vth=0 if kind == "sigma" else int(vth), bias_mant=bias,
+                             spike_exp=int(spike_exp), state_exp=NETX_SDNN_STATE_EXP)
 
 
 def neurons_from_netx(idecay, vdecay, vth, bias: np.ndarray) -> Neurons:

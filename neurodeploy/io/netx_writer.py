@@ -38,7 +38,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..fileio import atomic_path
-from ..ir import ConvLayer, DenseLayer, Network
+from ..ir import ConvLayer, DenseLayer, Network, is_sigma_delta
 from .netx_semantics import (
     EXTRA_GROUP,
     FORMAT_VERSION,
@@ -203,6 +203,9 @@ def write_netx(network: Network, path: PathLike, *, exact: bool = True) -> Path:
 
     path = Path(path)
     network.validate(str(path))
+    if is_sigma_delta(network):
+        raise NetxExportError(f"{path}: a sigma-delta (SDNN) network: neurodeploy reads and runs SDNN netx files but "
+                              f"does not write them; expected CUBA neurons")
     plan, approximated = _netx_plan(network, exact)  # every check happens before the file is touched
     meta = _metadata_json(network)
     with atomic_path(path) as tmp:

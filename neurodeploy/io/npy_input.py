@@ -66,14 +66,14 @@ def _read_npy_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, 
 
 
 def load_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], max_value: int, *,
-                   what: str = "--input", max_steps: int = MAX_STEPS) -> np.ndarray:
+                   what: str = "--input", max_steps: int = MAX_STEPS, min_value: int = 0) -> np.ndarray:
     """The ``(samples, steps, *input_shape)`` integer array in ``.npy`` file ``path``, fully checked.
 
     Everything that does not need the data is checked from the header first
     (file type, dtype, shape against the network's ``input_shape``, the
     file's size against the shape, the memory the run needs against what is
     available), then the values in bounded chunks through a read-only memory
-    map: finite, integer-valued, within ``0..max_value``. Any problem is an
+    map: finite, integer-valued, within ``min_value..max_value`` (default 0..). Any problem is an
     :class:`InputFileError` naming ``what``, the file, what was found and
     what was expected; the returned array is an in-memory copy.
     """
@@ -124,14 +124,16 @@ def load_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], ma
                 idx = tuple(int(i) for i in np.argwhere(bad)[0])
                 idx = (idx[0] + start,) + idx[1:]
                 raise InputFileError(f"{what} {path}: value {float(part[(idx[0] - start,) + idx[1:]])!r} at index "
-                                     f"{idx} ({dtype}); expected integer values 0..{max_value}")
+                                     f"{idx} ({dtype}); expected integer values {min_value}..{max_value}")
         if part.size:
             lo, hi = part.min(), part.max()
-            if lo < 0 or hi > max_value:
-                bad = np.argwhere((part < 0) | (part > max_value))[0]
+            if lo < min_value or hi > max_value:
+                bad = np.argwhere((part < min_value) | (part > max_value))[0]
                 idx = (int(bad[0]) + start,) + tuple(int(i) for i in bad[1:])
                 value = part[tuple(bad)]
                 shown = int(value) if dtype.kind in "biu" else float(value)
-                raise InputFileError(f"{what} {path}: value {shown} at index {idx}; expected 0..{max_value} "
-                                     f"({'0/1 spikes' if max_value == 1 else f'graded values up to {max_value}'})")
+                kind = "0/1 spikes" if (min_value, max_value) == (0, 1) else \
+                    f"graded values up to {max_value}" if min_value == 0 else "int32 values"
+                raise InputFileError(f"{what} {path}: value {shown} at index {idx}; expected {min_value}..{max_value} "
+                                     f"({kind})")
     return np.array(mapped)
