@@ -226,6 +226,38 @@ def _choose_exp_and_scale(w: np.ndarray, theta: float, profile: HardwareProfile,
     return exp, scale, notes
 
 
+def _netx_integer_exp(profile: HardwareProfile) -> int:
+    """The most negative weight exponent whose effective weights are still integers on the mantissa grid:
+    ``-log2(weight_step)`` (mixed 8-bit: -1, even mantissas halved exactly by the sum's floor shift)."""
+    return -(int(profile.weight_step).bit_length() - 1)
+
+
+def _netx_exact_graded(w: np.ndarray, theta: float, profile: HardwareProfile, exp: int, scale: float,
+                       vth_target: int) -> tuple[int, float, str]:
+    """A graded-input layer with integer effective weights, the only synapses lava-dl netx holds exactly.
+
+    netx has no weight exponent of its own: it re-derives one from the stored
+    integers (``optimize_weight_bits``), so a netx file computes ``W @ x`` with
+    plain integer ``W``. A graded first layer at ``weight_exp < 0`` with
+    arbitrary mantissas floors ``(W_mant @ x) >> k`` instead, which no netx
+    file can express. Here such a layer gets the exponent
+    ``_netx_integer_exp`` (mantissas on the grid halved exactly) and the
+    largest scale at which full-range weights keep ``vth <= vth_target``;
+    the effective weights are then integers (coarser than the floored
+    mantissas: that is the price of a file lava-dl runs exactly).
+    Layers at an exponent >= it are returned unchanged.
+    """
+    exp_int = _netx_integer_exp(profile)
+    if exp >= exp_int or not profile.weights.exp_min <= exp_int <= profile.weights.exp_max:
+        return exp, scale, ""
+    shift = profile.neuron.activation_shift
+    fill = _full_range(w, profile)
+    top = vth_target * 2.0**shift / theta
+    new_scale = min(top, fill * 2.0 ** (exp_int + shift)) if fill > 0 else top
+    return exp_int, new_scale, (f"weight exponent {exp_int} instead of {exp}: integer effective weights, which "
+                                f"lava-dl netx holds exactly (its files have no weight exponent)")
+
+
 def _recurrent_exp(w: np.ndarray, scale: float, profile: HardwareProfile) -> int:
     """Smallest weight exponent at which recurrent weights at ``scale`` do not clip."""
     fill = _full_range(w, profile)
@@ -645,13 +677,19 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
         target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
         exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
         cap = _bias_cap(b, theta, profile)
+        layer_target = target
         if _bias(b, scale, profile)[2] > 0 and cap < target:
+            layer_target = cap
             # the biases would clip at this scale: lower the threshold scale until the largest fits
             # (only for layers whose biases clip; every other layer keeps its numbers)
             exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, cap)
             notes.append(f"the largest bias ({float(np.abs(b).max() / theta):.2g} thresholds per step) does not "
                          f"fit the {profile.neuron.bias_mant_bits}-bit bias mantissa at the weights' scale: "
                          f"threshold scale capped at vth {cap}")
+        if graded_in:
+            exp, scale, netx_note = _netx_exact_graded(joint, theta, profile, exp, scale, layer_target)
+            if netx_note:
+                notes.append(netx_note)
         notes = theta_notes + notes
         _check_scale(scale, f"layer {i}", theta)
         if target < vth_target:
@@ -707,6 +745,8 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
                                name=f"layer{i}")
             if fl.kind == "dense_rec":
                 rexp = exp if (exp == 0 and not graded_in) else _recurrent_exp(w_rec, scale, profile)
+                if graded_in:
+                    rexp = max(rexp, _netx_integer_exp(profile))  # integer effective weights: netx holds them
                 w_rec_int, rclip, rerr = _quantize_weights(w_rec, scale, rexp, profile)
                 layer.weight_rec, layer.weight_rec_exp = w_rec_int, rexp
                 report.recurrent_weight_exp, report.recurrent_rel_error = rexp, rerr
