@@ -567,7 +567,8 @@ def graph_peak_currents(graph: FloatGraph, calibration, repeat: Optional[int] = 
 def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
                    time_steps: int, vth_target: Optional[int] = None, name: str = "",
                    calibration: Optional[torch.Tensor] = None,
-                   calibration_repeat: Optional[int] = None, cuba_bias: str = "refuse") -> QuantizationResult:
+                   calibration_repeat: Optional[int] = None, cuba_bias: str = "refuse",
+                   netx_exact: bool = False) -> QuantizationResult:
     """Map a trained float model to a fixed-point :class:`Network` for ``profile``.
 
     The model's :class:`~neurodeploy.graph.FloatGraph`
@@ -598,13 +599,14 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         raise QuantizationError(str(exc)) from None
     peaks = peak_currents(model, calibration, calibration_repeat) if calibration is not None else None
     return quantize_graph(graph, profile, time_steps=time_steps, input_encoding=encoding, vth_target=vth_target,
-                          name=name, peaks=peaks, cuba_bias=cuba_bias)
+                          name=name, peaks=peaks, cuba_bias=cuba_bias, netx_exact=netx_exact)
 
 
 def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: Optional[int] = None,
                    input_encoding="spikes", vth_target: Optional[int] = None, name: str = "",
                    calibration=None, calibration_repeat: Optional[int] = None,
-                   peaks: Optional[list[float]] = None, cuba_bias: str = "refuse") -> QuantizationResult:
+                   peaks: Optional[list[float]] = None, cuba_bias: str = "refuse",
+                   netx_exact: bool = False) -> QuantizationResult:
     """Map a float graph to a fixed-point :class:`Network` for ``profile`` (see the module docstring).
 
     ``time_steps``: steps per sample (default ``graph.time_steps``).
@@ -622,6 +624,12 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
     is a :class:`QuantizationError` naming the node; so is the synapse bias
     of a CUBA layer (it enters the current in float, v on Loihi) unless
     ``cuba_bias="approximate"`` (then it goes to v and the report says so).
+    ``netx_exact=True`` (what the deployment commands use): a graded-input
+    layer gets integer effective weights (:func:`_netx_exact_graded`; its
+    threshold up to the calibrated state bound where ``peaks`` are known), so
+    lava-dl netx runs the exported file exactly; the default keeps the finer
+    floored mantissas of a negative weight exponent, which netx gets only
+    approximately (the writer says so per layer).
     """
     if cuba_bias not in ("refuse", "approximate"):
         raise ValueError(f"cuba_bias {cuba_bias!r}: expected 'refuse' or 'approximate'")
@@ -686,8 +694,16 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
             notes.append(f"the largest bias ({float(np.abs(b).max() / theta):.2g} thresholds per step) does not "
                          f"fit the {profile.neuron.bias_mant_bits}-bit bias mantissa at the weights' scale: "
                          f"threshold scale capped at vth {cap}")
-        if graded_in:
-            exp, scale, netx_note = _netx_exact_graded(joint, theta, profile, exp, scale, layer_target)
+        # a recurrent layer is left alone: netx optimizes [weight, weight_rec] into one 8-bit matrix, and
+        # graded-input weights (1/255 per level) next to spike-driven recurrent ones need ~16 bits (the
+        # export names the layer as inexact)
+        if graded_in and netx_exact and fl.kind != "dense_rec":
+            # resolution now grows with the threshold: use the calibrated state bound (u, v stay in the
+            # 24-bit state up to 1.25x the calibration peak) rather than the blanket 2**13 where it is known
+            netx_target = vth_target if peaks is None else min(profile.vth_max, _state_cap(profile, peaks[i]))
+            if layer_target < target:
+                netx_target = min(netx_target, layer_target)   # the bias cap
+            exp, scale, netx_note = _netx_exact_graded(joint, theta, profile, exp, scale, netx_target)
             if netx_note:
                 notes.append(netx_note)
         notes = theta_notes + notes
@@ -745,8 +761,6 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
                                name=f"layer{i}")
             if fl.kind == "dense_rec":
                 rexp = exp if (exp == 0 and not graded_in) else _recurrent_exp(w_rec, scale, profile)
-                if graded_in:
-                    rexp = max(rexp, _netx_integer_exp(profile))  # integer effective weights: netx holds them
                 w_rec_int, rclip, rerr = _quantize_weights(w_rec, scale, rexp, profile)
                 layer.weight_rec, layer.weight_rec_exp = w_rec_int, rexp
                 report.recurrent_weight_exp, report.recurrent_rel_error = rexp, rerr
