@@ -144,16 +144,23 @@ def test_default_model_runs_in_lava_dl_netx_with_our_spikes(default_model):
     _assert_netx_equals_our_backends(path, net, values)
 
 
-def test_conv_model_export_is_exact_and_runs_in_netx(tmp_path):
-    from neurodeploy.io import write_netx
+def test_graded_conv_export_names_its_inexact_first_layer(tmp_path):
+    """A graded-input conv: its 3x3 kernel sums too few inputs for integer weights at the threshold scale,
+    so the quantizer keeps the floored mantissas there; strict export refuses naming layer 0, the lenient one
+    says which layer, why, and what netx computes, and its spiking layers after it are exact."""
+    from neurodeploy.io import NetxExportError, NetxInexactWarning, write_netx
 
     net = _quantized("conv", channels=[3])
     assert net.input_encoding.kind == "graded" and isinstance(net.layers[0], ConvLayer)
-    path = write_netx(net, tmp_path / "conv.net")        # exact=True: raises if netx cannot hold it
-    from neurodeploy.data import load_dataset
-    x = load_dataset("digits", seed=0).x_test[:2]
-    values = np.repeat(net.input_encoding.encode(x)[:, None], net.time_steps, axis=1)
-    _assert_netx_equals_our_backends(path, net, values)
+    assert net.layers[0].weight_exp < -1 and all(layer.weight_exp >= 0 for layer in net.layers[1:])
+    with pytest.raises(NetxExportError, match="layer 0: weight: weight exponent"):
+        write_netx(net, tmp_path / "strict.net")
+    with pytest.warns(NetxInexactWarning) as caught:
+        path = write_netx(net, tmp_path / "conv.net", exact=False)
+    lines = str(caught[0].message).splitlines()[1:]
+    assert len(lines) == 1 and lines[0].strip().startswith("layer 0 (conv): not exact in netx (weight exponent")
+    with h5py.File(path) as f:
+        assert [bool(f[f"neurodeploy/layers/{i}"].attrs["netx_exact"]) for i in range(3)] == [False, True, True]
 
 
 def test_srnn_export_names_its_inexact_layer(tmp_path):

@@ -234,7 +234,7 @@ def _netx_integer_exp(profile: HardwareProfile) -> int:
 
 def _netx_exact_graded(w: np.ndarray, theta: float, profile: HardwareProfile, exp: int, scale: float,
                        vth_target: int) -> tuple[int, float, str]:
-    """A graded-input layer with integer effective weights, the only synapses lava-dl netx holds exactly.
+    """A graded-input dense layer with integer effective weights, the only synapses lava-dl netx holds exactly.
 
     netx has no weight exponent of its own: it re-derives one from the stored
     integers (``optimize_weight_bits``), so a netx file computes ``W @ x`` with
@@ -694,10 +694,12 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
             notes.append(f"the largest bias ({float(np.abs(b).max() / theta):.2g} thresholds per step) does not "
                          f"fit the {profile.neuron.bias_mant_bits}-bit bias mantissa at the weights' scale: "
                          f"threshold scale capped at vth {cap}")
-        # a recurrent layer is left alone: netx optimizes [weight, weight_rec] into one 8-bit matrix, and
-        # graded-input weights (1/255 per level) next to spike-driven recurrent ones need ~16 bits (the
-        # export names the layer as inexact)
-        if graded_in and netx_exact and fl.kind != "dense_rec":
+        # dense only. A recurrent layer: netx optimizes [weight, weight_rec] into one 8-bit matrix, and
+        # graded-input weights (1/255 per level) next to spike-driven recurrent ones need ~16 bits. A conv:
+        # its few inputs per neuron (a 3x3 kernel) do not average out integer rounding (digits BN conv:
+        # first-layer spikes 95% like the float model's instead of 99%). Both keep the floored mantissas
+        # and the export names them as inexact for netx.
+        if graded_in and netx_exact and fl.kind == "dense":
             # resolution now grows with the threshold: use the calibrated state bound (u, v stay in the
             # 24-bit state up to 1.25x the calibration peak) rather than the blanket 2**13 where it is known
             netx_target = vth_target if peaks is None else min(profile.vth_max, _state_cap(profile, peaks[i]))
