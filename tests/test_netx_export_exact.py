@@ -29,7 +29,7 @@ import pytest
 from _helpers import require_module
 from neurodeploy.ir import ConvLayer, Network
 
-N_SAMPLES = 5   # Lava is slow: a handful of real test samples
+N_SAMPLES = 8   # Lava is slow: a handful of real test samples
 
 
 def _quantized(arch: str, **over):
@@ -118,6 +118,7 @@ def test_default_model_export_is_exact_for_netx(default_model):
         attrs = f["neurodeploy"].attrs
         assert attrs["netx_exact"] and attrs["netx_inexact_layers"] == ""
         assert int(attrs["netx_input_message_bits"]) == 8
+        assert attrs["netx_readout"].startswith("spikes: net.out over T + latency = 8 + 2 steps")
         assert [f[f"layer/{i}/type"][0] for i in range(4)] == [b"input", b"flatten", b"dense", b"dense"]
         assert "neuron" not in f["layer/0"]              # graded input straight into the first dense
         assert f["layer/2/neuron/type"][0] == b"CUBA"

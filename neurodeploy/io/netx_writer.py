@@ -49,7 +49,7 @@ from .netx_semantics import (
     neuron_datasets,
 )
 
-__all__ = ["write_netx", "netx_call", "netx_input_message_bits", "inexact_layer_lines"]
+__all__ = ["write_netx", "netx_call", "netx_input_message_bits", "netx_readout", "inexact_layer_lines"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -146,6 +146,15 @@ def netx_input_message_bits(network: Network) -> int:
     return int(network.input_encoding.bits) if network.input_encoding.kind == "graded" else 0
 
 
+def netx_readout(network: Network) -> str:
+    """How a lava-dl user reads the class from the netx network (the file's ``neurodeploy/netx_readout``)."""
+    steps = f"T + latency = {network.time_steps} + {network.latency} steps"
+    if network.readout == "potential":
+        return (f"potential: the last block's neuron.v after {steps} (class = argmax; the layer never "
+                f"spikes)")
+    return f"spikes: net.out over {steps} (class = argmax of the counts; step n = our output_spikes[:, n])"
+
+
 def _metadata_json(network: Network) -> str:
     try:
         return json.dumps(network.metadata)
@@ -168,6 +177,7 @@ def _write_extras(f, network: Network, meta: str, approximated: list[dict], path
     a["netx_input_message_bits"] = netx_input_message_bits(network)
     a["netx_call"] = netx_call(network, path_name)
     a["netx_inexact_layers"] = "\n".join(inexact_layer_lines(approximated))
+    a["netx_readout"] = netx_readout(network)
     a["readout"] = network.readout
     layers = g.create_group("layers")
     for i, layer in enumerate(network.layers):
