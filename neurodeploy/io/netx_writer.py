@@ -17,11 +17,28 @@ read from the netx datasets alone, with ``bias_exp = 6`` and the simplest
 exact weight representation (``weight_exp 0``, 8 bits, when that is exact,
 otherwise netx's own scaled representation).
 
-``write_netx(..., exact=False)`` also writes networks netx cannot hold
-exactly (e.g. the quantizer's non-zero ``weight_exp``): those layers are
-rescaled for lava-dl (weights, threshold and bias times ``2**k``, rounded) with
-a :class:`NetxInexactWarning`, while the ``neurodeploy`` group keeps the exact
-IR for :func:`read_netx`.
+Contract for lava-dl users
+--------------------------
+``netx.hdf5.Network(net_config=FILE, input_message_bits=B)`` with ``B`` the
+graded input's bits (0 for spike input; :func:`netx_call`, stored as the
+attribute ``neurodeploy/netx_call``). Feed ``net.inp`` the encoded input
+(``round(255 x)`` for graded input) on each of the T steps and zeros on
+``latency`` more steps, run ``T + latency`` steps: netx returns exactly those
+steps and its step ``n`` equals our backends' ``output_spikes[:, n]``; how to
+read the class is ``neurodeploy/netx_readout`` (:func:`netx_readout`).
+
+Where netx cannot hold a layer exactly (netx computes ``W x`` with integer
+effective ``W`` and fixes ``bias_exp = 6``: a fraction from a negative
+``weight_exp``, effective weights beyond 8 bits, a bias below ``2**6``),
+``write_netx`` raises :class:`NetxExportError`; ``write_netx(...,
+exact=False)`` writes such layers rescaled for lava-dl (weights, threshold and
+bias times ``2**k``, rounded) with a :class:`NetxInexactWarning` holding one
+line per layer (which layer, why, what netx computes instead;
+:func:`inexact_layer_lines`, also the attribute
+``neurodeploy/netx_inexact_layers``), while the ``neurodeploy`` group keeps the
+exact IR for :func:`read_netx`. The deployment commands quantize with
+``netx_exact=True`` (:func:`neurodeploy.quant.quantize_model`), so the default
+model's file needs no rescaling.
 
 
 Writing is atomic: a temporary file next to the target, renamed over it.

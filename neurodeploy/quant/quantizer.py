@@ -44,6 +44,13 @@ the layer's report.
 
 Direct-encoded inputs use graded spikes carrying ``round(255 * x)``; the
 float model sees the same 8-bit input (``SNNClassifier`` quantizes it).
+With ``netx_exact=True`` (the deployment commands) a graded-input dense layer
+that would need ``weight_exp < -1`` gets integer effective weights instead
+(``weight_exp -1`` with even mantissas, threshold up to the calibrated state
+bound): lava-dl netx files hold only integer effective weights, never the
+floor of ``(W_mant x) >> k``, so this is what makes the exported file run in
+netx with our spikes (:func:`_netx_exact_graded`; it costs resolution: the
+default mnist5k model loses 0.5 points).
 
 Linear readout (``model.readout: linear``; logits = the readout Linear's output
 averaged over T) becomes an output layer of non-spiking integrators, the way
