@@ -4,7 +4,8 @@ lava-dl 0.6.0's netx builds real Lava 0.10 processes from the file we write
 (``Loihi2SimCfg(select_tag="fixed_pt")``, a ``RingBuffer`` source into
 ``net.inp`` and a ``RingBuffer`` sink on ``net.out``, as lava-dl's own
 ``tests/lava/lib/dl/netx/test_hdf5.py`` drives it), and every output spike must
-equal our emulator's and our Lava backend's on real mnist5k test samples.
+equal our emulator's and our Lava backend's on real mnist5k test samples (the
+hidden layer's spikes, read from netx's blocks, equal the emulator's too).
 
 Timing contract (explicit here): netx returns exactly the steps it is run
 for. We run it for ``T + latency`` steps (latency = synaptic layers), the
@@ -53,8 +54,9 @@ def _quantized(arch: str, **over):
                           cuba_bias="approximate", netx_exact=True).network
 
 
-def _netx_run(path: Path, net: Network, values: np.ndarray) -> np.ndarray:
-    """lava-dl netx on one sample's integer input (T, *input_shape): output spikes (T + latency, n_out)."""
+def _netx_run(path: Path, net: Network, values: np.ndarray) -> list[np.ndarray]:
+    """lava-dl netx on one sample's integer input (T, *input_shape): every block's spikes (T + latency, n),
+    the last one netx's ``net.out``; neurons in the IR's flattened (C, H, W) order."""
     netx = require_module("lava.lib.dl.netx", reason="lava-dl is not installed (optional)")
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -72,26 +74,38 @@ def _netx_run(path: Path, net: Network, values: np.ndarray) -> np.ndarray:
     lava_net = netx.hdf5.Network(net_config=str(path), input_message_bits=bits)
     assert len(lava_net.layers) == len(net.layers)
     source = Source(data=np.moveaxis(data, 0, -1).astype(np.int32))
-    sink = Sink(shape=lava_net.out.shape, buffer=steps)
+    sinks = [Sink(shape=block.out.shape, buffer=steps) for block in lava_net.layers[:-1]]
+    sinks.append(Sink(shape=lava_net.out.shape, buffer=steps))
     source.s_out.connect(lava_net.inp)
-    lava_net.out.connect(sink.a_in)
+    for block, sink in zip(lava_net.layers[:-1], sinks):
+        block.out.connect(sink.a_in)
+    lava_net.out.connect(sinks[-1].a_in)
     try:
         lava_net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        got = sink.data.get()
+        got = [sink.data.get() for sink in sinks]
     finally:
         lava_net.stop()
-    return np.moveaxis(got, -1, 0).reshape(steps, -1).astype(np.uint8)
+    out = []
+    for g in got:   # (*Lava shape, steps): Lava's (W, H, C) back to the IR's (C, H, W) order
+        g = np.moveaxis(g, -1, 0)
+        g = g.transpose(0, 3, 2, 1) if g.ndim == 4 else g
+        out.append(g.reshape(steps, -1).astype(np.uint8))
+    return out
 
 
 def _assert_netx_equals_our_backends(path: Path, net: Network, values: np.ndarray) -> None:
     from neurodeploy.backends import run_network
 
-    emu = run_network(net, values, backend="emulator").output_spikes
+    emu_run = run_network(net, values, backend="emulator", record_spikes=True)
+    emu = emu_run.output_spikes
     lava = run_network(net, values, backend="lava").output_spikes
     np.testing.assert_array_equal(lava, emu)
     assert emu.shape[1] == net.time_steps + net.latency
     for s in range(len(values)):
-        np.testing.assert_array_equal(_netx_run(path, net, values[s]), emu[s], err_msg=f"sample {s}")
+        layers = _netx_run(path, net, values[s])
+        np.testing.assert_array_equal(layers[-1], emu[s], err_msg=f"sample {s}: output")
+        for k, got in enumerate(layers):                  # and every hidden layer, every step
+            np.testing.assert_array_equal(got, emu_run.layer_spikes[k][s], err_msg=f"sample {s}: layer {k}")
     assert emu.sum() > 0                                  # the comparison is not between silent networks
 
 
