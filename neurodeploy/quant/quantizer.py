@@ -692,9 +692,7 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
         target = vth_target if peaks is None else min(vth_target, _state_cap(profile, peaks[i]))
         exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, target)
         cap = _bias_cap(b, theta, profile)
-        layer_target = target
         if _bias(b, scale, profile)[2] > 0 and cap < target:
-            layer_target = cap
             # the biases would clip at this scale: lower the threshold scale until the largest fits
             # (only for layers whose biases clip; every other layer keeps its numbers)
             exp, scale, notes = _choose_exp_and_scale(joint, theta, profile, cap)
@@ -710,8 +708,7 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
             # resolution now grows with the threshold: use the calibrated state bound (u, v stay in the
             # 24-bit state up to 1.25x the calibration peak) rather than the blanket 2**13 where it is known
             netx_target = vth_target if peaks is None else min(profile.vth_max, _state_cap(profile, peaks[i]))
-            if layer_target < target:
-                netx_target = min(netx_target, layer_target)   # the bias cap
+            netx_target = min(netx_target, cap)   # and every bias still fits its mantissa (the bias cap)
             exp, scale, netx_note = _netx_exact_graded(joint, theta, profile, exp, scale, netx_target)
             if netx_note:
                 notes.append(netx_note)
