@@ -135,7 +135,8 @@ def _quantize(run_dir: Path, cfg: RunConfig, ckpt: dict, trained: SNNClassifier,
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
     cal = encode_inputs(deploy, input_encoding_for(deploy, profile), T, data.x_train[:CALIBRATION_SAMPLES],
                         encoding_generator(cfg.seed, "calibration"))
-    quant = quantize_model(deploy, shape, profile, time_steps=T, name=cfg.name,
+    # netx_exact: the exported network.net runs in lava-dl's netx with our spikes (integer first-layer weights)
+    quant = quantize_model(deploy, shape, profile, time_steps=T, name=cfg.name, netx_exact=True,
                            calibration=cal.float_sequence(0, len(cal)), calibration_repeat=T if cal.repeated else None)
     return Deployment(Path(run_dir), cfg, ckpt, trained, deploy, quant, profile, finetune_epochs)
 

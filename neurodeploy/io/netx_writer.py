@@ -17,11 +17,28 @@ read from the netx datasets alone, with ``bias_exp = 6`` and the simplest
 exact weight representation (``weight_exp 0``, 8 bits, when that is exact,
 otherwise netx's own scaled representation).
 
-``write_netx(..., exact=False)`` also writes networks netx cannot hold
-exactly (e.g. the quantizer's non-zero ``weight_exp``): those layers are
-rescaled for lava-dl (weights, threshold and bias times ``2**k``, rounded) with
-a :class:`NetxInexactWarning`, while the ``neurodeploy`` group keeps the exact
-IR for :func:`read_netx`.
+Contract for lava-dl users
+--------------------------
+``netx.hdf5.Network(net_config=FILE, input_message_bits=B)`` with ``B`` the
+graded input's bits (0 for spike input; :func:`netx_call`, stored as the
+attribute ``neurodeploy/netx_call``). Feed ``net.inp`` the encoded input
+(``round(255 x)`` for graded input) on each of the T steps and zeros on
+``latency`` more steps, run ``T + latency`` steps: netx returns exactly those
+steps and its step ``n`` equals our backends' ``output_spikes[:, n]``; how to
+read the class is ``neurodeploy/netx_readout`` (:func:`netx_readout`).
+
+Where netx cannot hold a layer exactly (netx computes ``W x`` with integer
+effective ``W`` and fixes ``bias_exp = 6``: a fraction from a negative
+``weight_exp``, effective weights beyond 8 bits, a bias below ``2**6``),
+``write_netx`` raises :class:`NetxExportError`; ``write_netx(...,
+exact=False)`` writes such layers rescaled for lava-dl (weights, threshold and
+bias times ``2**k``, rounded) with a :class:`NetxInexactWarning` holding one
+line per layer (which layer, why, what netx computes instead;
+:func:`inexact_layer_lines`, also the attribute
+``neurodeploy/netx_inexact_layers``), while the ``neurodeploy`` group keeps the
+exact IR for :func:`read_netx`. The deployment commands quantize with
+``netx_exact=True`` (:func:`neurodeploy.quant.quantize_model`), so the default
+model's file needs no rescaling.
 
 
 Writing is atomic: a temporary file next to the target, renamed over it.
@@ -49,7 +66,7 @@ from .netx_semantics import (
     neuron_datasets,
 )
 
-__all__ = ["write_netx"]
+__all__ = ["write_netx", "netx_call", "netx_input_message_bits", "netx_readout", "inexact_layer_lines"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -62,10 +79,12 @@ def _netx_plan(network: Network, exact: bool = True) -> tuple[list[tuple[str, di
     for i, layer in enumerate(network.layers):
         try:
             parts, bias, vth = _exact_values(i, layer)
-        except NetxExportError:
+        except NetxExportError as exc:
             if exact:
                 raise
             parts, bias, vth, info = _approx_values(i, layer)
+            info["why"] = _reason(exc)
+            info["kind"] = layer.kind
             approximated.append(info)
         entry: dict[str, Any] = {"shape": np.asarray(layer.out_shape, dtype=np.int64)}
         if isinstance(layer, DenseLayer):
@@ -124,6 +143,50 @@ def _netx_delay(i: int, delay: np.ndarray) -> np.ndarray:
                           f"one per input, so this layer cannot be written for netx", layer=i, field="delay")
 
 
+def _reason(exc: NetxExportError) -> str:
+    """The cause in a NetxExportError's message, without its ``layer i: field:`` prefix."""
+    text = str(exc)
+    for _ in range(2):
+        head, sep, rest = text.partition(": ")
+        if sep and (head.startswith("layer ") or head in ("weight", "weight_rec", "bias")):
+            text = rest
+    return text.split(";")[0]
+
+
+def inexact_layer_lines(approximated: list[dict]) -> list[str]:
+    """One line per layer lava-dl netx runs only approximately: which layer, why, what netx computes."""
+    lines = []
+    for a in approximated:
+        k = a["shift"]
+        lines.append(
+            f"layer {a['layer']} ({a['kind']}): not exact in netx ({a['why']}); netx computes this layer "
+            f"rescaled by 2**{k}: integer weights round(w_eff * 2**{k}) (off by up to "
+            f"{a['weight_error']:.1%} of the largest weight), vThMant {a['threshold'][0]} -> "
+            f"{a['threshold'][1]}, bias * 2**{k}; u and v run 2**{k} times larger, so its spikes can differ "
+            f"from ours")
+    return lines
+
+
+def netx_call(network: Network, path: str = "network.net") -> str:
+    """The lava-dl call that builds the file's network as we run it (graded input needs its message bits)."""
+    return (f"netx.hdf5.Network(net_config={str(path)!r}, "
+            f"input_message_bits={netx_input_message_bits(network)})")
+
+
+def netx_input_message_bits(network: Network) -> int:
+    """netx's ``input_message_bits`` for ``network``: the graded input's bits, 0 (binary) for spike input."""
+    return int(network.input_encoding.bits) if network.input_encoding.kind == "graded" else 0
+
+
+def netx_readout(network: Network) -> str:
+    """How a lava-dl user reads the class from the netx network (the file's ``neurodeploy/netx_readout``)."""
+    steps = f"T + latency = {network.time_steps} + {network.latency} steps"
+    if network.readout == "potential":
+        return (f"potential: the last block's neuron.v after {steps} (class = argmax; the layer never "
+                f"spikes)")
+    return f"spikes: net.out over {steps} (class = argmax of the counts; step n = our output_spikes[:, n])"
+
+
 def _metadata_json(network: Network) -> str:
     try:
         return json.dumps(network.metadata)
@@ -131,7 +194,7 @@ def _metadata_json(network: Network) -> str:
         raise NetxExportError(f"network metadata is not JSON-serialisable: {exc}", field="metadata") from None
 
 
-def _write_extras(f, network: Network, meta: str, approximated: list[dict]) -> None:
+def _write_extras(f, network: Network, meta: str, approximated: list[dict], path_name: str) -> None:
     g = f.create_group(EXTRA_GROUP)
     a = g.attrs
     a["format_version"] = FORMAT_VERSION
@@ -143,7 +206,10 @@ def _write_extras(f, network: Network, meta: str, approximated: list[dict]) -> N
     a["input_encoding"] = json.dumps({"kind": network.input_encoding.kind, "bits": network.input_encoding.bits,
                                       "scale": network.input_encoding.scale})
     a["metadata"] = meta
-    a["netx_input_message_bits"] = int(network.input_encoding.bits) if network.input_encoding.kind == "graded" else 0
+    a["netx_input_message_bits"] = netx_input_message_bits(network)
+    a["netx_call"] = netx_call(network, path_name)
+    a["netx_inexact_layers"] = "\n".join(inexact_layer_lines(approximated))
+    a["netx_readout"] = netx_readout(network)
     a["readout"] = network.readout
     layers = g.create_group("layers")
     for i, layer in enumerate(network.layers):
@@ -216,12 +282,10 @@ def write_netx(network: Network, path: PathLike, *, exact: bool = True) -> Path:
                 g.create_dataset("type", (1,), "S10", [kind.encode("ascii")])
                 for key, value in entry.items():
                     g.create_dataset(key, data=value)
-            _write_extras(f, network, meta, approximated)
+            _write_extras(f, network, meta, approximated, path.name)
     if approximated:
-        detail = "; ".join(f"layer {a['layer']}: scale 2**{a['shift']}, weight error up to "
-                           f"{a['weight_error']:.1%} of the largest weight of a matrix, vth {a['threshold'][0]} -> "
-                           f"{a['threshold'][1]}" for a in approximated)
-        warnings.warn(f"{path}: lava-dl netx will run {len(approximated)} layer(s) only approximately (netx holds "
-                      f"plain 8-bit integer weights and bias_exp 6): {detail}. read_netx returns the exact "
-                      f"network.", NetxInexactWarning, stacklevel=2)
+        lines = "\n".join(f"  {line}" for line in inexact_layer_lines(approximated))
+        warnings.warn(f"{path}: lava-dl netx runs {len(approximated)} layer(s) only approximately (netx holds "
+                      f"plain integer weights, bias_exp 6); read_netx and our backends run the exact network:\n"
+                      f"{lines}", NetxInexactWarning, stacklevel=2)
     return path

@@ -44,6 +44,13 @@ the layer's report.
 
 Direct-encoded inputs use graded spikes carrying ``round(255 * x)``; the
 float model sees the same 8-bit input (``SNNClassifier`` quantizes it).
+With ``netx_exact=True`` (the deployment commands) a graded-input dense layer
+that would need ``weight_exp < -1`` gets integer effective weights instead
+(``weight_exp -1`` with even mantissas, threshold up to the calibrated state
+bound): lava-dl netx files hold only integer effective weights, never the
+floor of ``(W_mant x) >> k``, so this is what makes the exported file run in
+netx with our spikes (:func:`_netx_exact_graded`; it costs resolution: the
+default mnist5k model loses 0.5 points).
 
 Linear readout (``model.readout: linear``; logits = the readout Linear's output
 averaged over T) becomes an output layer of non-spiking integrators, the way
@@ -224,6 +231,38 @@ def _choose_exp_and_scale(w: np.ndarray, theta: float, profile: HardwareProfile,
         notes.append(f"weights are huge next to the threshold; the threshold is kept at {int(min_vth)} "
                      f"and the largest weights clip")
     return exp, scale, notes
+
+
+def _netx_integer_exp(profile: HardwareProfile) -> int:
+    """The most negative weight exponent whose effective weights are still integers on the mantissa grid:
+    ``-log2(weight_step)`` (mixed 8-bit: -1, even mantissas halved exactly by the sum's floor shift)."""
+    return -(int(profile.weight_step).bit_length() - 1)
+
+
+def _netx_exact_graded(w: np.ndarray, theta: float, profile: HardwareProfile, exp: int, scale: float,
+                       vth_target: int) -> tuple[int, float, str]:
+    """A graded-input dense layer with integer effective weights, the only synapses lava-dl netx holds exactly.
+
+    netx has no weight exponent of its own: it re-derives one from the stored
+    integers (``optimize_weight_bits``), so a netx file computes ``W @ x`` with
+    plain integer ``W``. A graded first layer at ``weight_exp < 0`` with
+    arbitrary mantissas floors ``(W_mant @ x) >> k`` instead, which no netx
+    file can express. Here such a layer gets the exponent
+    ``_netx_integer_exp`` (mantissas on the grid halved exactly) and the
+    largest scale at which full-range weights keep ``vth <= vth_target``;
+    the effective weights are then integers (coarser than the floored
+    mantissas: that is the price of a file lava-dl runs exactly).
+    Layers at an exponent >= it are returned unchanged.
+    """
+    exp_int = _netx_integer_exp(profile)
+    if exp >= exp_int or not profile.weights.exp_min <= exp_int <= profile.weights.exp_max:
+        return exp, scale, ""
+    shift = profile.neuron.activation_shift
+    fill = _full_range(w, profile)
+    top = vth_target * 2.0**shift / theta
+    new_scale = min(top, fill * 2.0 ** (exp_int + shift)) if fill > 0 else top
+    return exp_int, new_scale, (f"weight exponent {exp_int} instead of {exp}: integer effective weights, which "
+                                f"lava-dl netx holds exactly (its files have no weight exponent)")
 
 
 def _recurrent_exp(w: np.ndarray, scale: float, profile: HardwareProfile) -> int:
@@ -535,7 +574,8 @@ def graph_peak_currents(graph: FloatGraph, calibration, repeat: Optional[int] = 
 def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: HardwareProfile, *,
                    time_steps: int, vth_target: Optional[int] = None, name: str = "",
                    calibration: Optional[torch.Tensor] = None,
-                   calibration_repeat: Optional[int] = None, cuba_bias: str = "refuse") -> QuantizationResult:
+                   calibration_repeat: Optional[int] = None, cuba_bias: str = "refuse",
+                   netx_exact: bool = False) -> QuantizationResult:
     """Map a trained float model to a fixed-point :class:`Network` for ``profile``.
 
     The model's :class:`~neurodeploy.graph.FloatGraph`
@@ -566,13 +606,14 @@ def quantize_model(model: SNNClassifier, input_shape: tuple[int, ...], profile: 
         raise QuantizationError(str(exc)) from None
     peaks = peak_currents(model, calibration, calibration_repeat) if calibration is not None else None
     return quantize_graph(graph, profile, time_steps=time_steps, input_encoding=encoding, vth_target=vth_target,
-                          name=name, peaks=peaks, cuba_bias=cuba_bias)
+                          name=name, peaks=peaks, cuba_bias=cuba_bias, netx_exact=netx_exact)
 
 
 def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: Optional[int] = None,
                    input_encoding="spikes", vth_target: Optional[int] = None, name: str = "",
                    calibration=None, calibration_repeat: Optional[int] = None,
-                   peaks: Optional[list[float]] = None, cuba_bias: str = "refuse") -> QuantizationResult:
+                   peaks: Optional[list[float]] = None, cuba_bias: str = "refuse",
+                   netx_exact: bool = False) -> QuantizationResult:
     """Map a float graph to a fixed-point :class:`Network` for ``profile`` (see the module docstring).
 
     ``time_steps``: steps per sample (default ``graph.time_steps``).
@@ -590,6 +631,12 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
     is a :class:`QuantizationError` naming the node; so is the synapse bias
     of a CUBA layer (it enters the current in float, v on Loihi) unless
     ``cuba_bias="approximate"`` (then it goes to v and the report says so).
+    ``netx_exact=True`` (what the deployment commands use): a graded-input
+    layer gets integer effective weights (:func:`_netx_exact_graded`; its
+    threshold up to the calibrated state bound where ``peaks`` are known), so
+    lava-dl netx runs the exported file exactly; the default keeps the finer
+    floored mantissas of a negative weight exponent, which netx gets only
+    approximately (the writer says so per layer).
     """
     if cuba_bias not in ("refuse", "approximate"):
         raise ValueError(f"cuba_bias {cuba_bias!r}: expected 'refuse' or 'approximate'")
@@ -652,6 +699,19 @@ def quantize_graph(graph: FloatGraph, profile: HardwareProfile, *, time_steps: O
             notes.append(f"the largest bias ({float(np.abs(b).max() / theta):.2g} thresholds per step) does not "
                          f"fit the {profile.neuron.bias_mant_bits}-bit bias mantissa at the weights' scale: "
                          f"threshold scale capped at vth {cap}")
+        # dense only. A recurrent layer: netx optimizes [weight, weight_rec] into one 8-bit matrix, and
+        # graded-input weights (1/255 per level) next to spike-driven recurrent ones need ~16 bits. A conv:
+        # its few inputs per neuron (a 3x3 kernel) do not average out integer rounding (digits BN conv:
+        # first-layer spikes 95% like the float model's instead of 99%). Both keep the floored mantissas
+        # and the export names them as inexact for netx.
+        if graded_in and netx_exact and fl.kind == "dense":
+            # resolution now grows with the threshold: use the calibrated state bound (u, v stay in the
+            # 24-bit state up to 1.25x the calibration peak) rather than the blanket 2**13 where it is known
+            netx_target = vth_target if peaks is None else min(profile.vth_max, _state_cap(profile, peaks[i]))
+            netx_target = min(netx_target, cap)   # and every bias still fits its mantissa (the bias cap)
+            exp, scale, netx_note = _netx_exact_graded(joint, theta, profile, exp, scale, netx_target)
+            if netx_note:
+                notes.append(netx_note)
         notes = theta_notes + notes
         _check_scale(scale, f"layer {i}", theta)
         if target < vth_target:
