@@ -35,8 +35,18 @@ proves it changes nothing; otherwise the general int64 code runs):
   step rather than once per step. The inputs' range check runs on those
   distinct steps only (a bad value raises the same error as
   :func:`~neurodeploy.backends.base.check_inputs`).
-* Integer sums run as float32 / float64 BLAS matmuls when every partial sum is
-  provably below 2**24 / 2**53 (then they are exact), otherwise as int64.
+* Feed-forward layers are time-batched: once the layer below has run all its
+  steps, a layer's synaptic input for every step that can carry spikes is one
+  GEMM over (steps x samples) rows; only a recurrent synapse runs step by step.
+* Integer sums of a dense synapse take the cheapest exact path per call
+  (:mod:`neurodeploy.backends.accumulate`, chosen from the shape and the
+  measured activity): onnxruntime's int8 x int8 -> int32 ``MatMulInteger``
+  when inputs fit uint8, weights (divided by their common factor) int8 and the
+  sum's bound 2**31; an event-driven gather for very sparse input; else float32
+  / float64 BLAS matmuls when every partial sum is provably below 2**24 / 2**53
+  (then they are exact), otherwise int64. :attr:`_Synapse.paths` counts the rows
+  each path summed (``simulate --verbose`` prints them). Conv sums run on BLAS
+  (im2col).
 * The LIF step runs in float64, which holds every intermediate exactly
   (integers below 2**53: products below 2**36, multiplies by exact powers of
   two, ``trunc`` = rounding toward zero), with Lava's wraps written as float
@@ -77,6 +87,7 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network
 from ..lava_rules import effective_weights, shift, wrap32
+from .accumulate import DenseAccumulator, set_thread_budget
 from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
 from .injection import LayerInjection, draw_injections, injection_layout
 
@@ -121,6 +132,7 @@ class _Synapse:
     n_out: int
     bound: int                   # largest |a_out| possible (2**31: may wrap)
     conv: Optional[ConvLayer] = None
+    acc: Optional[DenseAccumulator] = None   # dense: the exact sum by the cheapest path (accumulate.py)
 
     @classmethod
     def build(cls, weight: np.ndarray, sign_mode: str, num_weight_bits: int, exp: int,
@@ -133,7 +145,8 @@ class _Synapse:
         a_bound = min(a_bound, 1 << 31) if bound < (1 << 31) else 1 << 31
         if conv is None:
             mat = np.ascontiguousarray(w.T.astype(dtype))
-            return cls("dense", w, exp, graded, dtype, mat, int(w.shape[0]), a_bound)
+            return cls("dense", w, exp, graded, dtype, mat, int(w.shape[0]), a_bound,
+                       acc=DenseAccumulator(w, max_in, bound, mat))
         o, cg, kh, kw = w.shape
         g = int(conv.groups)
         mat = np.ascontiguousarray(w.reshape(g, o // g, cg * kh * kw).astype(dtype))
@@ -146,8 +159,14 @@ class _Synapse:
         return self.dtype is not np.int64 and self.bound < (1 << 31)
 
     # -- sums ---------------------------------------------------------------
-    def _dense_sum(self, x: np.ndarray) -> np.ndarray:
-        return x.astype(self.dtype, copy=False) @ self.mat
+    def _dense_sum(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
+        # exact integers in ``dtype`` (BLAS), int32 (int8 GEMM) or int32/int64 (event-driven)
+        return self.acc(x, density)
+
+    @property
+    def paths(self) -> dict:
+        """Input rows summed by each accumulation path so far (dense; conv: all on BLAS via im2col)."""
+        return dict(self.acc.rows_by_path) if self.acc is not None else {"blas-im2col": None}
 
     def _conv_sum(self, x: np.ndarray) -> np.ndarray:
         layer = self.conv
@@ -176,8 +195,8 @@ class _Synapse:
             out[start:start + nb] = r.reshape(nb, o * oh * ow)
         return out
 
-    def _sum(self, x: np.ndarray) -> np.ndarray:
-        return self._dense_sum(x) if self.kind == "dense" else self._conv_sum(x)
+    def _sum(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
+        return self._dense_sum(x, density) if self.kind == "dense" else self._conv_sum(x)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """a_out for input rows ``x`` (rows, n_in) -> (rows, n_out) int64 in int32 range."""
@@ -198,17 +217,19 @@ class _Synapse:
         out[active] = s
         return out
 
-    def drive(self, x: np.ndarray) -> np.ndarray:
+    def drive(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
         """``a_out << 6`` (the LIF's input term) for rows ``x``, as exact float64.
 
-        With :attr:`exact_float`, straight from the float matmul: the shift is a
-        multiply by a power of two (then ``floor`` for a right shift), exact in
-        float. Otherwise via the int64 path with all its wraps."""
+        With :attr:`exact_float`, straight from the exact sum (float BLAS, or
+        int32 from the int8 / event paths): the shift is a multiply by a power
+        of two (then ``floor`` for a right shift), exact in float. Otherwise via
+        the int64 path with all its wraps. ``density``: the fraction of nonzero
+        inputs if known (it picks the accumulation path; see accumulate.py)."""
         if not self.exact_float:
             out = self.apply(x).astype(np.float64)
             out *= _ACT
             return out
-        r = self._sum(x)
+        r = self._sum(x, density)
         if self.exp < 0:
             r = np.floor(r * (2.0 ** self.exp))       # arithmetic right shift
             out = r.astype(np.float64, copy=False)
@@ -408,8 +429,8 @@ class Emulator:
         # the first layer's input: step s acts at step s + 1; repeated steps share one drive
         rows = flat[:, distinct[0]] if len(distinct) == 1 else \
             flat[:, distinct].transpose(1, 0, 2).reshape(len(distinct) * b, -1)
-        ff0 = self.layers[0][0]
-        rows = rows.astype(ff0.dtype if ff0.exact_float else np.int64, copy=False)
+        if rows.dtype == np.bool_:
+            rows = rows.view(np.uint8)
         lo, hi = rows.min(), rows.max()               # every input value occurs in a distinct step
         if lo < 0 or hi > self.max_in:
             check_inputs(self.network, x if _source is None else _source)   # raises, naming the values
@@ -418,6 +439,7 @@ class Emulator:
         us, vs = [], []
         spikes = [] if record_spikes else None
         S, silent = None, []                          # the previous layer's spikes, steps known silent
+        prev_spikes = None                            # their number per step (picks the sum's path)
         pop = self.input_pop is not None
         if pop:                                       # netx's Input block: its spikes feed layer 0
             S = self._input_population(x, bias_in, P)
@@ -425,7 +447,8 @@ class Emulator:
         for li, (ff, rec, nrn) in enumerate(self.layers):
             drives = [None] * P
             if li == 0 and not pop:
-                D = ff.drive(rows).reshape(len(distinct), b, nrn.size)
+                density = None if ff.kind != "dense" else np.count_nonzero(rows) / max(rows.size, 1)
+                D = ff.drive(rows, density).reshape(len(distinct), b, nrn.size)
                 views = list(D)                       # one object per distinct step
                 for t in range(T):
                     drives[t + 1] = views[distinct.index(reps[t])]
@@ -434,7 +457,9 @@ class Emulator:
                 D = None
                 if active:
                     s0, s1 = active[0], active[-1] + 1
-                    D = ff.drive(S[s0:s1].reshape((s1 - s0) * b, -1)).reshape(s1 - s0, b, nrn.size)
+                    block = S[s0:s1].reshape((s1 - s0) * b, -1)
+                    density = None if prev_spikes is None else float(prev_spikes[s0:s1].sum()) / max(block.size, 1)
+                    D = ff.drive(block, density).reshape(s1 - s0, b, nrn.size)
                     views = list(D)
                     for s in active:
                         drives[s + 1] = views[s - s0]
@@ -459,6 +484,7 @@ class Emulator:
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P)
             flat_s = S.reshape(P * b, nrn.size)
             per_step = flat_s @ np.ones(nrn.size, dtype=np.float32)
+            prev_spikes = per_step.reshape(P, b).sum(axis=1, dtype=np.float64)   # the next layer's activity
             counts[:, li] = per_step.reshape(P, b).sum(axis=0, dtype=np.float64).astype(np.int64)
             if record_state:
                 us.append(u.astype(np.int64))
@@ -688,7 +714,8 @@ class Emulator:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
 
-                with _blas_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="emulator") as pool:
+                with _blas_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="emulator",
+                                                           initializer=set_thread_budget, initargs=(1,)) as pool:
                     pending = deque()                 # at most 2 batches per thread in flight
                     try:
                         for start in starts:
