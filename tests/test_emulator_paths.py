@@ -144,3 +144,65 @@ def test_forced_int8_with_threads_and_batches_changes_nothing(monkeypatch):
     for threads, batch in ((1, 256), (2, 7), (None, 3)):
         assert_same(run_network(net, x, record_state=True, threads=threads, batch_size=batch), ref,
                     f"threads {threads} batch {batch}")
+
+
+# --------------------------------------------------------------------------- simulate's streamed I/O
+def _cli_network(tmp_path):
+    from neurodeploy.io import write_netx
+
+    net = _wide_network(InputEncoding("spikes"))
+    write_netx(net, tmp_path / "w.net")
+    return net
+
+
+def test_simulate_streams_chunks_equal_to_one_api_run(tmp_path, monkeypatch):
+    """Chunks of 256 samples (STREAM_BYTES shrunk) give the API's result; uncompressed unless --compress."""
+    import zipfile
+
+    from neurodeploy import cli
+
+    net = _cli_network(tmp_path)
+    rng = np.random.default_rng(12)
+    x = (rng.random((700, 6, 200)) < 0.2).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    monkeypatch.setattr(cli, "STREAM_BYTES", 1)
+    args = ["simulate", str(tmp_path / "w.net"), "--input", str(tmp_path / "x.npy"), "--quiet"]
+    assert cli.main(args + ["--out", str(tmp_path / "o.npz")]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "c.npz"), "--compress"]) == 0
+    want = run_network(net, x)
+    for name in ("o.npz", "c.npz"):
+        z = np.load(tmp_path / name)
+        np.testing.assert_array_equal(z["output_spikes"], want.output_spikes)
+        np.testing.assert_array_equal(z["spike_counts"], want.spike_counts)
+        np.testing.assert_array_equal(z["predictions"], want.predictions())
+        assert int(z["time_steps"]) == 6 and int(z["latency"]) == want.latency
+    kinds = {n: {i.compress_type for i in zipfile.ZipFile(tmp_path / n).infolist()} for n in ("o.npz", "c.npz")}
+    assert kinds == {"o.npz": {zipfile.ZIP_STORED}, "c.npz": {zipfile.ZIP_DEFLATED}}
+    assert want.spike_counts.sum() > 0
+
+
+def test_simulate_bad_value_in_a_later_chunk_names_it_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from neurodeploy import cli
+
+    _cli_network(tmp_path)
+    x = np.zeros((600, 6, 200), np.int16)
+    x[555, 3, 17] = 2
+    np.save(tmp_path / "x.npy", x)
+    monkeypatch.setattr(cli, "STREAM_BYTES", 1)
+    assert cli.main(["simulate", str(tmp_path / "w.net"), "--input", str(tmp_path / "x.npy"), "--quiet",
+                     "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "(555, 3, 17)" in err and "--input" in err and "value 2" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.net", "x.npy"]
+
+
+def test_simulate_verbose_reports_the_paths(tmp_path, capsys):
+    from neurodeploy import cli
+
+    _cli_network(tmp_path)
+    np.save(tmp_path / "x.npy", (np.random.default_rng(1).random((300, 6, 200)) < 0.2).astype(np.uint8))
+    assert cli.main(["simulate", str(tmp_path / "w.net"), "--input", str(tmp_path / "x.npy"), "--quiet",
+                     "--verbose", "--out", str(tmp_path / "o.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "samples/s" in out and "emulator layer 0 (96 neurons): ff dense 200->96" in out
+    assert "int8 1,800 rows" in out            # 300 samples x 6 steps: the cost model picks int8 here

@@ -373,6 +373,24 @@ class Emulator:
                                      layer.weight_rec_exp, False, 1)
             self.layers.append((ff, rec, _Neurons.build(layer.neurons)))
 
+    def describe(self) -> list[str]:
+        """One line per layer: its synapses and the input rows each accumulation path has summed so far
+        (``simulate --verbose``)."""
+        lines = []
+        for i, (ff, rec, nrn) in enumerate(self.layers):
+            parts = []
+            for name, syn in (("ff", ff), ("rec", rec)):
+                if syn is None:
+                    continue
+                used = ", ".join(f"{p} {r:,} rows" for p, r in syn.paths.items() if r) or \
+                    ("blas (im2col)" if syn.kind == "conv" else "not run")
+                shape = f"{syn.mat.shape[0]}->{syn.mat.shape[1]}" if syn.kind == "dense" else \
+                    f"conv {tuple(syn.weight.shape)}"
+                exact = np.dtype(syn.dtype).name
+                parts.append(f"{name} {syn.kind} {shape} (exact BLAS type {exact}): {used}")
+            lines.append(f"emulator layer {i} ({nrn.size} neurons): " + "; ".join(parts))
+        return lines
+
     # -- one batch --------------------------------------------------------------
     def _resets(self, block: int, P: int) -> Optional[list[bool]]:
         """Steps before which netx's LIFReset zeroes block ``block``'s u and v (None: no reset schedule)."""
