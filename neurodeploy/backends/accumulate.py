@@ -177,16 +177,24 @@ class DenseAccumulator:
     def __call__(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
         """The exact sums for ``x`` (rows, in) holding integers (any numeric dtype): an array in the BLAS
         dtype or an int32 / int64 array, integer values either way."""
+        r, factor = self.unscaled(x, density)
+        if factor != 1:
+            r *= factor                           # |factor * sum| <= bound < 2**31
+        return r
+
+    def unscaled(self, x: np.ndarray, density: Optional[float] = None) -> tuple[np.ndarray, int]:
+        """``(r, f)`` with the exact sums ``= f * r``: the int8 path leaves the weights' common factor ``f``
+        to the caller (who may fold it into a shift); the other paths return ``f = 1``."""
         rows = x.shape[0]
         if density is None:
             density = 1.0 if rows * self.k * self.n < INT8_MIN_MACS else np.count_nonzero(x) / max(x.size, 1)
         path = self.choose(rows, density)
         self._count(path, rows)
         if path == "int8":
-            return self._int8(x)
+            return self._int8(x), self.factor
         if path == "event":
-            return self._event(x)
-        return x.astype(self.blas_mat.dtype, copy=False) @ self.blas_mat
+            return self._event(x), 1
+        return x.astype(self.blas_mat.dtype, copy=False) @ self.blas_mat, 1
 
     def _int8(self, x: np.ndarray) -> np.ndarray:
         xu = x.view(np.uint8) if x.dtype == np.bool_ else x.astype(np.uint8, copy=False)
@@ -197,8 +205,6 @@ class DenseAccumulator:
             r += self._gemm(xu & 15)
         else:
             r = self._gemm(xu)
-        if self.factor != 1:
-            r *= self.factor                      # |factor * sum| <= bound < 2**31
         return r
 
     def _event(self, x: np.ndarray) -> np.ndarray:

@@ -229,7 +229,13 @@ class _Synapse:
             out = self.apply(x).astype(np.float64)
             out *= _ACT
             return out
-        r = self._sum(x, density)
+        if self.kind == "dense":
+            r, factor = self.acc.unscaled(x, density)
+            if r.dtype.kind == "i":                   # int32 / int64 sums: shift in integers, one conversion
+                return _int_drive(r, factor, self.exp)
+            r = r if factor == 1 else r * factor
+        else:
+            r = self._sum(x, density)
         if self.exp < 0:
             r = np.floor(r * (2.0 ** self.exp))       # arithmetic right shift
             out = r.astype(np.float64, copy=False)
@@ -238,6 +244,23 @@ class _Synapse:
             out = r.astype(np.float64, copy=False)
             out *= 2.0 ** (self.exp + lr.ACT_SHIFT)
         return out
+
+
+def _int_drive(r: np.ndarray, factor: int, exp: int) -> np.ndarray:
+    """``shift(factor * r, exp) << 6`` as float64 for integer sums ``r`` (in place on ``r``).
+
+    ``factor = 2**a * odd``: ``r * odd`` stays below the sum's bound (< 2**31, exact in int32), and the
+    power of two joins the exponent, so ``floor(factor * r * 2**exp) = (odd * r) >> -(exp + a)`` (an
+    arithmetic shift is the floor), and a non-negative total shift is an exact float multiply."""
+    a = (factor & -factor).bit_length() - 1
+    odd = factor >> a
+    if odd != 1:
+        r *= odd
+    total = exp + a
+    if total < 0:
+        r >>= -total
+        total = 0
+    return np.multiply(r, 2.0 ** (total + lr.ACT_SHIFT), dtype=np.float64)
 
 
 @dataclass
@@ -445,8 +468,11 @@ class Emulator:
         reps = _repeats(flat)
         distinct = sorted(set(reps))
         # the first layer's input: step s acts at step s + 1; repeated steps share one drive
-        rows = flat[:, distinct[0]] if len(distinct) == 1 else \
-            flat[:, distinct].transpose(1, 0, 2).reshape(len(distinct) * b, -1)
+        if len(distinct) == 1:
+            rows = flat[:, distinct[0]]
+        else:                                         # time-major rows; one copy when every step is distinct
+            picked = flat if len(distinct) == T else flat[:, distinct]
+            rows = np.ascontiguousarray(picked.transpose(1, 0, 2)).reshape(len(distinct) * b, -1)
         if rows.dtype == np.bool_:
             rows = rows.view(np.uint8)
         lo, hi = rows.min(), rows.max()               # every input value occurs in a distinct step
