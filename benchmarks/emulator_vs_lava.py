@@ -1,47 +1,37 @@
-"""Emulator vs Lava: samples/s, their ratio, peak memory, agreement, and the BLAS bound.
+"""Emulator vs Lava on real spike traffic: samples/s, ratios, GEMM rooflines, CLI cost, streamed memory.
 
-On the default network (``models/mnist5k-mlp-dlif.yaml``: 784-256-10 DLIF MLP,
-direct encoding, T = 8), quantized for the ``loihi2`` profile exactly as the
-pipeline does it, with the inputs the pipeline feeds
-(:meth:`neurodeploy.evaluate.deployment.Deployment.inputs`, integer
-``(samples, T, 1, 28, 28)``), one process measures:
+One command, one process, one run (about 5-8 minutes on a quiet 2-core machine)::
 
-* **emulator**: the whole mnist5k test split (1,000 samples) through
-  ``run_network(..., backend="emulator")``, timed ``--rounds`` times in blocks
-  before, between and after the Lava runs (so a change of the machine's load
-  shows up in both); median and range of samples/s, with the defaults (one
-  thread; numpy's BLAS uses its own threads for the matmuls) and with
-  ``threads=2``;
-* **Lava** (``Loihi2SimCfg(select_tag="fixed_pt")``): the first
-  ``--lava-samples`` samples, ``--lava-runs`` times; end to end (compile,
-  start of the OS processes, all samples, stop) and steady state (samples/s
-  after the first ``--lava-warmup`` samples, from a timestamp per sample taken
-  where the backend reads each sample's spikes);
-* **ratio** emulator / Lava of the median samples/s (steady state and end to end);
-* **agreement**: every output spike of every step and every layer's spike
-  count of the emulator equal Lava's on the subset;
-* **peak memory**: emulator: ``tracemalloc`` peak of one full run above what
-  was allocated before (numpy reports its buffers to it; the inputs, held by
-  the caller, are listed apart), measured before any other emulator run, and
-  the process's peak RSS during it (``VmHWM`` after resetting it through
-  ``/proc/self/clear_refs``) next to its RSS before. Lava runs in child OS
-  processes: the parent's ``tracemalloc`` peak and peak RSS as above, plus the
-  peak over time of the summed RSS and PSS (``/proc/<pid>/smaps_rollup``) of
-  all descendant processes, sampled every 20 ms (PSS splits the pages shared
-  after ``fork`` between the processes; the RSS sum counts them in each), in
-  a separate Lava run of ``--lava-memory-samples`` samples: each probe costs
-  Lava a quarter to a third of its rate, so the timed runs go without them;
-* **the BLAS bound**: the GEMM work per sample (multiply-accumulates of the
-  dense layers over all ``T + latency`` steps, what Lava's ``Dense``
-  processes compute) and the machine's measured float64 GEMM throughput on
-  those shapes give the samples/s the arithmetic alone would allow; also the
-  matmuls the emulator actually runs (counted) timed in its own float32.
+    PYTHONPATH=. $PY benchmarks/emulator_vs_lava.py
 
-Run from the repository root::
+writes ``benchmarks/results/emulator_vs_lava.{json,md}`` with the commit, the
+machine and its load (load average, and the CPU other processes used during
+each block). Workloads (all quantized for ``loihi2`` as the pipeline does):
 
-    PYTHONPATH=. $PY benchmarks/emulator_vs_lava.py [--lava-samples 100] [--rounds 9]
+* ``mlp-graded``: the default network (``models/mnist5k-mlp-dlif.yaml``,
+  784-256-10 DLIF, T = 8), direct-encoded test images as the pipeline makes them
+  (8-bit graded input, every step identical);
+* ``mlp-binary-{1,5,20,50}``: the same architecture trained on Poisson spikes
+  (``data.encoder=poisson``, so its hidden layer fires on spike input), fed
+  uniform Bernoulli spikes at 1 / 5 / 20 / 50% per input and step (uint8);
+  ``mlp-poisson``: that network on the test images Poisson-encoded by the pipeline;
+* ``conv-graded``: ``models/mnist5k-conv-dlif.yaml`` (three strided 3x3 convs and
+  two dense layers), direct-encoded test images;
+* ``srnn``: ``models/vowels-srnn-dlif.yaml`` (12-64 recurrent-10, 25 steps of the
+  JapaneseVowels sequences, graded).
 
-Writes ``benchmarks/results/emulator_vs_lava.{json,md}``.
+Per workload: the numpy emulator's API (``Emulator.run``, default settings; median
+of ``--rounds``) with the accumulation path each layer took and the measured
+activity; the torch emulator on CPU (``TorchEmulator``); the CLI
+(``neurodeploy simulate --backend emulator`` in a subprocess on a memory-mapped
+``.npy``, marginal rate between two sample counts, so start-up cancels out);
+Lava (``Loihi2SimCfg(select_tag="fixed_pt")``, steady state after
+``--lava-warmup`` samples) and the bit-for-bit agreement of the emulator with it;
+the float32 (numpy BLAS) and int8 (onnxruntime ``MatMulInteger``) GEMM rates of
+the dense-equivalent work Lava does (every layer on every step, conv layers as
+their im2col GEMMs), as samples/s. Finally the peak RSS of ``simulate`` against
+the number of samples (streamed: it should not grow). No GPU was lent to this
+run: the torch emulator's CUDA figures are absent unless ``torch.cuda`` finds one.
 """
 
 from __future__ import annotations
@@ -50,26 +40,31 @@ import argparse
 import json
 import os
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 from _common import RESULTS, ROOT, CpuMonitor, command_line, machine_info, machine_line, now_iso
 
 import numpy as np  # noqa: E402
 
-from neurodeploy.backends import run_network  # noqa: E402
 from neurodeploy.backends import emulator as emulator_mod  # noqa: E402
 from neurodeploy.backends import lava as lava_mod  # noqa: E402
+from neurodeploy.backends import run_network  # noqa: E402
+from neurodeploy.ir import ConvLayer  # noqa: E402
 
-DEFAULT_RUN = ROOT / "benchmarks" / "runs" / "mnist5k-mlp-dlif"
-DEFAULT_CONFIG = ROOT / "models" / "mnist5k-mlp-dlif.yaml"
+RUNS = ROOT / "benchmarks" / "runs"
+MODELS = ROOT / "models"
+PY = sys.executable
+RATES = (0.01, 0.05, 0.20, 0.50)
 
 
 # --------------------------------------------------------------------------- setup
-def build(run_dir: Path, config: Path, epochs: int, profile: str, log=print):
-    """The quantized default network, its test inputs (as the pipeline makes them) and labels."""
+def build(name: str, config: Path, epochs: int, profile: str, overrides: dict, log=print):
+    """The quantized network of run ``benchmarks/runs/<name>`` (trained here if absent), its test inputs as the
+    pipeline makes them, and labels."""
     from neurodeploy.config import load_config
     from neurodeploy.data import load_dataset
     from neurodeploy.evaluate.deployment import load_deployment
@@ -77,19 +72,19 @@ def build(run_dir: Path, config: Path, epochs: int, profile: str, log=print):
     from neurodeploy.train.checkpoint import CHECKPOINT_NAME
     from neurodeploy.train.loop import train
 
+    run_dir = RUNS / name
     trained_here = False
     if not (run_dir / CHECKPOINT_NAME).is_file():
-        log(f"{run_dir} holds no trained run: training {config.name} for {epochs} epochs")
-        train(load_config(config, {"training.epochs": epochs}), run_dir, progress=False, log=log)
+        log(f"{run_dir} holds no trained run: training {config.name} {overrides} for {epochs} epochs")
+        train(load_config(config, {"training.epochs": epochs, **overrides}), run_dir, progress=False, log=log)
         trained_here = True
     dep = load_deployment(run_dir, profile, log=log)
-    cfg, ckpt, network = dep.cfg, dep.checkpoint, dep.network
+    cfg, ckpt = dep.cfg, dep.checkpoint
     data = load_dataset(cfg.data.dataset, seed=cfg.seed, data_dir=cfg.data.data_dir)
-    inputs = dep.inputs(data.x_test, encoding_generator(cfg.seed)).values
-    run_info = {"run_dir": rel(run_dir), "epochs_trained": int(ckpt.get("epoch", -1)),
-                "trained_by_this_benchmark": trained_here, "config_name": cfg.name,
-                "dataset": cfg.data.dataset, "encoder": cfg.data.encoder}
-    return network, inputs, np.asarray(data.y_test), run_info
+    inputs = np.asarray(dep.inputs(data.x_test, encoding_generator(cfg.seed)).values)
+    info = {"run_dir": rel(run_dir), "epochs_trained": int(ckpt.get("epoch", -1)), "trained_here": trained_here,
+            "config": cfg.name, "dataset": cfg.data.dataset, "encoder": cfg.data.encoder}
+    return dep.network, inputs, np.asarray(data.y_test), info
 
 
 def rel(path: Path) -> str:
@@ -119,105 +114,6 @@ def blas_info() -> dict:
     return info
 
 
-# --------------------------------------------------------------------------- memory probes
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _pss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-                parents[int(d)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    out, frontier = [], [root]
-    while frontier:
-        nxt = [p for p, pp in parents.items() if pp in frontier]
-        out += nxt
-        frontier = nxt
-    return out
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM (Linux >= 4.0); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-class ChildMemory:
-    """Peak over time of the summed RSS / PSS of this process's descendants (sampled)."""
-
-    def __init__(self, period: float = 0.02):
-        self.period = period
-        self.peak_rss_kb = self.peak_pss_kb = self.max_children = 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> "ChildMemory":
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        me = os.getpid()
-        while not self._stop.is_set():
-            kids = _descendants(me)
-            self.max_children = max(self.max_children, len(kids))
-            self.peak_rss_kb = max(self.peak_rss_kb, sum(_status_kb(p, "VmRSS") for p in kids))
-            self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(p) for p in kids))
-            self._stop.wait(self.period)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's terminated and waited-for children (Lava's processes)."""
-    t = os.times()
-    return t.children_user + t.children_system
-
-
-def with_children(cpu: dict, child_seconds: float) -> dict:
-    """CpuMonitor's result with the children's share split off from 'others'."""
-    cores = child_seconds / cpu["wall_seconds"] if cpu["wall_seconds"] else 0.0
-    out = dict(cpu, children_cores=round(cores, 2))
-    if cpu.get("others_busy_cores") is not None:
-        out["others_busy_cores"] = round(max(cpu["others_busy_cores"] - cores, 0.0), 2)
-    return out
-
-
-def mib(kb_or_bytes: float, unit: str = "kb") -> float:
-    return round(kb_or_bytes / (1024 if unit == "kb" else 1024 ** 2), 1)
-
-
-# --------------------------------------------------------------------------- timed runs
-def time_emulator(network, inputs, **kw) -> float:
-    t0 = time.perf_counter()
-    run_network(network, inputs, backend="emulator", **kw)
-    return time.perf_counter() - t0
-
 
 def run_lava_timed(network, inputs):
     """run_lava with a timestamp per sample (taken when the backend reads its spikes)."""
@@ -239,340 +135,350 @@ def run_lava_timed(network, inputs):
     return res, total, [s - t0 for s in stamps]
 
 
-class PeakMemory:
-    """tracemalloc peak (above the start) and peak RSS of this process during a block."""
 
-    def __enter__(self) -> "PeakMemory":
-        self.rss_before_kb = _status_kb(os.getpid(), "VmRSS")
-        self._reset = reset_peak_rss()
-        tracemalloc.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        self.result = {"tracemalloc_peak_mib": mib(peak, "b"),
-                       "rss_before_mib": mib(self.rss_before_kb),
-                       "rss_peak_mib": mib(_status_kb(os.getpid(), "VmHWM")) if self._reset else None}
-
-
-def count_matmul_macs(network, inputs) -> dict:
-    """Multiply-accumulates the emulator's matmuls perform per sample (one counted run)."""
-    counts = {"macs": 0}
-    original = emulator_mod._Synapse._dense_sum
-
-    def counting(self, x):
-        counts["macs"] += int(x.shape[0]) * int(self.mat.shape[0]) * int(self.mat.shape[1])
-        return original(self, x)
-
-    emulator_mod._Synapse._dense_sum = counting
-    try:
-        run_network(network, inputs, backend="emulator")
-    finally:
-        emulator_mod._Synapse._dense_sum = original
-    return counts["macs"] / len(inputs)
+def dense_equivalent(network) -> list[tuple[int, int, int]]:
+    """(rows per sample, k, n) of each layer's GEMM as Lava computes it: every layer on all T + latency steps
+    (conv: im2col rows = steps x output positions per group, ``groups`` GEMMs folded into n)."""
+    P = int(network.time_steps) + int(network.latency)
+    shapes = []
+    for layer in network.layers:
+        if isinstance(layer, ConvLayer):
+            o, cg, kh, kw = layer.weight.shape
+            _, oh, ow = layer.out_shape
+            shapes.append((P * oh * ow, int(cg * kh * kw), int(o)))
+        else:
+            shapes.append((P, int(layer.weight.shape[1]), int(layer.weight.shape[0])))
+            if getattr(layer, "weight_rec", None) is not None:
+                shapes.append((P, int(layer.weight_rec.shape[1]), int(layer.weight_rec.shape[0])))
+    return shapes
 
 
-def blas_bound(network, batch: int, repeats: int = 7) -> dict:
-    """Time float64 and float32 GEMMs of the dense layers' shapes (batch x P rows)."""
-    P = network.time_steps + network.latency
-    rng = np.random.default_rng(0)
-    shapes = [(int(layer.weight.shape[1]), int(layer.weight.shape[0])) for layer in network.layers]
-    out = {"rows_per_gemm": batch * P, "layers": []}
-    for dtype in (np.float64, np.float32):
-        secs = 0.0
-        for n_in, n_out in shapes:
-            a = (rng.random((batch * P, n_in)) < 0.2).astype(dtype)
-            w = rng.integers(-256, 255, (n_in, n_out)).astype(dtype)
-            a @ w                                            # warm-up
-            best = min(_timeit(lambda: a @ w) for _ in range(repeats))
-            secs += best
-            if dtype is np.float64:
-                out["layers"].append({"shape": f"({batch * P} x {n_in}) @ ({n_in} x {n_out})",
-                                      "gflops_f64": round(2 * batch * P * n_in * n_out / best / 1e9, 1)})
-            else:
-                out["layers"][shapes.index((n_in, n_out))]["gflops_f32"] = round(
-                    2 * batch * P * n_in * n_out / best / 1e9, 1)
-        out[f"seconds_per_sample_{np.dtype(dtype).name}"] = secs / batch
-    macs = P * sum(i * o for i, o in shapes)
-    out["macs_per_sample_all_steps"] = macs
-    out["gflops_f64"] = round(2 * macs / out["seconds_per_sample_float64"] / 1e9, 1)
-    out["gflops_f32"] = round(2 * macs / out["seconds_per_sample_float32"] / 1e9, 1)
-    out["bound_samples_per_s_f64"] = 1.0 / out["seconds_per_sample_float64"]
-    out["bound_samples_per_s_f32"] = 1.0 / out["seconds_per_sample_float32"]
-    return out
-
-
-def _timeit(fn) -> float:
-    t0 = time.perf_counter()
+def _best(fn, repeats: int = 5) -> float:
     fn()
-    return time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
-def as_run_bound(network, inputs, batch: int, repeats: int = 7) -> float:
-    """Seconds per sample of exactly the matmuls the emulator runs (float32, its shapes)."""
-    rows = {}
-    original = emulator_mod._Synapse._dense_sum
+def gemm_rooflines(network, activity: float, batch: int = 256) -> dict:
+    """Samples/s the dense-equivalent GEMMs alone allow: numpy float32 BLAS and onnxruntime int8."""
+    from neurodeploy.backends.accumulate import _MatMulInteger
 
-    def recording(self, x):
-        key = (int(self.mat.shape[0]), int(self.mat.shape[1]), np.dtype(self.dtype).name)
-        rows[key] = rows.get(key, 0) + int(x.shape[0])
-        return original(self, x)
+    rng = np.random.default_rng(0)
+    f32 = i8 = 0.0
+    layers = []
+    for rows_ps, k, n in dense_equivalent(network):
+        rows = rows_ps * batch
+        while rows * k > (1 << 26):               # keep the operand at most 64 M elements; rate per row holds
+            rows //= 2
+        x = (rng.random((rows, k)) < max(activity, 0.01)).astype(np.uint8)
+        w = rng.integers(-128, 128, (k, n))
+        xf, wf = x.astype(np.float32), w.astype(np.float32)
+        gemm = _MatMulInteger(w.astype(np.int8))
+        t32 = _best(lambda: xf @ wf) / rows * rows_ps
+        t8 = _best(lambda: gemm(x)) / rows * rows_ps
+        f32 += t32
+        i8 += t8
+        layers.append({"gemm": f"({rows_ps} x {k}) @ ({k} x {n}) per sample", "gflops_f32": round(2 * k * n * rows_ps / t32 / 1e9, 1),
+                       "gops_int8": round(2 * k * n * rows_ps / t8 / 1e9, 1)})
+    return {"layers": layers, "macs_per_sample": int(sum(r * k * n for r, k, n in dense_equivalent(network))),
+            "samples_per_s_f32": 1.0 / f32, "samples_per_s_int8": 1.0 / i8}
 
-    emulator_mod._Synapse._dense_sum = recording
+
+def api_rate(network, x, rounds: int) -> tuple[float, list[float], object, list[str]]:
+    emu = emulator_mod.Emulator(network)
+    emu.run(x[: min(len(x), 512)])                # warm-up: sessions, caches
+    secs, res = [], None
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        res = emu.run(x)
+        secs.append(time.perf_counter() - t0)
+    rates = [len(x) / s for s in secs]
+    return statistics.median(rates), rates, res, emu.describe()
+
+
+def torch_rate(network, x, device: str = "cpu") -> tuple[float, bool]:
+    from neurodeploy.backends.emulator_torch import TorchEmulator
+
+    emu = TorchEmulator(network, device=device)
+    emu.run(x[:64])
+    t0 = time.perf_counter()
+    res = emu.run(x)
+    rate = len(x) / (time.perf_counter() - t0)
+    ref = run_network(network, x)
+    return rate, bool(np.array_equal(res.output_spikes, ref.output_spikes)
+                      and np.array_equal(res.spike_counts, ref.spike_counts))
+
+
+def cli_run(net_file: Path, x: np.ndarray, folder: Path, tag: str) -> dict:
+    """One ``simulate`` subprocess on ``x`` saved as .npy: wall seconds and peak RSS (wait4)."""
+    inp = folder / f"{tag}.npy"
+    np.save(inp, x)
+    out = folder / f"{tag}.npz"
+    argv = ["simulate", str(net_file), "--input", str(inp), "--out", str(out), "--quiet"]
+    # ``python -m neurodeploy`` as it runs, then its own VmHWM (per address space: a forked child's
+    # rusage would count the benchmark's memory before exec)
+    code = ("import sys; from neurodeploy.cli import main; rc = main(sys.argv[1:]); "
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1], "
+            "file=sys.stderr); sys.exit(rc)")
+    cmd = [PY, "-c", code, *argv]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"neurodeploy {' '.join(argv)} failed: {proc.stderr.strip()[-400:]}")
+    hwm_kb = int(proc.stderr.strip().splitlines()[-1])
+    z = np.load(out)
+    result = {"samples": len(x), "seconds": wall, "peak_rss_mib": round(hwm_kb / 1024, 1),
+              "input_mib": round(x.nbytes / 2**20, 1), "predictions": z["predictions"].copy()}
+    inp.unlink()
+    out.unlink()
+    return result
+
+
+def cli_marginal(network, x_small: np.ndarray, x_big: np.ndarray, folder: Path, tag: str) -> dict:
+    net_file, exact = netx_file(network, folder / f"{tag}.net")
+    from neurodeploy.io import read_netx
+
+    a = cli_run(net_file, x_small, folder, tag + "-a")
+    b = cli_run(net_file, x_big, folder, tag + "-b")
+    ref = run_network(read_netx(net_file), x_big).predictions()
+    return {"samples": [a["samples"], b["samples"]], "seconds": [a["seconds"], b["seconds"]],
+            "marginal_samples_per_s": (b["samples"] - a["samples"]) / (b["seconds"] - a["seconds"])
+            if b["seconds"] > a["seconds"] else None,
+            "startup_seconds": a["seconds"] - a["samples"] * (b["seconds"] - a["seconds"]) / (b["samples"] - a["samples"]),
+            "sample_counts_note": "marginal rate = extra samples / extra seconds between the two runs",
+            "peak_rss_mib": [a["peak_rss_mib"], b["peak_rss_mib"]],
+            "predictions_equal_api": bool(np.array_equal(b["predictions"], ref)), "netx_exact": exact}
+
+
+def netx_file(network, path: Path) -> tuple[Path, bool]:
+    """``network`` as a netx file (exactly, else rescaled as ``neurodeploy export`` writes it: then the CLI
+    runs that file's network, of the same shape; its predictions are compared with the API on the file)."""
+    import warnings
+
+    from neurodeploy.io import write_netx
+    from neurodeploy.io.netx_semantics import NetxExportError
+
     try:
-        run_network(network, inputs, backend="emulator")
-    finally:
-        emulator_mod._Synapse._dense_sum = original
-    rng = np.random.default_rng(1)
-    secs = 0.0
-    n = len(inputs)
-    for (n_in, n_out, dt), total_rows in rows.items():
-        per_batch = max(1, round(total_rows / n * batch))
-        a = rng.integers(0, 2, (per_batch, n_in)).astype(dt)
-        w = rng.integers(-256, 255, (n_in, n_out)).astype(dt)
-        a @ w
-        secs += min(_timeit(lambda: a @ w) for _ in range(repeats)) / batch
-    return secs
+        write_netx(network, path)
+        return path, True
+    except NetxExportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            write_netx(network, path, exact=False)
+        return path, False
+
+
+def lava_rate(network, x, warmup: int) -> dict:
+    res, total, stamps = run_lava_timed(network, x)
+    steady = (len(stamps) - warmup) / (stamps[-1] - stamps[warmup - 1]) if len(stamps) > warmup + 1 else float("nan")
+    emu = run_network(network, x)
+    return {"samples": len(x), "samples_per_s_steady": steady, "samples_per_s_end_to_end": len(x) / total,
+            "seconds_to_first_sample": stamps[0] if stamps else None,
+            "identical_output_spikes": float(np.mean([np.array_equal(a, b) for a, b in
+                                                      zip(emu.output_spikes, res.output_spikes)])),
+            "identical_layer_spike_counts": float(np.mean(np.all(emu.spike_counts == res.spike_counts, axis=1))),
+            "lava_spikes": int(res.spike_counts.sum())}
+
+
+def tile(x: np.ndarray, n: int) -> np.ndarray:
+    reps = -(-n // len(x))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:n])
+
+
+def compact(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.uint8) if x.min() >= 0 and x.max() <= 255 else x
 
 
 # --------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", type=Path, default=DEFAULT_RUN, help="trained run folder")
-    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="model file to train if --run is empty")
-    ap.add_argument("--epochs", type=int, default=3, help="epochs when it has to train")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs when a run has to be trained")
     ap.add_argument("--profile", default="loihi2")
-    ap.add_argument("--lava-samples", type=int, default=100)
-    ap.add_argument("--lava-runs", type=int, default=2, help="Lava runs, between emulator blocks")
-    ap.add_argument("--lava-warmup", type=int, default=10,
-                    help="samples excluded from Lava's steady-state rate")
-    ap.add_argument("--lava-memory-samples", type=int,
-                    help="samples of the separate Lava run that measures memory (default: --lava-samples)")
-    ap.add_argument("--rounds", type=int, default=9, help="timed emulator runs of the whole split per setting")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for emulator_vs_lava.{json,md}")
+    ap.add_argument("--samples", type=int, default=8000, help="samples per API measurement")
+    ap.add_argument("--rounds", type=int, default=5, help="timed API runs per workload (median)")
+    ap.add_argument("--torch-samples", type=int, default=2000)
+    ap.add_argument("--cli-samples", type=int, nargs=2, default=(2000, 20000),
+                    help="the two sample counts of the CLI's marginal rate")
+    ap.add_argument("--memory-samples", type=int, nargs="+", default=(2000, 20000, 80000),
+                    help="sample counts of the simulate peak-memory series (mlp-binary-20)")
+    ap.add_argument("--lava-samples", type=int, default=40)
+    ap.add_argument("--lava-warmup", type=int, default=5)
+    ap.add_argument("--skip-lava", action="store_true", help="development runs only: no Lava, no ratios to it")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    t_start = time.perf_counter()
+    machine = {**machine_info(), "blas": blas_info()}
+    try:
+        import torch
+        machine["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        machine["cuda"] = None
 
-    started = now_iso()
-    machine_before = machine_info()
-    network, inputs, labels, run_info = build(args.run, args.config, args.epochs, args.profile)
-    n = len(inputs)
-    n_lava = min(args.lava_samples, n)
-    T, L = network.time_steps, network.latency
-    print(f"network {[tuple(layer.weight.shape) for layer in network.layers]}, T={T}, latency {L}; "
-          f"{n} test samples, inputs {inputs.dtype} {inputs.shape}; Lava on the first {n_lava}")
+    mlp, mlp_x, _, mlp_info = build("mnist5k-mlp-dlif", MODELS / "mnist5k-mlp-dlif.yaml", args.epochs,
+                                    args.profile, {})
+    spk, spk_x, _, spk_info = build("mnist5k-mlp-dlif-poisson", MODELS / "mnist5k-mlp-dlif.yaml", args.epochs,
+                                    args.profile, {"data.encoder": "poisson"})
+    conv, conv_x, _, conv_info = build("mnist5k-conv-dlif", MODELS / "mnist5k-conv-dlif.yaml", args.epochs,
+                                       args.profile, {})
+    srnn, srnn_x, _, srnn_info = build("vowels-srnn-dlif", MODELS / "vowels-srnn-dlif.yaml", args.epochs,
+                                       args.profile, {})
+    rng = np.random.default_rng(0)
+    n = args.samples
+    T = int(spk.time_steps)
+    workloads = {"mlp-graded": (mlp, compact(tile(mlp_x, n)), mlp_info, "graded 8-bit, direct encoding")}
+    for p in RATES:
+        workloads[f"mlp-binary-{round(100 * p)}"] = (
+            spk, (rng.random((n, T, *spk.input_shape)) < p).astype(np.uint8), spk_info,
+            f"binary, Bernoulli {100 * p:g}% per input and step")
+    workloads["mlp-poisson"] = (spk, compact(tile(spk_x, n)), spk_info, "binary, the pipeline's Poisson encoding")
+    workloads["conv-graded"] = (conv, compact(tile(conv_x, max(n // 4, 500))), conv_info,
+                                "graded 8-bit, direct encoding")
+    workloads["srnn"] = (srnn, compact(tile(srnn_x, n)), srnn_info, "graded, the JapaneseVowels sequences")
 
-    # memory of the first emulator run, then its results (default and 2 threads)
-    with PeakMemory() as pm:
-        emu = run_network(network, inputs, backend="emulator")
-    emu_mem = {**pm.result, "inputs_mib": mib(inputs.nbytes, "b")}
-    emu1 = run_network(network, inputs, backend="emulator", threads=2)
-    threads_identical = bool(np.array_equal(emu.output_spikes, emu1.output_spikes)
-                             and np.array_equal(emu.spike_counts, emu1.spike_counts))
-    settings = {"default": {}, "threads=2": {"threads": 2}}
-    emu_secs = {k: [] for k in settings}
-    lava_runs = []
-    blocks = args.lava_runs + 1
-    per_block = [args.rounds // blocks + (1 if i < args.rounds % blocks else 0) for i in range(blocks)]
-    cpu_emu, cpu_lava = [], []
-    lava_res = None
-    for block in range(blocks):
-        with CpuMonitor() as cpu:
-            for r in range(per_block[block]):
-                order = list(settings) if r % 2 == 0 else list(reversed(settings))
-                for name in order:
-                    emu_secs[name].append(time_emulator(network, inputs, **settings[name]))
-        cpu_emu.append(cpu.result)
-        if block < args.lava_runs:
-            print(f"Lava run {block + 1}/{args.lava_runs} ({n_lava} samples) ...")
-            kids0 = _children_cpu()
-            with CpuMonitor() as cpu:                 # no memory probes here: they would slow Lava down
-                res, total, stamps = run_lava_timed(network, inputs[:n_lava])
-            cpu_lava.append(with_children(cpu.result, _children_cpu() - kids0))
-            k = min(args.lava_warmup, n_lava - 2)
-            steady = (n_lava - k - 1) / (stamps[-1] - stamps[k]) if n_lava - k - 1 > 0 else None
-            lava_runs.append({
-                "seconds_end_to_end": total,
-                "seconds_to_first_sample": stamps[0],
-                "samples_per_s_end_to_end": n_lava / total,
-                "samples_per_s_steady": steady,
-            })
-            lava_res = res
-    # Lava's memory, in a separate (untimed) run with the probes on
-    n_mem = min(args.lava_memory_samples or n_lava, n)
-    print(f"Lava memory run ({n_mem} samples) ...")
-    with PeakMemory() as pm, ChildMemory() as kids:
-        run_lava_timed(network, inputs[:n_mem])
-    lava_mem = {"samples": n_mem,
-                "parent_tracemalloc_peak_mib": pm.result["tracemalloc_peak_mib"],
-                "parent_rss_before_mib": pm.result["rss_before_mib"],
-                "parent_rss_peak_mib": pm.result["rss_peak_mib"],
-                "children_peak_rss_sum_mib": mib(kids.peak_rss_kb),
-                "children_peak_pss_sum_mib": mib(kids.peak_pss_kb),
-                "child_processes": kids.max_children}
+    results = {}
+    folder = Path(tempfile.mkdtemp(prefix="emu-bench-"))
+    try:
+        for name, (net, x, info, desc) in workloads.items():
+            print(f"[{time.perf_counter() - t_start:.0f} s] {name}", flush=True)
+            r = {"network": info, "inputs": desc, "input_shape": list(x.shape), "input_dtype": str(x.dtype),
+                 "input_activity": float(np.count_nonzero(x) / x.size), "time_steps": int(net.time_steps),
+                 "latency": int(net.latency)}
+            with CpuMonitor() as cpu:
+                med, rates, res, paths = api_rate(net, x, args.rounds)
+            sizes = [lay.neurons.bias_mant.size if hasattr(lay.neurons, "bias_mant") else 1 for lay in net.layers]
+            steps = int(net.time_steps) + int(net.latency)
+            r.update(api_samples_per_s=med, api_rates=rates, api_cpu=cpu.result, paths=paths,
+                     layer_activity=[float(res.spike_counts[:, i].mean() / (sizes[i] * steps))
+                                     for i in range(len(sizes))])
+            tx = x[: args.torch_samples // (8 if name.startswith("conv") else 1)]
+            r["torch_cpu_samples_per_s"], r["torch_cpu_equal_numpy"] = torch_rate(net, tx)
+            r["roofline"] = gemm_rooflines(net, r["input_activity"])
+            if name in ("mlp-graded", "mlp-binary-1", "mlp-binary-20", "mlp-binary-50", "conv-graded", "srnn"):
+                lo, hi = args.cli_samples
+                if name == "conv-graded":
+                    lo, hi = lo // 4, hi // 4
+                r["cli"] = cli_marginal(net, tile(x, lo), tile(x, hi), folder, name)
+            if not args.skip_lava:
+                with CpuMonitor() as cpu:
+                    r["lava"] = lava_rate(net, x[: args.lava_samples], args.lava_warmup)
+                r["lava"]["cpu"] = cpu.result
+            results[name] = r
+        print(f"[{time.perf_counter() - t_start:.0f} s] memory series", flush=True)
+        netx_file(spk, folder / "mem.net")
+        memory = []
+        for m in args.memory_samples:
+            x = (rng.random((m, T, *spk.input_shape)) < 0.2).astype(np.uint8)
+            c = cli_run(folder / "mem.net", x, folder, f"mem{m}")
+            c.pop("predictions")
+            memory.append(c)
+            del x
+    finally:
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
 
-    # agreement on the subset
-    same_spikes = np.all(lava_res.output_spikes == emu.output_spikes[:n_lava], axis=(1, 2))
-    same_counts = np.all(lava_res.spike_counts == emu.spike_counts[:n_lava], axis=1)
-    agreement = {
-        "samples": n_lava,
-        "identical_output_spikes": float(np.mean(same_spikes)),
-        "identical_layer_spike_counts": float(np.mean(same_counts)),
-        "identical_predictions": float(np.mean(lava_res.predictions() == emu.predictions()[:n_lava])),
-        "lava_spikes_compared": int(lava_res.spike_counts.sum()),
-    }
-
-    # the arithmetic
-    macs_done = count_matmul_macs(network, inputs)
-    batch = emulator_mod.DEFAULT_BATCH_SIZE
-    bound = blas_bound(network, batch)
-    as_run = as_run_bound(network, inputs, batch)
-
-    emu_rate = {k: [n / s for s in v] for k, v in emu_secs.items()}
-    emu_med = {k: statistics.median(v) for k, v in emu_rate.items()}
-    lava_steady = statistics.median([r["samples_per_s_steady"] for r in lava_runs])
-    lava_e2e = statistics.median([r["samples_per_s_end_to_end"] for r in lava_runs])
-    ratio = {"steady_state": emu_med["default"] / lava_steady, "end_to_end": emu_med["default"] / lava_e2e,
-             "steady_state_threads2": emu_med["threads=2"] / lava_steady}
-    machine = machine_info()
-    machine["load_average_at_start"] = machine_before["load_average_1_5_15"]
-    machine["blas"] = blas_info()
-    machine["cpu_use_emulator_blocks"] = cpu_emu
-    machine["cpu_use_lava_runs"] = cpu_lava
-    result = {
-        "benchmark": "emulator_vs_lava",
-        "command": command_line(),
-        "date": started,
-        "machine": machine,
-        "network": {"profile": args.profile, "layers": [list(layer.weight.shape) for layer in network.layers],
-                    "time_steps": T, "latency": L, "steps_per_sample": T + L,
-                    "input_encoding": network.input_encoding.kind, "inputs": f"{inputs.dtype} {list(inputs.shape)}",
-                    **run_info},
-        "emulator": {
-            "samples": n, "batch_size": batch,
-            "rounds": args.rounds, "seconds": emu_secs,
-            "samples_per_s_median": emu_med,
-            "samples_per_s_best": {k: max(v) for k, v in emu_rate.items()},
-            "accuracy": float(np.mean(emu.predictions() == labels)),
-            "threads_change_nothing": threads_identical,
-            "memory": emu_mem,
-        },
-        "lava": {"samples": n_lava, "runs": lava_runs, "steady_state_warmup_samples": args.lava_warmup,
-                 "memory": lava_mem,
-                 "samples_per_s_steady_median": lava_steady, "samples_per_s_end_to_end_median": lava_e2e,
-                 "accuracy": float(np.mean(lava_res.predictions() == labels[:n_lava]))},
-        "ratio_emulator_over_lava": ratio,
-        "agreement": agreement,
-        "arithmetic": {
-            **bound,
-            "emulator_matmul_macs_per_sample": macs_done,
-            "emulator_matmul_seconds_per_sample_f32": as_run,
-            "emulator_vs_bound_f64": emu_med["default"] / bound["bound_samples_per_s_f64"],
-            "emulator_vs_bound_f32": emu_med["default"] / bound["bound_samples_per_s_f32"],
-            "emulator_matmul_share": as_run * emu_med["default"],
-        },
-    }
+    for r in results.values():
+        lava = r.get("lava", {}).get("samples_per_s_steady")
+        cli = r.get("cli", {}).get("marginal_samples_per_s")
+        roof = r["roofline"]
+        r["ratios"] = {
+            "api_over_lava": r["api_samples_per_s"] / lava if lava else None,
+            "cli_over_lava": cli / lava if lava and cli else None,
+            "cli_over_api": cli / r["api_samples_per_s"] if cli else None,
+            "torch_cpu_over_lava": r["torch_cpu_samples_per_s"] / lava if lava else None,
+            "api_over_f32_roofline": r["api_samples_per_s"] / roof["samples_per_s_f32"],
+            "api_over_int8_roofline": r["api_samples_per_s"] / roof["samples_per_s_int8"],
+        }
+    machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    result = {"benchmark": "emulator_vs_lava", "date": now_iso(), "command": command_line(),
+              "seconds": round(time.perf_counter() - t_start, 1), "machine": machine,
+              "workloads": results, "simulate_memory": memory}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "emulator_vs_lava.json").write_text(json.dumps(result, indent=1))
+    (args.out / "emulator_vs_lava.json").write_text(json.dumps(result, indent=1, default=_json))
     md = markdown(result)
     (args.out / "emulator_vs_lava.md").write_text(md)
     print(md)
-    if agreement["identical_output_spikes"] < 1.0 or agreement["identical_layer_spike_counts"] < 1.0:
-        print("ERROR: the emulator and Lava disagree; this is a bug")
+    bad = [k for k, r in results.items() if "lava" in r and (r["lava"]["identical_output_spikes"] < 1.0
+                                                          or r["lava"]["identical_layer_spike_counts"] < 1.0)]
+    bad += [k for k, r in results.items() if not r["torch_cpu_equal_numpy"]
+            or ("cli" in r and not r["cli"]["predictions_equal_api"])]
+    if bad:
+        print(f"ERROR: results disagree (a bug) in {bad}")
         return 1
     return 0
 
 
+def _json(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def _x(v, fmt="{:,.0f}×"):
+    return "–" if v is None else fmt.format(v)
+
+
 def markdown(r: dict) -> str:
-    e, lv, a, ar, net = r["emulator"], r["lava"], r["agreement"], r["arithmetic"], r["network"]
-    ratio = r["ratio_emulator_over_lava"]
-    runs = lv["runs"]
-
-    def rng_(vals, fmt="{:.0f}"):
-        return f"{fmt.format(min(vals))}–{fmt.format(max(vals))}"
-
-    emu_rates = {k: [e["samples"] / s for s in v] for k, v in e["seconds"].items()}
-    steady = [x["samples_per_s_steady"] for x in runs]
-    e2e = [x["samples_per_s_end_to_end"] for x in runs]
-    em, lm = e["memory"], lv["memory"]
-    lines = [
-        "# Emulator vs Lava: throughput on the default network",
-        "",
-        f"`{net['config_name']}` ({net['run_dir']}, {net['epochs_trained']} epochs), quantized for "
-        f"`{net['profile']}`: dense {' → '.join(str(s[1]) for s in net['layers'][:1])}"
-        f"{''.join(' → ' + str(s[0]) for s in net['layers'])}, T = {net['time_steps']}, "
-        f"{net['steps_per_sample']} simulated steps per sample (T + latency), {net['input_encoding']} "
-        f"input ({net['encoder']} encoding), inputs {net['inputs']} as the pipeline makes them.",
-        "",
-        "| | samples | samples/s (median) | range | peak memory |",
-        "|---|---:|---:|---:|---|",
-        f"| emulator (defaults: batch {e['batch_size']}, 1 thread + BLAS's) | {e['samples']} | "
-        f"**{e['samples_per_s_median']['default']:,.0f}** | {rng_(emu_rates['default'])} | "
-        f"{em['tracemalloc_peak_mib']} MiB allocated (tracemalloc; the inputs: {em['inputs_mib']} MiB more); "
-        f"process RSS {em['rss_peak_mib']} MiB (before: {em['rss_before_mib']}) |",
-        f"| emulator, `threads=2` (BLAS 1 thread) | {e['samples']} | "
-        f"{e['samples_per_s_median']['threads=2']:,.0f} | {rng_(emu_rates['threads=2'])} | |",
-        f"| Lava, steady state (after {lv['steady_state_warmup_samples']} samples; memory: a run of "
-        f"{lm['samples']}) | {lv['samples']} × {len(runs)} | "
-        f"**{lv['samples_per_s_steady_median']:.1f}** | {rng_(steady, '{:.1f}')} | "
-        f"parent: {lm['parent_tracemalloc_peak_mib']} MiB allocated, process RSS {lm['parent_rss_peak_mib']} MiB "
-        f"(before: {lm['parent_rss_before_mib']}); {lm['child_processes']} child processes: "
-        f"PSS {lm['children_peak_pss_sum_mib']} MiB in all (RSS sum {lm['children_peak_rss_sum_mib']} MiB) |",
-        f"| Lava, end to end (compile, start, run, stop) | {lv['samples']} × {len(runs)} | "
-        f"{lv['samples_per_s_end_to_end_median']:.1f} | {rng_(e2e, '{:.1f}')} | |",
-        f"| **ratio emulator / Lava** | | **{ratio['steady_state']:,.0f}×** steady state, "
-        f"{ratio['end_to_end']:,.0f}× end to end | (`threads=2`: {ratio['steady_state_threads2']:,.0f}×) | |",
-        "",
-        f"- Agreement on the {a['samples']} Lava samples: identical output spikes (every step) on "
-        f"{100 * a['identical_output_spikes']:.0f}%, identical per-layer spike counts on "
-        f"{100 * a['identical_layer_spike_counts']:.0f}%, identical predictions on "
-        f"{100 * a['identical_predictions']:.0f}% ({a['lava_spikes_compared']:,} Lava spikes compared). "
-        f"Emulator results with 1 and 2 threads identical: "
-        f"{'yes' if e['threads_change_nothing'] else 'NO'}.",
-        f"- Accuracy: emulator {100 * e['accuracy']:.2f}% on {e['samples']} samples, Lava "
-        f"{100 * lv['accuracy']:.2f}% on its {lv['samples']}.",
-        f"- The emulator evaluates the {e['samples']}-sample test split in "
-        f"{statistics.median(e['seconds']['default']) * 1000:.0f} ms; Lava needs "
-        f"{runs[0]['seconds_to_first_sample']:.1f} s to compile and deliver its first sample, then "
-        f"{1000 / lv['samples_per_s_steady_median']:.0f} ms per sample.",
-        "",
-        "## What the arithmetic alone costs",
-        "",
-        f"Lava's Dense processes compute every layer on every one of the {net['steps_per_sample']} steps: "
-        f"{ar['macs_per_sample_all_steps']:,} multiply-accumulates per sample. This machine's BLAS does "
-        f"these GEMMs ({ar['rows_per_gemm']} rows at a time, i.e. batch {e['batch_size']} × "
-        f"{net['steps_per_sample']} steps) at {ar['gflops_f64']} GFLOP/s in float64 "
-        f"({ar['gflops_f32']} in float32): "
-        f"**{ar['bound_samples_per_s_f64']:,.0f} samples/s** is the float64 bound "
-        f"({ar['bound_samples_per_s_f32']:,.0f} in float32).",
-        "",
-        "| per layer | float64 GFLOP/s | float32 GFLOP/s |",
-        "|---|---:|---:|",
-        *[f"| {x['shape']} | {x['gflops_f64']} | {x['gflops_f32']} |" for x in ar["layers"]],
-        "",
-        f"- **The emulator achieves {100 * ar['emulator_vs_bound_f64']:.0f}% of the float64 BLAS bound** "
-        f"({100 * ar['emulator_vs_bound_f32']:.0f}% of the float32 one): it does not do that work. "
-        f"With direct encoding the T input steps are identical, so the first layer's matmul runs once per "
-        f"sample, and the second layer's only on steps where the first can spike: "
-        f"{ar['emulator_matmul_macs_per_sample']:,.0f} multiply-accumulates per sample "
-        f"({100 * ar['emulator_matmul_macs_per_sample'] / ar['macs_per_sample_all_steps']:.0f}% of the above), "
-        f"exact in float32 (every partial sum is below 2**24).",
-        f"- Those matmuls alone take {ar['emulator_matmul_seconds_per_sample_f32'] * 1e6:.1f} µs per sample: "
-        f"{100 * ar['emulator_matmul_share']:.0f}% of the emulator's time. The rest is reading and comparing "
-        f"the int64 inputs ({em['inputs_mib']} MiB for the split; the repeated steps are detected by comparing "
-        f"them), and the LIF updates: {net['steps_per_sample']} steps × all neurons × ~7 float64 vector "
-        f"operations (exact: see `neurodeploy/backends/emulator.py`).",
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Date: {r['date']}  ",
-        f"Machine: {machine_line(r['machine'])}  ",
-        f"BLAS: {blas_line(r['machine']['blas'])}  ",
-        f"CPU use (cores) by this process / by Lava's child processes / by other processes: emulator blocks "
-        f"{[(c['own_cores'], c['others_busy_cores']) for c in r['machine']['cpu_use_emulator_blocks']]} "
-        f"(this / others), Lava runs "
-        f"{[(c['own_cores'], c['children_cores'], c['others_busy_cores']) for c in r['machine']['cpu_use_lava_runs']]}",
-        "",
-    ]
+    m = r["machine"]
+    lines = ["# Emulator vs Lava on real spike traffic", "",
+             f"One run of `{r['command']}` ({r['seconds']:.0f} s), {r['date']}, git {m['git']}.  ",
+             f"Machine: {machine_line(m)}; load average at the end {m['load_average_end']}.  ",
+             f"BLAS: {blas_line(m['blas'])}.  ",
+             f"GPU: {m['cuda'] or 'none lent to this run (torch.cuda.is_available() is False): no CUDA figures'}.",
+             "",
+             "| workload | inputs | input / layer activity | emulator API samples/s | CLI marginal samples/s "
+             "(CLI/API) | torch CPU samples/s | Lava steady samples/s | **API / Lava** | **CLI / Lava** | "
+             "API / float32 GEMM roofline | API / int8 GEMM roofline |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, w in r["workloads"].items():
+        ra, lava, cli = w["ratios"], w.get("lava"), w.get("cli")
+        act = f"{100 * w['input_activity']:.1f}% / " + ", ".join(f"{100 * a:.1f}%" for a in w["layer_activity"])
+        lines.append(
+            f"| {name} | {w['inputs']} | {act} | {w['api_samples_per_s']:,.0f} | "
+            + (f"{cli['marginal_samples_per_s']:,.0f} ({100 * ra['cli_over_api']:.0f}%)"
+               if cli and cli["marginal_samples_per_s"] else "–")
+            + f" | {w['torch_cpu_samples_per_s']:,.0f} | "
+            + (f"{lava['samples_per_s_steady']:.1f}" if lava else "–")
+            + f" | **{_x(ra['api_over_lava'])}** | **{_x(ra['cli_over_lava'])}** | "
+            f"{ra['api_over_f32_roofline']:.2f}× | {ra['api_over_int8_roofline']:.2f}× |")
+    lines += ["", "Rooflines: the samples/s the dense-equivalent GEMMs alone (what Lava computes: every layer, "
+              "every one of the T + latency steps) would allow at this machine's measured float32 (numpy BLAS) "
+              "and int8 (onnxruntime MatMulInteger) rates on the same shapes:", "",
+              "| workload | MACs per sample | float32 roofline samples/s | int8 roofline samples/s | per layer "
+              "(GFLOP/s f32, GOP/s int8) |", "|---|---:|---:|---:|---|"]
+    for name, w in r["workloads"].items():
+        ro = w["roofline"]
+        lines.append(f"| {name} | {ro['macs_per_sample']:,} | {ro['samples_per_s_f32']:,.0f} | "
+                     f"{ro['samples_per_s_int8']:,.0f} | "
+                     + "; ".join(f"{x['gemm']}: {x['gflops_f32']}, {x['gops_int8']}" for x in ro["layers"]) + " |")
+    lines += ["", "Accumulation paths the emulator chose (rows summed per path, last API run) and agreement:", ""]
+    for name, w in r["workloads"].items():
+        lava = w.get("lava")
+        agree = "no Lava run" if not lava else (
+            f"emulator == Lava on {lava['samples']} samples: output spikes {100 * lava['identical_output_spikes']:.0f}%, "
+            f"layer spike counts {100 * lava['identical_layer_spike_counts']:.0f}% ({lava['lava_spikes']:,} spikes)")
+        extra = f"; torch CPU == numpy: {'yes' if w['torch_cpu_equal_numpy'] else 'NO'}"
+        if "cli" in w:
+            extra += f"; CLI predictions == API: {'yes' if w['cli']['predictions_equal_api'] else 'NO'}, " \
+                     f"start-up {w['cli']['startup_seconds']:.2f} s" + ("" if w["cli"]["netx_exact"] else
+                     " (netx holds this network rescaled, as `export` writes it; the CLI runs that file)")
+        lines.append(f"- **{name}**: {agree}{extra}.  ")
+        lines += [f"  {p}  " for p in w["paths"]]
+    lines += ["", "Peak memory of `neurodeploy simulate --backend emulator` (peak RSS of the process, wait4) "
+              "against the number of samples (mlp-binary-20 inputs in a memory-mapped uint8 .npy, streamed):", "",
+              "| samples | input file MiB | peak RSS MiB | seconds |", "|---:|---:|---:|---:|"]
+    for c in r["simulate_memory"]:
+        lines.append(f"| {c['samples']:,} | {c['input_mib']} | {c['peak_rss_mib']} | {c['seconds']:.2f} |")
+    lines += ["", "CPU use during the API blocks (own cores / other processes' cores): "
+              + ", ".join(f"{k} {w['api_cpu']['own_cores']}/{w['api_cpu']['others_busy_cores']}"
+                          for k, w in r["workloads"].items()), ""]
     return "\n".join(lines)
 
 

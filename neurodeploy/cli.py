@@ -317,9 +317,8 @@ def _simulate_data(args: argparse.Namespace, network):
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .backends import BackendError, run_network
+    from .backends import BackendError
     from .backends.base import input_max
-    from .fileio import atomic_path
     from .io import read_netx
     from .ir import is_sigma_delta
 
@@ -363,35 +362,91 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             raise BackendError(f"{args.network}: --bias sets the bias of an input layer's neuron (netx's Input "
                                f"block), but the file's input layer has none")
         bias = _load_bias_npy(require_regular_file(args.bias, "--bias file"), network.input_shape)
+    source = None
     if bias_only:
         network.time_steps = int(args.steps)
-        inputs = np.zeros((len(bias), int(args.steps), *network.input_shape), dtype=np.int64)
+        n = len(bias)
     elif args.input is not None:
-        from .io.npy_input import load_input_npy
+        from .io.npy_input import open_input_npy
 
         if is_sigma_delta(network) and network.input_neurons is not None:   # int32 values into the Delta's a_in
-            inputs = load_input_npy(args.input, network.input_shape, 2**31 - 1, what="--input", min_value=-2**31)
+            source = open_input_npy(args.input, network.input_shape, 2**31 - 1, what="--input", min_value=-2**31)
         else:
-            inputs = load_input_npy(args.input, network.input_shape, input_max(network), what="--input")
-        network.time_steps = int(inputs.shape[1])  # the input decides how many steps to feed
+            source = open_input_npy(args.input, network.input_shape, input_max(network), what="--input")
+        network.time_steps = int(source.shape[1])  # the input decides how many steps to feed
+        n = len(source)
     else:
         inputs, labels = _simulate_data(args, network)
-    if bias is not None and len(bias) != len(inputs):
-        raise BackendError(f"--bias holds {len(bias)} samples, --input {len(inputs)}")
-    extra = {} if bias is None else {"bias": bias}
+        n = len(inputs)
+    if bias is not None and len(bias) != n:
+        raise BackendError(f"--bias holds {len(bias)} samples, --input {n}")
     L = len(network.layers)
-    potential = network.readout == "potential"
-    traced = list(range(L)) if args.record_state else [L - 1] if potential else False
-    result = run_network(network, inputs, backend=args.backend, progress=not args.quiet,
-                         record_spikes=args.record or args.record_state, record_traces=traced, **extra)
-    saved = _simulate_outputs(result, network, drain=args.drain, record=args.record or args.record_state,
-                              record_state=args.record_state)
-    if labels is not None:
-        saved["labels"] = labels
-        print(f"accuracy {float(np.mean(result.predictions() == labels)):.4f} on {len(labels)} samples")
-    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **saved)
-    print(f"{args.backend}: {len(inputs)} samples -> {out}")
+    record = bool(args.record or args.record_state)
+    # an integrator readout is read from its v per step; --record-state traces every layer
+    traced = list(range(L)) if args.record_state else [L - 1] if network.readout == "potential" else False
+    runner, describe = _simulate_runner(args, network)
+    in_shape = tuple(int(d) for d in network.input_shape)
+    per_sample = max(1, int(network.time_steps) * int(np.prod(in_shape)))
+    chunk = _stream_chunk(per_sample, args.backend)
+    if source is not None:
+        source.check_memory(chunk)                    # memory is per chunk, whatever the number of samples
+
+    def chunk_inputs(start: int, stop: int) -> np.ndarray:
+        if source is not None:
+            return source.chunk(start, stop)          # read from the memory map, values checked
+        if bias_only:
+            return np.zeros((stop - start, int(network.time_steps), *in_shape), dtype=np.uint8)
+        return inputs[start:stop]
+
+    import time
+
+    from .io.npz_stream import StreamingNpz
+
+    writer = StreamingNpz(out, compress=args.compress)
+    bar = None
+    if not args.quiet and n > chunk:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task(args.backend, total=n)
+    correct = 0
+    t0 = time.perf_counter()
+    try:
+        result = None
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            x = chunk_inputs(start, stop)
+            extra = {} if bias is None else {"bias": bias[start:stop]}
+            if record or traced:
+                extra.update(record_spikes=record, record_traces=traced)
+            result = runner(x, progress=not args.quiet and bar is None, **extra)
+            saved = _simulate_outputs(result, network, drain=args.drain, record=record,
+                                      record_state=args.record_state)
+            preds = saved["predictions"]
+            for key, value in saved.items():
+                if np.ndim(value) == 0:
+                    writer.set(key, value)
+                else:
+                    writer.append(key, value)
+            if labels is not None:
+                writer.append("labels", np.asarray(labels[start:stop]))
+                correct += int(np.sum(preds == np.asarray(labels[start:stop])))
+            if bar is not None:
+                bar.update(task, advance=stop - start)
+        seconds = time.perf_counter() - t0
+        if labels is not None:
+            print(f"accuracy {correct / n:.4f} on {n} samples")
+        writer.write()
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.stop()
+    if args.verbose:
+        print(f"{args.backend}: {n} samples in {seconds:.3f} s ({n / max(seconds, 1e-9):,.0f} samples/s), "
+              f"chunks of {chunk}")
+        for line in describe():
+            print(line)
+    print(f"{args.backend}: {n} samples -> {out}")
     return 0
 
 
@@ -431,6 +486,48 @@ def _simulate_outputs(result, network, *, drain: bool, record: bool, record_stat
             saved[f"u_{li}"] = result.layer_u[li][:, :steps]
             saved[f"v_{li}"] = result.layer_v[li][:, :steps]
     return saved
+
+
+STREAM_BYTES = 1 << 25
+"""Input values per streamed chunk of ``simulate`` (times the emulator's int64 working copies: a few
+hundred MiB at most, whatever the number of samples)."""
+
+
+def _stream_chunk(values_per_sample: int, backend: str) -> int:
+    """Samples per chunk: bounded memory; Lava restarts its processes per chunk, so its chunks are larger."""
+    chunk = max(256, STREAM_BYTES // (8 * values_per_sample))
+    chunk = min(chunk, 16384)
+    return max(chunk, 4096) if backend == "lava" else chunk
+
+
+def _simulate_runner(args: argparse.Namespace, network):
+    """(run(inputs, progress, [bias]) -> RunResult, describe() -> lines for --verbose) for ``--backend``."""
+    from .backends import BackendError, run_network
+    from .ir import is_sigma_delta
+
+    if args.device is not None and args.backend != "emulator":
+        raise BackendError(f"--device {args.device} selects the torch emulator; it applies to --backend "
+                           f"emulator only, not {args.backend}")
+    if args.backend == "lava":
+        return (lambda x, progress, **kw: run_network(network, x, backend="lava", progress=progress, **kw)), \
+            (lambda: ["lava: Loihi2SimCfg(select_tag='fixed_pt'), one Lava run per chunk"])
+    if args.device is not None and (args.record or args.record_state or network.readout == "potential"
+                                    or is_sigma_delta(network)):
+        raise BackendError("--device runs the torch emulator, which records no per-layer spikes or states and "
+                           "runs no sigma-delta or integrator-readout networks; drop --device (the numpy emulator "
+                           "gives the same numbers)")
+    if is_sigma_delta(network):
+        return (lambda x, progress, **kw: run_network(network, x, progress=progress, **kw)), \
+            (lambda: ["emulator: sigma-delta (Delta / SigmaDelta / Sigma) path"])
+    if args.device is not None:
+        from .backends.emulator_torch import TorchEmulator
+
+        emu = TorchEmulator(network, device=args.device)
+        return (lambda x, progress, **kw: emu.run(x, **kw)), emu.describe
+    from .backends.emulator import Emulator
+
+    emu = Emulator(network)
+    return (lambda x, progress, **kw: emu.run(x, progress=progress, **kw)), emu.describe
 
 
 def _load_bias_npy(path, input_shape) -> "np.ndarray":
@@ -585,7 +682,7 @@ def _simulate_nir(args: argparse.Namespace) -> int:
                  "predictions": run.predictions(), "latency": np.int64(run.latency),
                  "time_steps": np.int64(run.time_steps)}
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **saved)
+        (np.savez_compressed if args.compress else np.savez)(fh, **saved)
     print(f"{args.backend}: {len(inputs)} samples of {args.network} -> {out}")
     return 0
 
@@ -815,7 +912,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0,
                    help="data split seed with --data; with a NIR graph also the seed of its calibration events")
     p.add_argument("--data-dir", type=_path)
-    p.add_argument("--out", required=True, type=_path_text, help="output .npz")
+    p.add_argument("--out", required=True, type=_path_text, help="output .npz (uncompressed; see --compress)")
+    p.add_argument("--compress", action="store_true", help="deflate the output .npz (smaller, slower to write)")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="run the torch implementation of the emulator on this device (default: the numpy emulator)")
+    p.add_argument("--verbose", action="store_true",
+                   help="print the run's rate and, per layer, the emulator's accumulation paths")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_simulate)
 

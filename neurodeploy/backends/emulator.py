@@ -39,8 +39,18 @@ proves it changes nothing; otherwise the general int64 code runs):
   step rather than once per step. The inputs' range check runs on those
   distinct steps only (a bad value raises the same error as
   :func:`~neurodeploy.backends.base.check_inputs`).
-* Integer sums run as float32 / float64 BLAS matmuls when every partial sum is
-  provably below 2**24 / 2**53 (then they are exact), otherwise as int64.
+* Feed-forward layers are time-batched: once the layer below has run all its
+  steps, a layer's synaptic input for every step that can carry spikes is one
+  GEMM over (steps x samples) rows; only a recurrent synapse runs step by step.
+* Integer sums of a dense synapse take the cheapest exact path per call
+  (:mod:`neurodeploy.backends.accumulate`, chosen from the shape and the
+  measured activity): onnxruntime's int8 x int8 -> int32 ``MatMulInteger``
+  when inputs fit uint8, weights (divided by their common factor) int8 and the
+  sum's bound 2**31; an event-driven gather for very sparse input; else float32
+  / float64 BLAS matmuls when every partial sum is provably below 2**24 / 2**53
+  (then they are exact), otherwise int64. :attr:`_Synapse.paths` counts the rows
+  each path summed (``simulate --verbose`` prints them). Conv sums run on BLAS
+  (im2col).
 * The LIF step runs in float64, which holds every intermediate exactly
   (integers below 2**53: products below 2**36, multiplies by exact powers of
   two, ``trunc`` = rounding toward zero), with Lava's wraps written as float
@@ -81,6 +91,7 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network, SigmaDeltaNeurons, is_sigma_delta
 from ..lava_rules import effective_weights, shift, wrap32
+from .accumulate import DenseAccumulator, set_thread_budget
 from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
                    trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
@@ -126,6 +137,7 @@ class _Synapse:
     n_out: int
     bound: int                   # largest |a_out| possible (2**31: may wrap)
     conv: Optional[ConvLayer] = None
+    acc: Optional[DenseAccumulator] = None   # dense: the exact sum by the cheapest path (accumulate.py)
 
     @classmethod
     def build(cls, weight: np.ndarray, sign_mode: str, num_weight_bits: int, exp: int,
@@ -138,7 +150,8 @@ class _Synapse:
         a_bound = min(a_bound, 1 << 31) if bound < (1 << 31) else 1 << 31
         if conv is None:
             mat = np.ascontiguousarray(w.T.astype(dtype))
-            return cls("dense", w, exp, graded, dtype, mat, int(w.shape[0]), a_bound)
+            return cls("dense", w, exp, graded, dtype, mat, int(w.shape[0]), a_bound,
+                       acc=DenseAccumulator(w, max_in, bound, mat))
         o, cg, kh, kw = w.shape
         g = int(conv.groups)
         mat = np.ascontiguousarray(w.reshape(g, o // g, cg * kh * kw).astype(dtype))
@@ -151,8 +164,14 @@ class _Synapse:
         return self.dtype is not np.int64 and self.bound < (1 << 31)
 
     # -- sums ---------------------------------------------------------------
-    def _dense_sum(self, x: np.ndarray) -> np.ndarray:
-        return x.astype(self.dtype, copy=False) @ self.mat
+    def _dense_sum(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
+        # exact integers in ``dtype`` (BLAS), int32 (int8 GEMM) or int32/int64 (event-driven)
+        return self.acc(x, density)
+
+    @property
+    def paths(self) -> dict:
+        """Input rows summed by each accumulation path so far (dense; conv: all on BLAS via im2col)."""
+        return dict(self.acc.rows_by_path) if self.acc is not None else {"blas-im2col": None}
 
     def _conv_sum(self, x: np.ndarray) -> np.ndarray:
         layer = self.conv
@@ -181,8 +200,8 @@ class _Synapse:
             out[start:start + nb] = r.reshape(nb, o * oh * ow)
         return out
 
-    def _sum(self, x: np.ndarray) -> np.ndarray:
-        return self._dense_sum(x) if self.kind == "dense" else self._conv_sum(x)
+    def _sum(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
+        return self._dense_sum(x, density) if self.kind == "dense" else self._conv_sum(x)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """a_out for input rows ``x`` (rows, n_in) -> (rows, n_out) int64 in int32 range."""
@@ -203,17 +222,25 @@ class _Synapse:
         out[active] = s
         return out
 
-    def drive(self, x: np.ndarray) -> np.ndarray:
+    def drive(self, x: np.ndarray, density: Optional[float] = None) -> np.ndarray:
         """``a_out << 6`` (the LIF's input term) for rows ``x``, as exact float64.
 
-        With :attr:`exact_float`, straight from the float matmul: the shift is a
-        multiply by a power of two (then ``floor`` for a right shift), exact in
-        float. Otherwise via the int64 path with all its wraps."""
+        With :attr:`exact_float`, straight from the exact sum (float BLAS, or
+        int32 from the int8 / event paths): the shift is a multiply by a power
+        of two (then ``floor`` for a right shift), exact in float. Otherwise via
+        the int64 path with all its wraps. ``density``: the fraction of nonzero
+        inputs if known (it picks the accumulation path; see accumulate.py)."""
         if not self.exact_float:
             out = self.apply(x).astype(np.float64)
             out *= _ACT
             return out
-        r = self._sum(x)
+        if self.kind == "dense":
+            r, factor = self.acc.unscaled(x, density)
+            if r.dtype.kind == "i":                   # int32 / int64 sums: shift in integers, one conversion
+                return _int_drive(r, factor, self.exp)
+            r = r if factor == 1 else r * factor
+        else:
+            r = self._sum(x, density)
         if self.exp < 0:
             r = np.floor(r * (2.0 ** self.exp))       # arithmetic right shift
             out = r.astype(np.float64, copy=False)
@@ -222,6 +249,23 @@ class _Synapse:
             out = r.astype(np.float64, copy=False)
             out *= 2.0 ** (self.exp + lr.ACT_SHIFT)
         return out
+
+
+def _int_drive(r: np.ndarray, factor: int, exp: int) -> np.ndarray:
+    """``shift(factor * r, exp) << 6`` as float64 for integer sums ``r`` (in place on ``r``).
+
+    ``factor = 2**a * odd``: ``r * odd`` stays below the sum's bound (< 2**31, exact in int32), and the
+    power of two joins the exponent, so ``floor(factor * r * 2**exp) = (odd * r) >> -(exp + a)`` (an
+    arithmetic shift is the floor), and a non-negative total shift is an exact float multiply."""
+    a = (factor & -factor).bit_length() - 1
+    odd = factor >> a
+    if odd != 1:
+        r *= odd
+    total = exp + a
+    if total < 0:
+        r >>= -total
+        total = 0
+    return np.multiply(r, 2.0 ** (total + lr.ACT_SHIFT), dtype=np.float64)
 
 
 @dataclass
@@ -405,6 +449,24 @@ class Emulator:
                                      layer.weight_rec_exp, False, 1)
             self.layers.append((ff, rec, _Neurons.build(layer.neurons)))
 
+    def describe(self) -> list[str]:
+        """One line per layer: its synapses and the input rows each accumulation path has summed so far
+        (``simulate --verbose``)."""
+        lines = []
+        for i, (ff, rec, nrn) in enumerate(self.layers):
+            parts = []
+            for name, syn in (("ff", ff), ("rec", rec)):
+                if syn is None:
+                    continue
+                used = ", ".join(f"{p} {r:,} rows" for p, r in syn.paths.items() if r) or \
+                    ("blas (im2col)" if syn.kind == "conv" else "not run")
+                shape = f"{syn.mat.shape[0]}->{syn.mat.shape[1]}" if syn.kind == "dense" else \
+                    f"conv {tuple(syn.weight.shape)}"
+                exact = np.dtype(syn.dtype).name
+                parts.append(f"{name} {syn.kind} {shape} (exact BLAS type {exact}): {used}")
+            lines.append(f"emulator layer {i} ({nrn.size} neurons): " + "; ".join(parts))
+        return lines
+
     # -- one batch --------------------------------------------------------------
     def _resets(self, block: int, P: int) -> Optional[list[bool]]:
         """Steps before which netx's LIFReset zeroes block ``block``'s u and v (None: no reset schedule)."""
@@ -463,12 +525,13 @@ class Emulator:
         reps = _repeats(flat)
         distinct = sorted(set(reps))
         # the first layer's input: step s acts at step s + 1; repeated steps share one drive
-        rows = flat[:, distinct[0]] if len(distinct) == 1 else \
-            flat[:, distinct].transpose(1, 0, 2).reshape(len(distinct) * b, -1)
-        ff0 = self.layers[0][0]
-        if isinstance(ff0, _DelaySynapse):
-            ff0 = ff0.slots[0][1]
-        rows = rows.astype(ff0.dtype if ff0.exact_float else np.int64, copy=False)
+        if len(distinct) == 1:
+            rows = flat[:, distinct[0]]
+        else:                                         # time-major rows; one copy when every step is distinct
+            picked = flat if len(distinct) == T else flat[:, distinct]
+            rows = np.ascontiguousarray(picked.transpose(1, 0, 2)).reshape(len(distinct) * b, -1)
+        if rows.dtype == np.bool_:
+            rows = rows.view(np.uint8)
         lo, hi = rows.min(), rows.max()               # every input value occurs in a distinct step
         if lo < 0 or hi > self.max_in:
             check_inputs(self.network, x if _source is None else _source)   # raises, naming the values
@@ -477,6 +540,7 @@ class Emulator:
         us, vs = [], []
         spikes = [] if record_spikes else None
         S, silent = None, []                          # the previous layer's spikes, steps known silent
+        prev_spikes = None                            # their number per step (picks the sum's path)
         pop = self.input_pop is not None
         if pop:                                       # netx's Input block: its spikes feed layer 0
             S = self._input_population(x, bias_in, P)
@@ -488,7 +552,8 @@ class Emulator:
                 D = ff.drives(src, b, P)
                 drives = list(D)
             elif li == 0 and not pop:
-                D = ff.drive(rows).reshape(len(distinct), b, nrn.size)
+                density = None if ff.kind != "dense" else np.count_nonzero(rows) / max(rows.size, 1)
+                D = ff.drive(rows, density).reshape(len(distinct), b, nrn.size)
                 views = list(D)                       # one object per distinct step
                 for t in range(T):
                     drives[t + 1] = views[distinct.index(reps[t])]
@@ -497,7 +562,9 @@ class Emulator:
                 D = None
                 if active:
                     s0, s1 = active[0], active[-1] + 1
-                    D = ff.drive(S[s0:s1].reshape((s1 - s0) * b, -1)).reshape(s1 - s0, b, nrn.size)
+                    block = S[s0:s1].reshape((s1 - s0) * b, -1)
+                    density = None if prev_spikes is None else float(prev_spikes[s0:s1].sum()) / max(block.size, 1)
+                    D = ff.drive(block, density).reshape(s1 - s0, b, nrn.size)
                     views = list(D)
                     for s in active:
                         drives[s + 1] = views[s - s0]
@@ -528,6 +595,7 @@ class Emulator:
                 S, silent, u, v = self._lif_general(nrn, rec, drives, b, P)
             flat_s = S.reshape(P * b, nrn.size)
             per_step = flat_s @ np.ones(nrn.size, dtype=np.float32)
+            prev_spikes = per_step.reshape(P, b).sum(axis=1, dtype=np.float64)   # the next layer's activity
             counts[:, li] = per_step.reshape(P, b).sum(axis=0, dtype=np.float64).astype(np.int64)
             if record_state:
                 us.append(u.astype(np.int64))
@@ -777,7 +845,8 @@ class Emulator:
                 from collections import deque
                 from concurrent.futures import ThreadPoolExecutor
 
-                with _blas_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="emulator") as pool:
+                with _blas_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="emulator",
+                                                           initializer=set_thread_budget, initargs=(1,)) as pool:
                     pending = deque()                 # at most 2 batches per thread in flight
                     try:
                         for start in starts:

@@ -17,7 +17,7 @@ from ..errors import NeurodeployError
 from ..fileio import require_regular_file
 from ..processes import memory_available
 
-__all__ = ["MAX_STEPS", "InputFileError", "memory_available", "load_input_npy"]
+__all__ = ["MAX_STEPS", "InputFileError", "InputArray", "memory_available", "load_input_npy", "open_input_npy"]
 
 MAX_STEPS = 100_000
 """Most time steps per sample an input may have (``--steps`` and ``.npy`` inputs alike)."""
@@ -65,17 +65,16 @@ def _read_npy_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, 
     return tuple(int(d) for d in shape), np.dtype(dtype), bool(fortran), offset
 
 
-def load_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], max_value: int, *,
-                   what: str = "--input", max_steps: int = MAX_STEPS, min_value: int = 0) -> np.ndarray:
-    """The ``(samples, steps, *input_shape)`` integer array in ``.npy`` file ``path``, fully checked.
+def open_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], max_value: int, *,
+                   what: str = "--input", max_steps: int = MAX_STEPS, min_value: int = 0) -> "InputArray":
+    """The ``(samples, steps, *input_shape)`` array in ``.npy`` file ``path`` as a read-only memory map.
 
-    Everything that does not need the data is checked from the header first
-    (file type, dtype, shape against the network's ``input_shape``, the
-    file's size against the shape, the memory the run needs against what is
-    available), then the values in bounded chunks through a read-only memory
-    map: finite, integer-valued, within ``min_value..max_value`` (default 0..). Any problem is an
-    :class:`InputFileError` naming ``what``, the file, what was found and
-    what was expected; the returned array is an in-memory copy.
+    Everything that does not need the data is checked from the header here
+    (file type, dtype, shape against the network's ``input_shape``, the file's
+    size against the shape); the values are checked chunk by chunk as they are
+    read (:meth:`InputArray.chunk`), so a run can stream a file of any size.
+    Any problem is an :class:`InputFileError` naming ``what``, the file, what
+    was found and what was expected. Values must lie in ``min_value..max_value``.
     """
     path = require_regular_file(path, f"{what} file")
     in_shape = tuple(int(s) for s in input_shape)
@@ -101,31 +100,75 @@ def load_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], ma
     if have != need:
         raise InputFileError(f"{what} {path}: the header says shape {shape} ({dtype}, {need} bytes of data) but "
                              f"the file holds {have} bytes (truncated or corrupt)")
-    # the array itself, an int64 working copy and the recorded outputs (of a similar size)
-    working = count * (dtype.itemsize + 8) + n * steps * 8
-    avail = memory_available()
-    if avail is not None and working > avail:
-        raise InputFileError(f"{what} {path}: shape {shape} needs about {_gib(working)} of memory to run, "
-                             f"{_gib(avail)} is available; pass fewer samples")
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         text = " ".join(str(exc).split())[:160]
         raise InputFileError(f"{what} {path}: cannot map the array ({text})") from None
-    per_sample = max(1, count // n)
-    chunk = max(1, (1 << 22) // per_sample)
-    is_float = dtype.kind == "f"
-    for start in range(0, n, chunk):
-        part = np.asarray(mapped[start:start + chunk])
-        if is_float:
+    return InputArray(path, what, mapped, int(max_value), int(min_value))
+
+
+class InputArray:
+    """A memory-mapped input file whose values are checked as they are read."""
+
+    def __init__(self, path: Path, what: str, mapped: np.ndarray, max_value: int, min_value: int = 0):
+        self.path, self.what, self.mapped, self.max_value = path, what, mapped, max_value
+        self.min_value = min_value
+        self.shape = tuple(mapped.shape)
+        self.dtype = mapped.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def check_memory(self, chunk_samples: int) -> None:
+        """Refuse (one line) when streaming ``chunk_samples`` samples at a time needs more memory than is
+        available: the chunk, the emulator's int64 working copies of it and the chunk's outputs."""
+        per_sample = 1
+        for d in self.shape[1:]:
+            per_sample *= d
+        rows = min(int(chunk_samples), self.shape[0])
+        working = rows * per_sample * (self.dtype.itemsize + 16) + rows * self.shape[1] * 8
+        avail = memory_available()
+        if avail is not None and working > avail:
+            raise InputFileError(f"{self.what} {self.path}: streaming shape {self.shape} in chunks of {rows} "
+                                 f"samples needs about {_gib(working)} of memory, {_gib(avail)} is available")
+
+    def chunk(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start:stop`` copied from the file (in its dtype), their values checked; the mapped pages
+        up to ``stop`` are released afterwards, so the process's memory does not grow with the file."""
+        part = np.array(self.mapped[start:stop])
+        self._check(part, start)
+        self._release(stop)
+        return part
+
+    def _release(self, stop: int) -> None:
+        """Drop the mapped pages before sample ``stop`` (read-only file pages: read again if touched)."""
+        import mmap
+
+        mm = getattr(self.mapped, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        per = self.mapped[0].nbytes if len(self.mapped) else 0
+        lead = self.mapped.offset % mmap.ALLOCATIONGRANULARITY if hasattr(self.mapped, "offset") else 0
+        end = (lead + stop * per) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > 0:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, 0, min(end, len(mm) // mmap.PAGESIZE * mmap.PAGESIZE))
+            except (OSError, ValueError):
+                pass
+
+    def _check(self, part: np.ndarray, start: int) -> None:
+        what, path, max_value, min_value, dtype = self.what, self.path, self.max_value, self.min_value, self.dtype
+        if dtype.kind == "f":
             with np.errstate(invalid="ignore"):
                 bad = ~np.isfinite(part) | (part != np.round(part))
             if bad.any():
                 idx = tuple(int(i) for i in np.argwhere(bad)[0])
+                value = float(part[idx])
                 idx = (idx[0] + start,) + idx[1:]
-                raise InputFileError(f"{what} {path}: value {float(part[(idx[0] - start,) + idx[1:]])!r} at index "
-                                     f"{idx} ({dtype}); expected integer values {min_value}..{max_value}")
-        if part.size:
+                raise InputFileError(f"{what} {path}: value {value!r} at index {idx} ({dtype}); expected integer "
+                                     f"values {min_value}..{max_value}")
+        if part.size and dtype != np.bool_:
             lo, hi = part.min(), part.max()
             if lo < min_value or hi > max_value:
                 bad = np.argwhere((part < min_value) | (part > max_value))[0]
@@ -136,4 +179,30 @@ def load_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], ma
                     f"graded values up to {max_value}" if min_value == 0 else "int32 values"
                 raise InputFileError(f"{what} {path}: value {shown} at index {idx}; expected {min_value}..{max_value} "
                                      f"({kind})")
-    return np.array(mapped)
+
+
+def load_input_npy(path: Union[str, os.PathLike], input_shape: Sequence[int], max_value: int, *,
+                   what: str = "--input", max_steps: int = MAX_STEPS, min_value: int = 0) -> np.ndarray:
+    """The ``(samples, steps, *input_shape)`` integer array in ``.npy`` file ``path``, fully checked, in memory.
+
+    :func:`open_input_npy`'s checks, then the memory the run needs against
+    what is available, then every value (in bounded chunks through the
+    memory map); the returned array is an in-memory copy.
+    """
+    arr = open_input_npy(path, input_shape, max_value, what=what, max_steps=max_steps, min_value=min_value)
+    shape, dtype = arr.shape, arr.dtype
+    count = 1
+    for d in shape:
+        count *= d
+    n, steps = shape[0], shape[1]
+    # the array itself, an int64 working copy and the recorded outputs (of a similar size)
+    working = count * (dtype.itemsize + 8) + n * steps * 8
+    avail = memory_available()
+    if avail is not None and working > avail:
+        raise InputFileError(f"{what} {arr.path}: shape {shape} needs about {_gib(working)} of memory to run, "
+                             f"{_gib(avail)} is available; pass fewer samples")
+    per_sample = max(1, count // n)
+    chunk = max(1, (1 << 22) // per_sample)
+    for start in range(0, n, chunk):
+        arr.chunk(start, start + chunk)
+    return np.array(arr.mapped)
