@@ -107,6 +107,9 @@ class Outcome:
 
 
 def _error_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)        # Ray wraps a task's exception; the line names the original
+    if isinstance(cause, BaseException):
+        exc = cause
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
