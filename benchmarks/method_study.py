@@ -366,23 +366,42 @@ def _gain_key(metrics: list[dict]) -> Optional[str]:
 # --------------------------------------------------------------------------- main
 
 
-def run_study(budget: Budget, families: list[str], runs: Path, out: Path, log=print) -> dict:
-    """Train and evaluate every arm of ``families`` under ``budget``; write the results into ``out``."""
+def arm_task(shared: dict, family: str, arm: int, seed: int) -> dict:
+    """Work unit of the study: train (or reuse) one arm's run of one seed and evaluate it (JSON-able)."""
+    log = shared.get("log") or print
+    run = train_run(family, FAMILIES[family][1][arm], seed, shared["budget"], shared["runs"], log)
+    return evaluate_run(run, seed, shared["budget"], log)
+
+
+def run_study(budget: Budget, families: list[str], runs: Path, out: Path, log=print, executor=None) -> dict:
+    """Train and evaluate every arm of ``families`` under ``budget``; write the results into ``out``.
+
+    Every (family, arm, seed) is a task (:func:`arm_task`) of ``executor``
+    (:mod:`neurodeploy.executors`; default: this process, in order); a task that
+    fails twice is listed under ``missing`` and left out of the tables.
+    """
+    from neurodeploy.executors import LocalExecutor, Task
+
     t0 = time.perf_counter()
     results = {"budget": budget.name, "settings": budget.key(), "profile": PROFILE, "families": {}}
-    total = sum(len(FAMILIES[f][1]) for f in families) * budget.seeds
-    done = 0
+    tasks = [Task(key=(list(FAMILIES).index(fam), i, seed), fn=arm_task,
+                  params={"family": fam, "arm": i, "seed": seed},
+                  coords={"family": fam, "arm": arm.name, "seed": seed})
+             for fam in families for i, arm in enumerate(FAMILIES[fam][1]) for seed in range(budget.seeds)]
+    executor = executor if executor is not None else LocalExecutor()
+    shared = {"budget": budget, "runs": runs, "log": log if executor.in_process else None}
+    with executor:
+        done = executor.run(tasks, shared, description="arms", log=log)
+    results["missing"] = done.missing()
     for fam in families:
         results["families"][fam] = {}
-        for arm in FAMILIES[fam][1]:
-            evals = []
-            for seed in range(budget.seeds):
-                run = train_run(fam, arm, seed, budget, runs, log)
-                evals.append(evaluate_run(run, seed, budget, log))
-                done += 1
-                log(f"[{done}/{total}] {fam} {arm.name} seed {seed}: clean "
-                    f"{100 * evals[-1]['rows'][0]['accuracy']:.1f}% ({time.perf_counter() - t0:.0f} s)")
-            results["families"][fam][arm.name] = evals
+        for i, arm in enumerate(FAMILIES[fam][1]):
+            evals = [done.results[(list(FAMILIES).index(fam), i, seed)] for seed in range(budget.seeds)
+                     if (list(FAMILIES).index(fam), i, seed) in done.results]
+            for ev in evals:
+                log(f"{fam} {arm.name} seed {ev['seed']}: clean {100 * ev['rows'][0]['accuracy']:.1f}%")
+            if evals:
+                results["families"][fam][arm.name] = evals
     old = out / "results.json"
     if old.is_file():
         # families run in an earlier call (the study can run in pieces) stay in the results
@@ -402,6 +421,8 @@ def run_study(budget: Budget, families: list[str], runs: Path, out: Path, log=pr
              f"(the attacks crafted on the trained float model, transferred; identical encoded inputs).", "",
              f"- command: `{command_line()}`", f"- commit: {git_revision()}",
              f"- machine: {machine_line(machine_info())}", f"- date: {now_iso()}; {results['seconds']:.0f} s", ""]
+    lines += [f"- MISSING (failed twice): {', '.join(f'{k} {v}' for k, v in m.items())}"
+              for m in results["missing"]]
     lines += build_tables(results)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(results))
@@ -417,6 +438,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--families", default="mlp,srnn,conv")
     parser.add_argument("--runs", type=Path, help="run folders (default benchmarks/runs/method_study[_BUDGET])")
     parser.add_argument("--out", type=Path, help="results (default benchmarks/results/method_study[_BUDGET])")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where the arms train: this machine (default) or a Ray cluster")
+    parser.add_argument("--workers", type=int, help="local: processes (default 1, this one); ray: actors")
+    parser.add_argument("--ray-address", help="a running Ray cluster (default with --executor ray: a local one)")
     args = parser.parse_args(argv)
     budget = BUDGETS["quick" if args.quick else "smoke" if args.smoke else "full"]
     suffix = "" if budget.name == "full" else f"_{budget.name}"
@@ -424,8 +449,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"--families: unknown {unknown} (known: {', '.join(FAMILIES)})")
+    from neurodeploy.errors import NeurodeployError
+    from neurodeploy.executors import make_executor
+
+    try:
+        executor = make_executor(args.executor, args.workers, args.ray_address)
+    except NeurodeployError as exc:
+        parser.error(str(exc))
     run_study(budget, families, args.runs or ROOT / "benchmarks" / "runs" / f"method_study{suffix}",
-              args.out or RESULTS / f"method_study{suffix}")
+              args.out or RESULTS / f"method_study{suffix}", executor=executor)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 from .config import ConfigError
 from .errors import NeurodeployError, bounded
+from .executors import MAX_WORKERS
 from .fileio import FileAccessError, check_output_file, check_output_folder, inside, require_regular_file
 from .io.npy_input import MAX_STEPS
 
@@ -74,6 +75,7 @@ _steps = _bounded_int(1, MAX_STEPS, "a step count")
 _epochs = _bounded_int(1, MAX_EPOCHS, "an epoch count")
 _finetune = _bounded_int(0, MAX_EPOCHS, "an epoch count (0: post-training quantization)")
 _repeats = _bounded_int(1, MAX_REPEATS, "a repeat count")
+_workers = _bounded_int(1, MAX_WORKERS, "a worker count")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,24 +125,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--executor``, ``--workers`` and ``--ray-address`` (neurodeploy.executors)."""
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help=f"where {what} run: this machine (default) or a Ray cluster (pip install 'neurodeploy[ray]')")
+    p.add_argument("--workers", type=_workers, metavar="N",
+                   help="worker processes (local: default 1, this process; ray: default the CPU count)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="a running Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
+
+
+def _executor(args: argparse.Namespace):
+    from .executors import make_executor
+
+    return make_executor(args.executor, args.workers, args.ray_address)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate.robustness import evaluate_runs, parse_backends
 
     backends = parse_backends(args.backends)
     runs = [_require_run(Path(r)) for r in [*args.runs, *(args.compare or [])]]
     report = check_output_folder(args.report, "--report") if args.report is not None else None
-    evaluate_runs(
-        runs=runs,
-        noise_specs=args.noise or [],
-        repeats=args.repeats,
-        seed=args.seed,
-        samples=args.samples,
-        report_dir=report,
-        progress=not args.quiet,
-        backends=backends,
-        profile=args.profile,
-        lava_samples=args.lava_samples,
-    )
+    with _executor(args) as executor:     # connects now (a bad --ray-address fails before any work)
+        evaluate_runs(
+            runs=runs,
+            noise_specs=args.noise or [],
+            repeats=args.repeats,
+            seed=args.seed,
+            samples=args.samples,
+            report_dir=report,
+            progress=not args.quiet,
+            backends=backends,
+            profile=args.profile,
+            lava_samples=args.lava_samples,
+            executor=executor,
+        )
     return 0
 
 
@@ -694,9 +714,11 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     run_dir = inside(Path("runs"), args.config.stem, what="--config file name") if args.out is None \
         else Path(args.out)
     check_output_folder(run_dir, "--out" if args.out is not None else "run folder")
-    report = run_pipeline(Path(args.config), run_dir=run_dir, profile=args.profile,
-                          lava_samples=args.lava_samples, test_samples=args.samples, epochs=args.epochs,
-                          seed=args.seed, finetune=args.finetune, force=args.force, progress=not args.quiet)
+    with _executor(args) as executor:     # connects now (a bad --ray-address fails before training)
+        report = run_pipeline(Path(args.config), run_dir=run_dir, profile=args.profile,
+                              lava_samples=args.lava_samples, test_samples=args.samples, epochs=args.epochs,
+                              seed=args.seed, finetune=args.finetune, force=args.force, progress=not args.quiet,
+                              executor=executor)
     t, f, q = report["trained_float"], report["float"], report["fixed_point"]
     print(f"trained float {100 * t['accuracy']:.2f}%, deployable float {100 * f['accuracy']:.2f}%, fixed point "
           f"{100 * q['accuracy']:.2f}% on {report['test_samples']} samples "
@@ -823,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: float (torch), emulator (fixed point, all samples), lava (subset)")
     p.add_argument("--profile", default="loihi2", help="hardware profile of the fixed-point network")
     p.add_argument("--lava-samples", type=_lava_samples, default=100, help="samples per level on Lava")
+    _executor_options(p, "the sweep points")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -933,6 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, help="override the seed (data split, init, noise, spike encoding)")
     p.add_argument("--force", action="store_true",
                    help="retrain when the run folder holds a run of another config (default: refuse)")
+    _executor_options(p, "the Lava subset's sample ranges")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_pipeline)
 

@@ -37,10 +37,12 @@ from ..ir import ConvLayer, Network
 from ..quant.report import print_report, report_dict, write_report
 from ..train.checkpoint import CHECKPOINT_NAME
 from ..train.loop import RunError, load_run_checkpoint, set_threads, train
-from .agreement import BackendDisagreement, describe_difference, first_difference, wilson_interval
+from ..executors import Executor, LocalExecutor
+from .agreement import BackendDisagreement, describe_difference, wilson_interval
 from .deployment import deploy_folder, prepare_deployment
 from .energy import activity_of, energy_markdown, estimate_energy
 from .inputs import encoding_generator, float_run
+from .lava_subset import emulator_slice, lava_range_tasks, merge_lava_ranges
 
 # float and fixed point disagreeing on more than this fraction of samples points the report to `inspect`
 INSPECT_DISAGREEMENT = 0.01
@@ -151,8 +153,11 @@ def _activity(network: Network, nonzeros: np.ndarray, layer_spikes: np.ndarray) 
 def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str = "loihi2",
                  lava_samples: int = 200, test_samples: Optional[int] = None, epochs: Optional[int] = None,
                  seed: Optional[int] = None, finetune: int = 2, force: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, executor: Optional[Executor] = None) -> dict:
     """Run the whole job for one model config; return the report dict.
+
+    ``executor`` (:mod:`neurodeploy.executors`; default: this process) runs
+    the Lava subset as sample ranges, one per worker.
 
     ``finetune`` epochs of quantization-aware fine-tuning (frozen mean DLIF
     gain, straight-through rounded weights) precede quantization; 0 gives
@@ -208,10 +213,17 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
     n_lava = min(lava_samples, len(x))
     lava, lava_seconds, difference = None, 0.0, None
     if n_lava > 0:
+        # the subset as sample ranges, one task each (one per worker); merged in sample order, the
+        # numbers are those of one Lava run over the whole subset
         t0 = time.perf_counter()
-        lava = run_network(network, inputs.values[:n_lava], backend="lava", progress=progress, record_spikes=True)
+        ex = executor if executor is not None else LocalExecutor()
+        with ex:
+            tasks = lava_range_tasks(inputs.values, emulator_slice(emu, 0, n_lava), n_lava, ex.workers)
+            done = ex.run(tasks, {"network": network}, description="lava", progress=progress, log=log)
+        done.raise_if_incomplete("the pipeline's Lava subset")
+        lava = merge_lava_ranges([r for _, r in done.ordered()])
         lava_seconds = time.perf_counter() - t0
-        difference = first_difference(network, inputs.values[:n_lava], emu, lava)
+        difference = lava["difference"]
 
     emu_pred = emu.predictions()
     emu_counts = emu.aligned_output().sum(1, dtype=np.int64)
@@ -251,14 +263,13 @@ def run_pipeline(config: Path, *, run_dir: Optional[Path] = None, profile: str =
     report["inspect"] = inspect_hint(run_dir, profile, report["agreement"]["prediction_float_vs_fixed"])
     if lava is not None:
         ys = y[:n_lava]
-        lava_pred = lava.predictions()
+        lava_pred = lava["predictions"]
         sub = [_rung(r["rung"], r["backend"], p[:n_lava], ys, None if q is None else q[:n_lava])
                for r, p, q in zip(ladder, (trained["predictions"], deploy["predictions"], emu_pred),
                                   (None, trained["predictions"], deploy["predictions"]))]
         sub.append(_rung("Lava", "lava", lava_pred, ys, emu_pred[:n_lava], seconds=lava_seconds,
                          samples_per_second=n_lava / lava_seconds if lava_seconds > 0 else None))
-        same_out = np.all(lava.output_spikes == emu.output_spikes[:n_lava], axis=(1, 2))
-        same_counts = np.all(lava.spike_counts == emu.spike_counts[:n_lava], axis=1)
+        same_out, same_counts = lava["same_output"], lava["same_counts"]
         report["lava_subset"] = {"samples": n_lava, "ladder": sub}
         report["lava"] = {
             **sub[-1],

@@ -106,9 +106,112 @@ def _float_row(model: torch.nn.Module, inputs: Optional[ChipInputs], xp: torch.T
     return row, out["predictions"]
 
 
+def _point_setup(shared: dict, spec: NoiseSpec, level: float, repeat: int):
+    """(float model, fixed-point network, step noise, float step hooks, perturbed samples) of one point,
+    from its coordinates alone."""
+    model, network, quantized, x = shared["model"], shared["network"], shared["quantized"], shared["x"]
+    seed = shared["seed"]
+    flt_model, net, step, hooks = model, network, None, None
+    if spec.kind == "step":
+        # drawn per sample and step from one seed per (noise, repeat), in every backend
+        step = StepNoise(spec.name, level, noise_seed(seed, spec.name, repeat))
+        if "float" in shared["backends"]:
+            flt_model, hooks = float_step_noise_model(model, step, quantized)
+        xp = x
+    elif spec.kind == "network":
+        # one simulated chip instance per (noise, repeat); same draws in torch and fixed point
+        chip = noise_seed(seed, spec.name, repeat)
+        net = perturb_network(quantized.network, spec.name, level, chip)
+        flt_model = perturb_float_model(model, spec.name, level, chip, quantized)
+        xp = x
+    else:
+        xp = _perturbed_inputs(model, spec, level, x, shared["y"], seed, repeat, shared["batch_size"])
+    return flt_model, net, step, hooks, xp
+
+
+def _use_threads(shared: dict) -> None:
+    # a worker computes with the caller's torch threads, so its numbers are the caller's bit for bit
+    if torch.get_num_threads() != shared["threads"]:
+        set_threads(shared["threads"])
+
+
+def _point_task(shared: dict, spec_index: int, level: float, repeat: int) -> dict:
+    """Work unit of one sweep point (noise, level, repeat): the float and emulator rows on all samples,
+    and what the point's Lava ranges need (its first ``n_lava`` encoded inputs and emulator result)."""
+    from ..backends import run_network
+    from .lava_subset import emulator_slice
+
+    _use_threads(shared)
+    spec = shared["specs"][spec_index]
+    backends, network, batch_size = shared["backends"], shared["network"], shared["batch_size"]
+    y_np, n_lava, seed = shared["y"].numpy(), shared["n_lava"], shared["seed"]
+    shared["model"].eval()
+    flt_model, net, step, hooks, xp = _point_setup(shared, spec, level, repeat)
+    # encoded once: the same integers for the float model, the emulator and Lava
+    # the same Poisson stream at every noise and level, so level 0 is the clean result
+    inputs = chip_inputs(shared["model"], network, xp, encoding_generator(seed)) if network is not None else None
+    results, preds, lava = {}, {}, None
+    if "float" in backends:
+        results["float"], preds["float"] = _float_row(flt_model, inputs, xp, y_np, seed, batch_size, hooks, net)
+    if net is not None and ("emulator" in backends or "lava" in backends):
+        emu = run_network(net, inputs.values, backend="emulator", step_noise=step)
+        emu_pred = emu.predictions()
+        if "emulator" in backends:
+            results["emulator"] = {
+                "accuracy": float(np.mean(emu_pred == y_np)), "samples": len(y_np),
+                "spikes_per_sample": float(emu.spike_counts.sum(1).mean()),
+                "synops_per_sample": float(synaptic_ops(net, inputs.nonzeros(), emu.spike_counts).mean()),
+                # activity of the energy estimate (neurodeploy.evaluate.energy)
+                "spikes_per_layer": emu.spike_counts.mean(0).tolist(),
+                "input_events_per_sample": float(inputs.nonzeros().mean()),
+                "steps_per_sample": int(emu.total_steps)}
+        if n_lava > 0:
+            ys = y_np[:n_lava]
+            lava = {"values": np.ascontiguousarray(inputs.values[:n_lava]),
+                    "emulator": emulator_slice(emu, 0, n_lava),
+                    "emulator_accuracy_on_subset": float(np.mean(emu_pred[:n_lava] == ys))}
+            if "float" in preds:
+                lava["float_accuracy_on_subset"] = float(np.mean(preds["float"][:n_lava] == ys))
+    return {"results": results, "lava": lava}
+
+
+def _lava_point_range(shared: dict, spec_index: int, level: float, repeat: int, start: int, stop: int,
+                      values: np.ndarray, emulator: dict) -> dict:
+    """Work unit of one sweep point's Lava samples ``start:stop`` (network and step noise from the
+    point's coordinates, as in :func:`_point_task`)."""
+    from .lava_subset import lava_range
+
+    spec = shared["specs"][spec_index]
+    net, step = shared["network"], None
+    if spec.kind == "step":
+        step = StepNoise(spec.name, level, noise_seed(shared["seed"], spec.name, repeat))
+    elif spec.kind == "network":
+        net = perturb_network(shared["quantized"].network, spec.name, level,
+                              noise_seed(shared["seed"], spec.name, repeat))
+    return lava_range(net, values, emulator, start, stop, step)
+
+
+def _lava_row(point: dict, parts: list[dict], y_np: np.ndarray) -> dict:
+    from .lava_subset import merge_lava_ranges
+
+    lava = merge_lava_ranges(parts)
+    n = lava["samples"]
+    ys = y_np[:n]
+    row = {"accuracy": float(np.mean(lava["predictions"] == ys)), "samples": n,
+           "spikes_per_sample": float(lava["spikes"].mean()),
+           "emulator_accuracy_on_subset": point["emulator_accuracy_on_subset"],
+           "emulator_identical_spikes": float(np.mean(lava["same_output"] & lava["same_counts"])),
+           "first_difference": lava["difference"]}
+    if "float_accuracy_on_subset" in point:
+        row["float_accuracy_on_subset"] = point["float_accuracy_on_subset"]
+    return row
+
+
 def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Sequence[NoiseSpec], repeats: int,
           seed: int, backends: Sequence[str] = ("float",), quantized=None, lava_samples: int = 100,
-          batch_size: int = 250, on_step: Optional[Callable[[], None]] = None) -> list[dict]:
+          batch_size: int = 250, on_step: Optional[Callable[[], None]] = None, executor=None,
+          progress: bool = False, console=None, missing: Optional[list] = None,
+          coords: Optional[dict] = None) -> list[dict]:
     """Accuracy and activity on every backend for every (noise, level, repeat).
 
     ``model`` is the float model that ``quantized`` (a QuantizationResult) was
@@ -130,83 +233,80 @@ def sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, specs: Seque
     into the float model's hooks, the emulator's noisy LIF steps and Lava's
     noise-injection processes (:class:`~neurodeploy.noise.hardware.StepNoise`,
     one seed per (noise, repeat)).
+
+    Every point is a task (:func:`_point_task`, seeded by its coordinates
+    only) and its Lava subset one or more sample-range tasks, run by
+    ``executor`` (:mod:`neurodeploy.executors`; default: this process, in
+    order); the rows are the same, bit for bit, on any executor. Level 0 is
+    computed once (the first noise with a level 0, repeat 0) and is every
+    noise's level 0. A task that fails twice leaves its point out: its
+    coordinates are appended to ``missing`` (with ``coords``), or without a
+    ``missing`` list the sweep raises :class:`~neurodeploy.executors.SweepIncomplete`.
     """
+    from ..executors import LocalExecutor, Task
+
     network = quantized.network if quantized is not None else None
     for spec in specs:
         if spec.kind in ("network", "step") and quantized is None:
             raise NoiseSpecError(f"--noise {spec.name}: a hardware noise needs the quantized network of the run")
-    from ..backends import run_network
-
-    model.eval()
-    rows = []
-    cache: dict[str, dict] = {}
+    coords = dict(coords or {})
     y_np = y.numpy()
-    n_lava = min(lava_samples, len(x)) if "lava" in backends else 0
-    for spec in specs:
-        for repeat in range(repeats):
-            for level in spec.levels:
-                if level == 0 and cache:
-                    results = {b: dict(r) for b, r in cache.items()}  # level 0 is the clean result exactly
-                else:
-                    flt_model, net, step, hooks = model, network, None, None
-                    if spec.kind == "step":
-                        # drawn per sample and step from one seed per (noise, repeat), in every backend
-                        step = StepNoise(spec.name, level, noise_seed(seed, spec.name, repeat))
-                        if "float" in backends:
-                            flt_model, hooks = float_step_noise_model(model, step, quantized)
-                        xp = x
-                    elif spec.kind == "network":
-                        # one simulated chip instance per (noise, repeat); same draws in torch and fixed point
-                        chip = noise_seed(seed, spec.name, repeat)
-                        net = perturb_network(quantized.network, spec.name, level, chip)
-                        flt_model = perturb_float_model(model, spec.name, level, chip, quantized)
-                        xp = x
-                    else:
-                        xp = _perturbed_inputs(model, spec, level, x, y, seed, repeat, batch_size)
-                    # encoded once: the same integers for the float model, the emulator and Lava
-                    # the same Poisson stream at every noise and level, so level 0 is the clean result
-                    inputs = chip_inputs(model, network, xp, encoding_generator(seed)) if network is not None \
-                        else None
-                    results, preds = {}, {}
-                    if "float" in backends:
-                        results["float"], preds["float"] = _float_row(flt_model, inputs, xp, y_np, seed,
-                                                                      batch_size, hooks, net)
-                    if net is not None and ("emulator" in backends or "lava" in backends):
-                        emu = run_network(net, inputs.values, backend="emulator", step_noise=step)
-                        emu_pred = emu.predictions()
-                        if "emulator" in backends:
-                            results["emulator"] = {
-                                "accuracy": float(np.mean(emu_pred == y_np)), "samples": len(y_np),
-                                "spikes_per_sample": float(emu.spike_counts.sum(1).mean()),
-                                "synops_per_sample": float(synaptic_ops(net, inputs.nonzeros(),
-                                                                        emu.spike_counts).mean()),
-                                # activity of the energy estimate (neurodeploy.evaluate.energy)
-                                "spikes_per_layer": emu.spike_counts.mean(0).tolist(),
-                                "input_events_per_sample": float(inputs.nonzeros().mean()),
-                                "steps_per_sample": int(emu.total_steps)}
-                        if n_lava > 0:
-                            lava = run_network(net, inputs.values[:n_lava], backend="lava", step_noise=step,
-                                               record_spikes=True)
-                            diff = first_difference(net, inputs.values[:n_lava], emu, lava, step_noise=step)
-                            same = np.all(lava.spike_counts == emu.spike_counts[:n_lava], axis=1) & np.all(
-                                lava.output_spikes == emu.output_spikes[:n_lava], axis=(1, 2))
-                            ys = y_np[:n_lava]
-                            results["lava"] = {
-                                "accuracy": float(np.mean(lava.predictions() == ys)), "samples": n_lava,
-                                "spikes_per_sample": float(lava.spike_counts.sum(1).mean()),
-                                "emulator_accuracy_on_subset": float(np.mean(emu_pred[:n_lava] == ys)),
-                                "emulator_identical_spikes": float(np.mean(same)),
-                                "first_difference": diff,
-                            }
-                            if "float" in preds:
-                                results["lava"]["float_accuracy_on_subset"] = float(
-                                    np.mean(preds["float"][:n_lava] == ys))
-                    if level == 0:
-                        cache = {b: dict(r) for b, r in results.items()}
-                for backend, row in results.items():
-                    rows.append({"backend": backend, "noise": spec.name, "level": level, "repeat": repeat, **row})
-                if on_step:
-                    on_step()
+    n_lava = min(lava_samples, len(x)) if "lava" in backends and network is not None else 0
+    # (spec, repeat, level) in report order; every level 0 is the first one computed (common random numbers)
+    order = [(si, r, li) for si, spec in enumerate(specs) for r in range(repeats) for li in range(len(spec.levels))]
+    clean = next(((si, r, li) for si, r, li in order if specs[si].levels[li] == 0), None)
+    computed = list(dict.fromkeys(clean if specs[si].levels[li] == 0 else (si, r, li) for si, r, li in order))
+
+    def point_coords(si, r, li):
+        return {**coords, "noise": specs[si].name, "level": specs[si].levels[li], "repeat": r}
+
+    shared = {"model": model, "x": x, "y": y, "specs": list(specs), "quantized": quantized, "network": network,
+              "seed": seed, "backends": tuple(backends), "batch_size": batch_size, "n_lava": n_lava,
+              "threads": torch.get_num_threads()}
+    tasks = [Task(key=(si, r, li), fn=_point_task,
+                  params={"spec_index": si, "level": specs[si].levels[li], "repeat": r},
+                  coords=point_coords(si, r, li)) for si, r, li in computed]
+    ex = executor if executor is not None else LocalExecutor()
+    with ex:
+        points = ex.run(tasks, shared, description="sweep points", progress=progress, console=console)
+        lava_parts: dict = {}
+        lava_done = None
+        if n_lava > 0:
+            from .lava_subset import lava_range_tasks
+
+            # enough ranges to keep every worker busy; one range (one Lava compile) per point otherwise
+            parts = max(1, -(-ex.workers // max(1, len(points.results))))
+            lava_tasks = []
+            for key, res in points.ordered():
+                si, r, li = key
+                lava_tasks += lava_range_tasks(res["lava"]["values"], res["lava"]["emulator"], n_lava, parts,
+                                               fn=_lava_point_range, key=key, coords=point_coords(si, r, li),
+                                               spec_index=si,
+                                               level=specs[si].levels[li], repeat=r)
+                res["lava"]["values"] = None            # moved into its tasks
+            lava_done = ex.run(lava_tasks, {k: shared[k] for k in ("network", "quantized", "specs", "seed")},
+                               description="lava ranges", progress=progress, console=console)
+            for key, part in lava_done.ordered():
+                lava_parts.setdefault(key[:3], []).append(part)
+    failed = [*points.missing(), *(lava_done.missing() if lava_done is not None else [])]
+    if failed and missing is None:
+        (points if points.failures else lava_done).raise_if_incomplete("the sweep")
+    if missing is not None:
+        missing.extend(failed)
+    lava_failed = {k[:3] for k in (lava_done.failures if lava_done is not None else {})}
+    rows = []
+    for si, r, li in order:
+        key = clean if specs[si].levels[li] == 0 else (si, r, li)
+        res = points.results.get(key)
+        if res is not None:
+            results = {b: dict(row) for b, row in res["results"].items()}
+            if n_lava > 0 and key not in lava_failed:
+                results["lava"] = _lava_row(res["lava"], lava_parts[key], y_np)
+            for backend, row in results.items():
+                rows.append({"backend": backend, "noise": specs[si].name, "level": specs[si].levels[li],
+                             "repeat": r, **row})
+        if on_step:
+            on_step()
     return rows
 
 
@@ -284,6 +384,8 @@ def _markdown(results: dict) -> str:
     lines = []
     for err in results.get("errors", []):
         lines += [f"> **ERROR: {err}.** The Lava columns of that run are not a valid comparison.", ""]
+    for m in results.get("missing", []):
+        lines += [f"> **MISSING: {_describe_missing(m)}.** Its task failed twice; the tables below lack it.", ""]
     lines += ["# Robustness report", "", f"Seed {results['seed']}, {results['repeats']} repeat(s) per level; "
               f"backends: {', '.join(results['backends'])}. The float model is the deployed one (the model the "
               f"fixed-point network was quantized from); attacks are crafted on it and transferred to the "
@@ -482,17 +584,21 @@ def _deployment_for(run_dir: Path, profile: str, needs_network: bool, log: Calla
 def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int = 1, seed: int = 0,
                   samples: Optional[int] = None, report_dir: Optional[Path] = None,
                   progress: bool = True, backends: Sequence[str] = ("float",), profile: str = "loihi2",
-                  lava_samples: int = 100) -> dict:
+                  lava_samples: int = 100, executor=None) -> dict:
     """Sweep every run over every noise spec on every backend; print tables, optionally write a report.
 
     Each run is evaluated as deployed for ``profile``
     (:func:`~neurodeploy.evaluate.deployment.load_deployment`). Raises
     :class:`~neurodeploy.evaluate.agreement.BackendDisagreement` (after
     writing the report) when the emulator and Lava disagree anywhere.
+    ``executor`` (:mod:`neurodeploy.executors`; default: this process) runs
+    the sweep's tasks; points whose tasks failed twice are listed under
+    ``missing`` in the report, which then raises
+    :class:`~neurodeploy.executors.SweepIncomplete` after it is written.
     """
     from rich.console import Console
-    from rich.progress import Progress
 
+    from ..executors import LocalExecutor, SweepIncomplete
     from ..train.checkpoint import CHECKPOINT_NAME
 
     if repeats < 1:
@@ -509,10 +615,10 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
     results = {"seed": seed, "repeats": repeats, "backends": list(backends),
                "noises": [s.__dict__ for s in specs], "runs": [], "errors": []}
     needs_network = any(b != "float" for b in backends) or any(sp.kind in ("network", "step") for sp in specs)
-    total = len(runs) * repeats * sum(len(s.levels) for s in specs)
     first_error = None
-    with Progress(disable=not progress, console=console) as bar:
-        task = bar.add_task("evaluate", total=total)
+    missing: list = []
+    executor = executor if executor is not None else LocalExecutor()
+    with executor:
         for run_dir in runs:
             dep, why = _deployment_for(Path(run_dir), profile, needs_network, console.print)
             if dep is not None:
@@ -525,9 +631,9 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
             x = torch.as_tensor(data.x_test[:samples])
             y = torch.as_tensor(data.y_test[:samples])
             t0 = time.perf_counter()
-            rows = sweep(model, x, y, specs, repeats, seed, backends, quantized, lava_samples,
-                         on_step=lambda: bar.advance(task))
             name = cfg.name if cfg.name == Path(run_dir).name else f"{cfg.name} ({Path(run_dir).name})"
+            rows = sweep(model, x, y, specs, repeats, seed, backends, quantized, lava_samples, executor=executor,
+                         progress=progress, console=console, missing=missing, coords={"run": name})
             for r in rows:
                 if r.get("first_difference"):
                     msg = describe_difference(r["first_difference"], f"{name}, {r['noise']} level {r['level']:.4g} "
@@ -540,7 +646,10 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
                 "seconds": time.perf_counter() - t0,
                 **_fit_and_energy(quantized, profile, rows),
             })
+    results["missing"] = missing
     print_summary(results, console)
+    for m in missing:
+        console.print(f"MISSING: {_describe_missing(m)}", style="bold red", markup=False, highlight=False)
     if report_dir is not None:
         write_text_atomic(report_dir / "robustness.json", json.dumps(results, indent=1))
         write_text_atomic(report_dir / "robustness.md", _markdown(results))
@@ -549,4 +658,12 @@ def evaluate_runs(runs: Sequence[Path], noise_specs: Sequence[str], repeats: int
         console.print(f"report written to {report_dir}/robustness.{{json,md,png}}", markup=False, highlight=False)
     if first_error is not None:
         raise BackendDisagreement(*first_error)
+    if missing:
+        raise SweepIncomplete(f"{len(missing)} sweep task(s) failed twice; their points are missing from the "
+                              f"report: {_describe_missing(missing[0])}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), {})
     return results
+
+
+def _describe_missing(m: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in m.items() if k != "error") + f" ({m['error']})"
