@@ -302,9 +302,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=8000, help="samples per API measurement")
     ap.add_argument("--rounds", type=int, default=5, help="timed API runs per workload (median)")
     ap.add_argument("--torch-samples", type=int, default=2000)
-    ap.add_argument("--cli-samples", type=int, nargs=2, default=(2000, 20000),
+    ap.add_argument("--cli-samples", type=int, nargs=2, default=(2000, 50000),
                     help="the two sample counts of the CLI's marginal rate")
-    ap.add_argument("--memory-samples", type=int, nargs="+", default=(2000, 20000, 80000),
+    ap.add_argument("--memory-samples", type=int, nargs="+", default=(2000, 20000, 160000),
                     help="sample counts of the simulate peak-memory series (mlp-binary-20)")
     ap.add_argument("--lava-samples", type=int, default=40)
     ap.add_argument("--lava-warmup", type=int, default=5)

@@ -407,7 +407,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     runner, describe = _simulate_runner(args, network)
     in_shape = tuple(int(d) for d in network.input_shape)
     per_sample = max(1, int(network.time_steps) * int(np.prod(in_shape)))
-    chunk = _stream_chunk(per_sample, args.backend)
+    itemsize = source.dtype.itemsize if source is not None else 1 if bias_only else inputs.dtype.itemsize
+    chunk = _stream_chunk(per_sample * itemsize, args.backend)
     if source is not None:
         source.check_memory(chunk)                    # memory is per chunk, whatever the number of samples
 
@@ -508,15 +509,15 @@ def _simulate_outputs(result, network, *, drain: bool, record: bool, record_stat
     return saved
 
 
-STREAM_BYTES = 1 << 25
-"""Input values per streamed chunk of ``simulate`` (times the emulator's int64 working copies: a few
-hundred MiB at most, whatever the number of samples)."""
+STREAM_BYTES = 1 << 26
+"""Input bytes per streamed chunk of ``simulate`` (64 MiB; the emulator works on batches of 256 samples
+inside a chunk, so memory stays bounded whatever the number of samples)."""
 
 
-def _stream_chunk(values_per_sample: int, backend: str) -> int:
-    """Samples per chunk: bounded memory; Lava restarts its processes per chunk, so its chunks are larger."""
-    chunk = max(256, STREAM_BYTES // (8 * values_per_sample))
-    chunk = min(chunk, 16384)
+def _stream_chunk(bytes_per_sample: int, backend: str) -> int:
+    """Samples per chunk: bounded memory, few enough chunks that the per-chunk cost vanishes; Lava restarts
+    its processes per chunk, so its chunks are at least 4096 samples."""
+    chunk = min(max(256, STREAM_BYTES // max(1, bytes_per_sample)), 65536)
     return max(chunk, 4096) if backend == "lava" else chunk
 
 
