@@ -149,3 +149,17 @@ def test_simulate_cli_device_cpu_equals_numpy(tmp_path, capsys):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert a["spike_counts"].sum() > 0
     assert main(base + ["--out", str(tmp_path / "c.npz"), "--device", "cpu", "--backend", "lava"]) == 2
+
+
+def test_torch_emulator_refuses_delays_and_sigma_delta_on_one_line():
+    """What the torch emulator does not run is refused before it starts, naming the layer."""
+    from neurodeploy.backends import BackendError
+    from neurodeploy.backends.emulator_torch import TorchEmulator
+    from neurodeploy.ir import DenseLayer, InputEncoding, Network, Neurons
+
+    layer = DenseLayer(weight=np.ones((2, 3), np.int64), delay=np.ones((2, 3), np.int64),
+                       neurons=Neurons(du=4095, dv=0, vth=10, bias_mant=np.zeros(2, np.int64)))
+    net = Network(input_shape=(3,), layers=[layer], time_steps=4, input_encoding=InputEncoding("spikes"))
+    with pytest.raises(BackendError, match="layer 0 has synaptic delays") as exc:
+        TorchEmulator(net)
+    assert "\n" not in str(exc.value)

@@ -233,6 +233,27 @@ def check_inputs(network: Network, inputs, as_int64: bool = True) -> np.ndarray:
     return arr.astype(np.int64, copy=False) if as_int64 else arr
 
 
+def shaped_inputs(network: Network, inputs) -> np.ndarray:
+    """``inputs`` as an array whose shape and dtype are checked (values are left to the caller's batches,
+    floats fully through :func:`check_inputs`, which also checks they are integers)."""
+    arr = np.asarray(inputs)
+    in_shape = tuple(int(s) for s in network.input_shape)
+    ok = (arr.ndim == 2 + len(in_shape) and arr.shape[0] >= 1 and arr.shape[1] == int(network.time_steps)
+          and tuple(arr.shape[2:]) == in_shape
+          and (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)))
+    return arr if ok else check_inputs(network, arr, as_int64=False)
+
+
+def reset_steps(network: Network, block: int, steps: int) -> Optional[list]:
+    """Steps before which netx's LIFReset zeroes block ``block``'s u and v (block 0: the input population if
+    there is one), over ``steps`` simulated steps; None without a reset schedule."""
+    I = network.reset_interval
+    if I is None:
+        return None
+    off = (int(network.reset_offset) + 1 + block) % I
+    return [(s + 1) % I == off for s in range(steps)]
+
+
 def trace_layers(record_traces, n_layers: int) -> tuple:
     """The layer indices ``record_traces=`` asks for: True -> every layer, False/None -> none, or an
     iterable of layer indices (negative ones count from the end)."""

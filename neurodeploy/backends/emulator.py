@@ -92,8 +92,8 @@ from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network, SigmaDeltaNeurons, is_sigma_delta
 from ..lava_rules import effective_weights, shift, wrap32
 from .accumulate import DenseAccumulator, set_thread_budget
-from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, sample_ids_of,
-                   trace_layers)
+from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, reset_steps,
+                   sample_ids_of, shaped_inputs, trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
 __all__ = ["run_emulator", "Emulator", "SigmaDeltaEmulator", "SigmaDeltaResult"]
@@ -469,12 +469,7 @@ class Emulator:
 
     # -- one batch --------------------------------------------------------------
     def _resets(self, block: int, P: int) -> Optional[list[bool]]:
-        """Steps before which netx's LIFReset zeroes block ``block``'s u and v (None: no reset schedule)."""
-        I = self.network.reset_interval
-        if I is None:
-            return None
-        off = (int(self.network.reset_offset) + 1 + block) % I
-        return [(s + 1) % I == off for s in range(P)]
+        return reset_steps(self.network, block, P)
 
     def _input_population(self, x: np.ndarray, bias_in: Optional[np.ndarray], P: int) -> np.ndarray:
         """netx's Input block over P steps: LIF with the per-sample bias ``bias_in`` (B, n) mantissas (int16 as
@@ -727,15 +722,7 @@ class Emulator:
     def _validated(self, inputs) -> np.ndarray:
         """``inputs`` as an array; shape and dtype checked here, values per batch in
         :meth:`run_batch` (floats: fully by :func:`check_inputs`, which also checks they are integers)."""
-        net = self.network
-        arr = np.asarray(inputs)
-        in_shape = tuple(int(s) for s in net.input_shape)
-        ok = (arr.ndim == 2 + len(in_shape) and arr.shape[0] >= 1 and arr.shape[1] == int(net.time_steps)
-              and tuple(arr.shape[2:]) == in_shape
-              and (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)))
-        if not ok:
-            arr = check_inputs(net, arr, as_int64=False)
-        return arr
+        return shaped_inputs(self.network, inputs)
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
             progress: bool = False, threads: Optional[int] = 1, step_noise=None,

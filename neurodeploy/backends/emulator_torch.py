@@ -31,8 +31,9 @@ from typing import Optional
 import numpy as np
 
 from .. import lava_rules as lr
-from ..ir import ConvLayer, DenseLayer, Network
-from .base import BackendError, RunResult, check_inputs, check_network, input_max, sample_ids_of
+from ..ir import ConvLayer, DenseLayer, Network, is_sigma_delta
+from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, reset_steps,
+                   sample_ids_of, shaped_inputs)
 from .emulator import _Neurons, _Synapse
 from .injection import draw_injections, injection_layout
 
@@ -162,11 +163,17 @@ class TorchEmulator:
         graded = network.input_encoding.kind == "graded" and network.input_neurons is None
         self.input_pop = None if network.input_neurons is None else \
             _TorchNeurons(_Neurons.build(network.input_neurons), self.device)
+        if is_sigma_delta(network):
+            raise BackendError(f"{source}: sigma-delta (SDNN) neurons, which the torch emulator does not run; use "
+                               f"the numpy emulator (the same numbers)")
         self.layers = []
         for i, layer in enumerate(network.layers):
             if not isinstance(layer, (DenseLayer, ConvLayer)):
                 raise BackendError(f"{source}: layer {i} is a {type(layer).__name__}; the torch emulator runs "
                                    f"dense, recurrent dense and conv layers")
+            if getattr(layer, "delay", None) is not None:
+                raise BackendError(f"{source}: layer {i} has synaptic delays (DelayDense), which the torch "
+                                   f"emulator does not run; use the numpy emulator (the same numbers)")
             first = i == 0
             m = self.max_in if first and self.input_pop is None else 1
             ff = _Synapse.build(layer.weight, layer.sign_mode, layer.num_weight_bits, layer.weight_exp,
@@ -192,11 +199,7 @@ class TorchEmulator:
         return lines
 
     def _resets(self, block: int, P: int) -> Optional[list[bool]]:
-        I = self.network.reset_interval
-        if I is None:
-            return None
-        off = (int(self.network.reset_offset) + 1 + block) % I
-        return [(s + 1) % I == off for s in range(P)]
+        return reset_steps(self.network, block, P)
 
     def _run_batch(self, x, bias_in, inj, record_state: bool, record_spikes: bool):
         torch = _torch()
@@ -278,25 +281,9 @@ class TorchEmulator:
         accepted and ignored (torch's own intra-op threads; the result does not depend on them)."""
         torch = _torch()
         net = self.network
-        arr = np.asarray(inputs)
-        in_shape = tuple(int(s) for s in net.input_shape)
-        ok = (arr.ndim == 2 + len(in_shape) and arr.shape[0] >= 1 and arr.shape[1] == int(net.time_steps)
-              and tuple(arr.shape[2:]) == in_shape
-              and (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer)))
-        if not ok:
-            arr = check_inputs(net, arr, as_int64=False)
+        arr = shaped_inputs(net, inputs)
         n, T = arr.shape[:2]
-        if bias is not None:
-            if net.input_neurons is None:
-                raise BackendError("bias= sets an input population's bias, but the network has none "
-                                   "(network.input_neurons is None)")
-            bias = np.asarray(bias)
-            want = (n, *in_shape)
-            if bias.shape != want or not (np.issubdtype(bias.dtype, np.integer)
-                                          or np.array_equal(bias, np.trunc(bias))):
-                raise BackendError(f"bias has shape {bias.shape} ({bias.dtype}), expected integers of shape "
-                                   f"{want} (samples, *input_shape)")
-            bias = bias.astype(np.int64)
+        bias = check_bias(net, bias, n)
         ids = sample_ids_of(sample_ids, n)
         layout = injection_layout(net, step_noise)
         L = len(self.layers)
