@@ -414,7 +414,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     def chunk_inputs(start: int, stop: int) -> np.ndarray:
         if source is not None:
-            return source.chunk(start, stop)          # read from the memory map, values checked
+            return source.chunk(start, stop)          # read from the file, values checked (buffer reused)
         if bias_only:
             return np.zeros((stop - start, int(network.time_steps), *in_shape), dtype=np.uint8)
         return inputs[start:stop]

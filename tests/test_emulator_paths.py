@@ -206,3 +206,65 @@ def test_simulate_verbose_reports_the_paths(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "samples/s" in out and "emulator layer 0 (96 neurons): ff dense 200->96" in out
     assert "int8 1,800 rows" in out            # 300 samples x 6 steps: the cost model picks int8 here
+
+
+# --------------------------------------------------------------------------- the compiled kernels
+kernels = pytest.importorskip("neurodeploy.backends.kernels")
+
+
+def _numpy_reference(net, x, monkeypatch, **kw):
+    with monkeypatch.context() as m:
+        m.setattr(emulator, "COMPILED", False)
+        m.setattr(emulator, "FAST_A_LIMIT", 0)
+        return run_network(net, x, record_state=True, **kw)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["dense", "rec", "conv"])
+def test_compiled_kernels_equal_the_numpy_reference_on_random_networks(kind, monkeypatch):
+    """The fused LIF kernels (backends/kernels.py) give every spike, count and final u and v of the
+    numpy int64 path on the sweep's random networks, extreme ranges (u wraps, v clips) included, and
+    they did run (the kernel's rows are counted on the accumulator)."""
+    ran = 0
+    for i in range(40):
+        seed = 1000 * (["dense", "rec", "conv"].index(kind) + 1) + i
+        rng = np.random.default_rng(seed)
+        net = random_network(rng, kind, max_layers=4, max_width=20, extreme=i % 5 == 4 or i % 10 == 5, max_hw=9)
+        x = random_inputs(rng, net, int(rng.integers(1, 6)))
+        ref = _numpy_reference(net, x, monkeypatch, record_spikes=True)
+        emu = Emulator(net)
+        assert emu._compiled_ok(None, None, None) == all(isinstance(ff, emulator._Synapse) for ff, _, _ in emu.layers)
+        got = emu.run(x, record_state=True, record_spikes=True)
+        assert_same(got, ref, f"{kind} seed {seed} (compiled)")
+        for a, b in zip(got.layer_spikes, ref.layer_spikes):
+            np.testing.assert_array_equal(a, b, err_msg=f"{kind} seed {seed}: layer spikes")
+        ran += emu._compiled_ok(None, None, None)
+    assert ran >= 30, f"only {ran} of 40 networks ran on the compiled kernels"
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+def test_compiled_kernels_follow_the_reset_schedule_and_thread_split(monkeypatch):
+    """netx's staggered LIFReset schedule runs in the kernels too, and the result does not depend on the
+    batch size or the number of threads."""
+    rng = np.random.default_rng(7)
+    net = random_network(rng, "rec", max_layers=3, max_width=16, extreme=False, max_hw=9)
+    net.reset_interval, net.reset_offset = 4, 1
+    x = random_inputs(rng, net, 9)
+    ref = _numpy_reference(net, x, monkeypatch)
+    for batch, threads in ((1, 1), (4, 2), (256, None)):
+        got = Emulator(net).run(x, record_state=True, batch_size=batch, threads=threads)
+        assert_same(got, ref, f"batch {batch} threads {threads}")
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
+def test_compiled_path_refuses_bad_values_as_the_numpy_path_does(monkeypatch):
+    rng = np.random.default_rng(3)
+    net = random_network(rng, "dense", max_layers=2, max_width=8, extreme=False, max_hw=9)
+    x = random_inputs(rng, net, 3).astype(np.int64)
+    x[2, -1, 0] = emulator.input_max(net) + 1
+    with pytest.raises(emulator.BackendError) as compiled:
+        Emulator(net).run(x)
+    monkeypatch.setattr(emulator, "COMPILED", False)
+    with pytest.raises(emulator.BackendError) as plain:
+        Emulator(net).run(x)
+    assert str(compiled.value) == str(plain.value)

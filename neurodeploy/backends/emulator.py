@@ -91,6 +91,7 @@ import numpy as np
 from .. import lava_rules as lr
 from ..ir import ConvLayer, DenseLayer, Network, SigmaDeltaNeurons, is_sigma_delta
 from ..lava_rules import effective_weights, shift, wrap32
+from . import kernels
 from .accumulate import DenseAccumulator, set_thread_budget
 from .base import (BackendError, RunResult, check_bias, check_inputs, check_network, input_max, reset_steps,
                    sample_ids_of, shaped_inputs, trace_layers)
@@ -108,6 +109,9 @@ _COLS_BUDGET = 1 << 24      # elements of one im2col block
 # |a_in| < FAST_A_LIMIT (no int32 wrap, |u| <= 2**23) and |bias| < FAST_BIAS_LIMIT;
 # for du = 4095 layers always. FAST_A_LIMIT = 0 turns it off (the tests' general path).
 FAST_A_LIMIT = 1 << 18
+COMPILED = True
+"""Run eligible batches on the compiled, fused layer kernels (:mod:`neurodeploy.backends.kernels`) when numba
+is there; the tests switch it off (and set ``FAST_A_LIMIT = 0``) for the numpy reference."""
 FAST_BIAS_LIMIT = 1 << 29
 
 DEFAULT_BATCH_SIZE = 256
@@ -512,6 +516,8 @@ class Emulator:
         :func:`check_inputs`' error message). ``noise``: per layer this batch's
         :class:`~neurodeploy.backends.injection.LayerInjection` (arrays ``(B, T + L, n)``)
         or None."""
+        if self._compiled_ok(noise, traces, bias_in):
+            return self._run_batch_compiled(x, record_state, _source, record_spikes)
         injections = noise if noise is not None else [None] * len(self.layers)
         b, T = x.shape[:2]
         L = len(self.layers)
@@ -603,6 +609,97 @@ class Emulator:
                 out = S.transpose(1, 0, 2).astype(np.uint8)   # the readout: the neurons' own spikes
             if drop is not None:                      # keep mask: the next layer gets the kept spikes
                 S = S * drop
+        return out, counts, us, vs, spikes
+
+    # -- the compiled path ---------------------------------------------------------
+    def _compiled_ok(self, noise, traces, bias_in) -> bool:
+        """The fused kernels run this batch: numba is there, no injections, traces, input population,
+        delays or sigma-delta layers (those keep the numpy paths)."""
+        if not (COMPILED and kernels.AVAILABLE and FAST_A_LIMIT > 0):
+            return False
+        if traces is not None or bias_in is not None or self.input_pop is not None:
+            return False
+        if noise is not None and any(inj is not None for inj in noise):
+            return False
+        return all(isinstance(ff, _Synapse) for ff, _, _ in self.layers)
+
+    def _kernel_params(self, li: int) -> dict:
+        """Per layer, the arrays the kernels take (built once)."""
+        cache = self.__dict__.setdefault("_kparams", {})
+        if li not in cache:
+            ff, rec, nrn = self.layers[li]
+            n = nrn.size
+
+            def per_neuron(x):
+                return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.int64), (n,)))
+            p = {"du": per_neuron(nrn.du_mult), "dv": per_neuron(nrn.dv_mult), "vth": per_neuron(nrn.vth),
+                 "bias": per_neuron(nrn.bias), "has_rec": rec is not None,
+                 "w_rec": np.zeros((1, 1), np.int64) if rec is None else np.ascontiguousarray(rec.weight.T.astype(np.int64)),
+                 "rec_exp": 0 if rec is None else int(rec.exp)}
+            cache[li] = p
+        return cache[li]
+
+    def _run_batch_compiled(self, x: np.ndarray, record_state: bool, _source, record_spikes: bool):
+        """:meth:`run_batch` on the fused kernels: per layer one exact GEMM over every (sample, step) row
+        (accumulate.py's cheapest path), then the LIF over all steps in one compiled loop."""
+        b, T = x.shape[:2]
+        L = len(self.layers)
+        P = T + self.network.latency
+        flat = x.reshape(b, T, -1)
+        if flat.dtype == np.bool_:
+            flat = flat.view(np.uint8)
+        reps = _repeats(flat)
+        distinct = sorted(set(reps))
+        # layer 0's rows, sample-major: every step, or the distinct ones (one copy)
+        if len(distinct) == T:
+            rows = flat.reshape(b * T, -1)
+        else:
+            rows = np.ascontiguousarray(flat[:, distinct]).reshape(b * len(distinct), -1)
+        lo = 0 if rows.dtype.kind == "u" else rows.min()   # every input value occurs in a distinct step
+        hi = rows.max()
+        if lo < 0 or hi > self.max_in:
+            check_inputs(self.network, x if _source is None else _source)   # raises, naming the values
+            raise BackendError(f"inputs span {lo}..{hi}, expected 0..{self.max_in}")
+        # layer 0's step s + 1 takes input step s; its repeats share one row
+        src0 = np.full(P, -1, np.int64)
+        for t in range(T):
+            src0[t + 1] = distinct.index(reps[t])
+        counts = np.zeros((b, L), dtype=np.int64)
+        us, vs = [], []
+        spikes = [] if record_spikes else None
+        out = S_in = None
+        for li, (ff, rec, nrn) in enumerate(self.layers):
+            p = self._kernel_params(li)
+            resets = self._resets(li, P)
+            resets = np.zeros(P, np.bool_) if resets is None else np.asarray(resets, np.bool_)
+            n = nrn.size
+            S = np.empty((b, P, n), np.uint8)
+            u = np.empty((b, n), np.int64)
+            v = np.empty((b, n), np.int64)
+            step_counts = np.zeros((b, P), np.int32)
+            if li == 0:
+                src, R_rows = src0, rows
+                density = np.count_nonzero(rows) / max(rows.size, 1)
+            else:
+                src = np.arange(-1, P - 1, dtype=np.int64)       # step s takes the spikes of s - 1
+                R_rows = S_in.reshape(b * P, -1)
+            if ff.kind == "dense":
+                R, factor = ff.acc.unscaled(R_rows, density)
+            else:
+                R, factor = ff._conv_sum(R_rows), 1
+            kernels.lif_from_sums(R.reshape(b, -1, n), src, int(factor), ff.graded, ff.exp, p["w_rec"],
+                                  p["rec_exp"], p["has_rec"], p["du"], p["dv"], p["bias"], p["vth"], resets,
+                                  S, u, v, step_counts)
+            counts[:, li] = step_counts.sum(axis=1)
+            density = float(step_counts.sum()) / max(S.size, 1)
+            if record_state:
+                us.append(u)
+                vs.append(v)
+            elif li == L - 1 and self.network.readout == "potential":
+                vs = [None] * (L - 1) + [v]
+            if spikes is not None:
+                spikes.append(S)
+            out = S_in = S
         return out, counts, us, vs, spikes
 
     @staticmethod
@@ -725,7 +822,7 @@ class Emulator:
         return shaped_inputs(self.network, inputs)
 
     def run(self, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE, record_state: bool = False,
-            progress: bool = False, threads: Optional[int] = 1, step_noise=None,
+            progress: bool = False, threads: Optional[int] = None, step_noise=None,
             sample_ids=None, record_spikes: bool = False, bias=None,
             record_traces=False) -> RunResult:
         """Run encoded ``inputs`` (samples, T, *input_shape) in batches of ``batch_size``.
@@ -739,13 +836,12 @@ class Emulator:
         network's input population (``network.input_neurons``, netx's Input block), held for the whole run
         of each sample (how lava-dl's tinynet and pilotnet_lif tests feed images); None: its own bias.
 
-        ``threads`` batches run at once (numpy releases the GIL in its loops;
-        ``None``: one per usable CPU). With more than one, BLAS runs single-threaded
-        meanwhile (threadpoolctl) so the threads do not oversubscribe the cores.
-        That pays off only with many batches on idle cores: on the 2-core
-        development machine the 1,000-sample mnist5k split (4 batches) ran no
-        faster with 2 (BLAS already uses both cores for the matmuls). Results
-        do not depend on either setting (integer arithmetic throughout).
+        ``threads`` batches run at once (numpy, onnxruntime and the compiled kernels release the GIL;
+        ``None``, the default: one per usable CPU). With more than one, BLAS and the int8 GEMMs run
+        single-threaded meanwhile so the threads do not oversubscribe the cores; the compiled LIF
+        kernels are single-threaded, so batches in parallel are what uses every core (on the 2-core
+        development machine, 20% binary spikes on mnist5k: ~157k samples/s with 1, ~230k with 2). Results
+                do not depend on either setting (integer arithmetic throughout).
 
         ``step_noise``: a :class:`~neurodeploy.backends.injection.StepInjector`
         (e.g. :class:`~neurodeploy.noise.step.StepNoise`: spike-drop, current-noise,
@@ -878,7 +974,7 @@ def _blas_threads(limit: int):
 
 def run_emulator(network: Network, inputs, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  record_state: bool = False, progress: bool = False,
-                 threads: Optional[int] = 1, step_noise=None, sample_ids=None,
+                 threads: Optional[int] = None, step_noise=None, sample_ids=None,
                  record_spikes: bool = False, bias=None, record_traces=False) -> RunResult:
     """Run encoded ``inputs`` (samples, T, *input_shape) through ``network``; see module doc
     and :meth:`Emulator.run` (``step_noise``, ``sample_ids``, ``record_spikes``, ``bias``,

@@ -305,6 +305,8 @@ class TorchEmulator:
                     check_inputs(net, arr)              # raises, naming the values
                     raise BackendError(f"inputs span {lo}..{hi}, expected 0..{self.max_in}")
                 xb = np.ascontiguousarray(xb.view(np.uint8) if xb.dtype == np.bool_ else xb)
+                if not xb.flags.writeable:              # a read-only map (simulate's input): torch wants its own
+                    xb = xb.copy()
                 x = torch.from_numpy(xb).to(self.device)
                 inj = draw_injections(net, step_noise, ids[start:stop], layout) if any(layout) else None
                 o, c, bu, bv, bsp = self._run_batch(x, None if bias is None else bias[start:stop], inj,
