@@ -20,7 +20,8 @@ each block). Workloads (all quantized for ``loihi2`` as the pipeline does):
 * ``srnn``: ``models/vowels-srnn-dlif.yaml`` (12-64 recurrent-10, 25 steps of the
   JapaneseVowels sequences, graded).
 
-Per workload: the numpy emulator's API (``Emulator.run``, default settings; median
+Per workload: the numpy emulator's API (``Emulator.run``, default settings: batches of 256 on every
+core, the compiled LIF kernels of ``backends/kernels.py``; median
 of ``--rounds``) with the accumulation path each layer took and the measured
 activity; the torch emulator on CPU (``TorchEmulator``); the CLI
 (``neurodeploy simulate --backend emulator`` in a subprocess on a memory-mapped
@@ -59,6 +60,7 @@ RUNS = ROOT / "benchmarks" / "runs"
 MODELS = ROOT / "models"
 PY = sys.executable
 RATES = (0.01, 0.05, 0.20, 0.50)
+CLI_REPEATS = 3
 
 
 # --------------------------------------------------------------------------- setup
@@ -109,6 +111,8 @@ def blas_info() -> dict:
         import importlib.metadata
 
         info["lava-nc"] = importlib.metadata.version("lava-nc")
+        info["numba"] = importlib.metadata.version("numba")
+        info["onnxruntime"] = importlib.metadata.version("onnxruntime")
     except importlib.metadata.PackageNotFoundError:
         pass
     return info
@@ -243,14 +247,21 @@ def cli_marginal(network, x_small: np.ndarray, x_big: np.ndarray, folder: Path, 
     net_file, exact = netx_file(network, folder / f"{tag}.net")
     from neurodeploy.io import read_netx
 
-    a = cli_run(net_file, x_small, folder, tag + "-a")
-    b = cli_run(net_file, x_big, folder, tag + "-b")
+    # three runs of each size, alternating; the median of each (single runs are noisy on this machine)
+    runs_a, runs_b = [], []
+    for _ in range(CLI_REPEATS):
+        runs_a.append(cli_run(net_file, x_small, folder, tag + "-a"))
+        runs_b.append(cli_run(net_file, x_big, folder, tag + "-b"))
+    a = sorted(runs_a, key=lambda r: r["seconds"])[len(runs_a) // 2]
+    b = sorted(runs_b, key=lambda r: r["seconds"])[len(runs_b) // 2]
     ref = run_network(read_netx(net_file), x_big).predictions()
     return {"samples": [a["samples"], b["samples"]], "seconds": [a["seconds"], b["seconds"]],
             "marginal_samples_per_s": (b["samples"] - a["samples"]) / (b["seconds"] - a["seconds"])
             if b["seconds"] > a["seconds"] else None,
             "startup_seconds": a["seconds"] - a["samples"] * (b["seconds"] - a["seconds"]) / (b["samples"] - a["samples"]),
-            "sample_counts_note": "marginal rate = extra samples / extra seconds between the two runs",
+            "sample_counts_note": f"marginal rate = extra samples / extra seconds between the two sizes (median of "
+                                  f"{CLI_REPEATS} alternating runs of each)",
+            "all_seconds": [[r["seconds"] for r in runs_a], [r["seconds"] for r in runs_b]],
             "peak_rss_mib": [a["peak_rss_mib"], b["peak_rss_mib"]],
             "predictions_equal_api": bool(np.array_equal(b["predictions"], ref)), "netx_exact": exact}
 
@@ -491,7 +502,8 @@ def blas_line(b: dict) -> str:
                          if p["user_api"] == "blas")
     else:
         desc = str(pools)
-    return f"numpy {b['numpy']}, {desc}" + (f"; lava-nc {b['lava-nc']}" if "lava-nc" in b else "")
+    return f"numpy {b['numpy']}, {desc}" + "".join(f"; {k} {b[k]}" for k in ("lava-nc", "numba", "onnxruntime")
+                                                   if k in b)
 
 
 if __name__ == "__main__":

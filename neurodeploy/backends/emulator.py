@@ -83,6 +83,7 @@ the rest to conversions.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -110,6 +111,7 @@ _COLS_BUDGET = 1 << 24      # elements of one im2col block
 # for du = 4095 layers always. FAST_A_LIMIT = 0 turns it off (the tests' general path).
 FAST_A_LIMIT = 1 << 18
 COMPILED = True
+_COUNT_LOCK = threading.Lock()
 """Run eligible batches on the compiled, fused layer kernels (:mod:`neurodeploy.backends.kernels`) when numba
 is there; the tests switch it off (and set ``FAST_A_LIMIT = 0``) for the numpy reference."""
 FAST_BIAS_LIMIT = 1 << 29
@@ -468,7 +470,9 @@ class Emulator:
                     f"conv {tuple(syn.weight.shape)}"
                 exact = np.dtype(syn.dtype).name
                 parts.append(f"{name} {syn.kind} {shape} (exact BLAS type {exact}): {used}")
-            lines.append(f"emulator layer {i} ({nrn.size} neurons): " + "; ".join(parts))
+            runs = self.__dict__.get("_lif_batches", {})
+            lif = ", ".join(f"{k} {v:,} batches" for k, v in sorted(runs.items())) or "not run"
+            lines.append(f"emulator layer {i} ({nrn.size} neurons): " + "; ".join(parts) + f"; LIF: {lif}")
         return lines
 
     # -- one batch --------------------------------------------------------------
@@ -516,7 +520,12 @@ class Emulator:
         :func:`check_inputs`' error message). ``noise``: per layer this batch's
         :class:`~neurodeploy.backends.injection.LayerInjection` (arrays ``(B, T + L, n)``)
         or None."""
-        if self._compiled_ok(noise, traces, bias_in):
+        compiled = self._compiled_ok(noise, traces, bias_in)
+        with _COUNT_LOCK:                             # for --verbose: which LIF path ran
+            runs = self.__dict__.setdefault("_lif_batches", {})
+            key = "compiled kernel (numba)" if compiled else "numpy"
+            runs[key] = runs.get(key, 0) + 1
+        if compiled:
             return self._run_batch_compiled(x, record_state, _source, record_spikes)
         injections = noise if noise is not None else [None] * len(self.layers)
         b, T = x.shape[:2]
