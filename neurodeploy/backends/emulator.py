@@ -51,7 +51,16 @@ proves it changes nothing; otherwise the general int64 code runs):
   (then they are exact), otherwise int64. :attr:`_Synapse.paths` counts the rows
   each path summed (``simulate --verbose`` prints them). Conv sums run on BLAS
   (im2col).
-* The LIF step runs in float64, which holds every intermediate exactly
+* Compiled path (the default where numba imports, :data:`COMPILED`): a batch without
+  injections, traces, an input population or delays runs each layer as one exact
+  GEMM over all its (sample, step) rows (the path above; sample-major, so no
+  transposes) followed by the layer's LIF over every step in one compiled loop
+  (:func:`neurodeploy.backends.kernels.lif_from_sums`): int64 arithmetic with every
+  int32 wrap of Lava's model, so it needs no bounds; a recurrent synapse is
+  gathered inside that loop from the step before's spikes. Spikes come out as
+  uint8, the next layer's int8 GEMM input as they are. The numpy paths below
+  remain for everything else and as the tests' reference.
+* The numpy LIF step runs in float64, which holds every intermediate exactly
   (integers below 2**53: products below 2**36, multiplies by exact powers of
   two, ``trunc`` = rounding toward zero), with Lava's wraps written as float
   operations. With ``du = 4095`` (no current memory, as in the default DLIF
@@ -72,13 +81,9 @@ proves it changes nothing; otherwise the general int64 code runs):
   only masks the spikes the next layer receives, so every other layer keeps its
   fast path.
 
-On the default mnist5k network (784-256-10, T = 8, int64 inputs as the
-pipeline makes them) this runs ~30,000-35,000 samples/s on the 2-core
-development machine, 6-9x the plain int64 version and ~800x Lava's steady
-state (``benchmarks/emulator_vs_lava.py``). Per sample, about a third goes to
-the LIF updates (10 steps x 266 neurons x ~7 vector operations), a quarter to
-the matmuls, a fifth to comparing the input steps (reading 50 KB of int64),
-the rest to conversions.
+Speed: ``benchmarks/emulator_vs_lava.py`` measures the API, the CLI and Lava on the same
+inputs, as ratios from one run, and records the machine, its load and the commit
+(``benchmarks/results/emulator_vs_lava.md``; the README quotes it).
 """
 
 from __future__ import annotations
