@@ -14,10 +14,14 @@ a caller builds from them never depends on the worker count or the order.
 * :class:`RayExecutor`: ``ray.init(address=...)`` joins a running cluster, or
   without an address starts a local one with ``num_cpus=workers``. ``shared``
   goes into Ray's object store once (``ray.put``); one actor per worker fetches
-  it once and runs many tasks on it (a Lava task compiles its network once for
-  its whole sample range). The actors are killed when the sweep ends, also on
-  errors and Ctrl-C; a Lava runtime inside dies with its actor (its processes
-  carry ``PR_SET_PDEATHSIG``, :mod:`neurodeploy.processes`).
+  it once and runs many tasks on it. The actors are killed when the sweep ends,
+  also on errors and Ctrl-C; a Lava runtime inside dies with its actor (its
+  processes carry ``PR_SET_PDEATHSIG``, :mod:`neurodeploy.processes`).
+
+What a worker builds once and keeps for many tasks (a network compiled on
+Lava: :func:`worker_resource`) is closed when the sweep ends on that worker:
+in this process after the last task, in a pool worker when it exits, on Ray by
+each actor before it is killed.
 
 A task that raises is retried once (on a fresh actor if its actor died); if it
 fails again it is reported in :attr:`Outcome.failures` with its coordinates
@@ -43,6 +47,7 @@ from .errors import NeurodeployError
 
 EXECUTORS = ("local", "ray")
 MAX_WORKERS = 1024
+CLOSE_TIMEOUT_S = 120.0          # for the actors to stop their Lava runtimes at the end of a sweep
 
 
 class ExecutorError(NeurodeployError, RuntimeError):
@@ -81,13 +86,16 @@ class Task:
 @dataclass
 class Outcome:
     """What a sweep's tasks returned: ``results[key]``, and ``failures[key]`` (an error line) of the
-    tasks that failed twice; ``retried``: keys of the tasks that failed once and then succeeded."""
+    tasks that failed twice; ``retried``: keys of the tasks that failed once and then succeeded;
+    ``seconds``: the sweep's wall time; ``task_seconds[key]``: each finished task's own time on its
+    worker (what a cost model of more workers needs)."""
 
     results: dict
     failures: dict
     tasks: dict
     retried: list
     seconds: float
+    task_seconds: dict = field(default_factory=dict)    # key -> seconds its successful try ran, on its worker
 
     def ordered(self) -> list:
         """(key, result) of the finished tasks, sorted by key."""
@@ -156,6 +164,7 @@ class Executor:
         if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
             raise ExecutorError(f"--workers {workers!r}: expected a worker count in 1..{MAX_WORKERS}")
         self.workers = workers
+        self.outcomes: list[Outcome] = []      # every run's, in order (benchmarks read the task times)
 
     @property
     def in_process(self) -> bool:
@@ -184,7 +193,9 @@ class Executor:
         with _Progress(progress, len(tasks), description, console) as bar:
             state.bar = bar
             self._run(tasks, dict(shared or {}), state)
-        return Outcome(results, failures, by_key, retried, time.perf_counter() - t0)
+        outcome = Outcome(results, failures, by_key, retried, time.perf_counter() - t0, state.seconds)
+        self.outcomes.append(outcome)
+        return outcome
 
     def _run(self, tasks: list, shared: dict, state: "_State") -> None:
         raise NotImplementedError
@@ -198,8 +209,11 @@ class _State:
     retried: list
     log: Optional[Callable[[str], None]]
     bar: Any = None
+    seconds: dict = field(default_factory=dict)
 
-    def done(self, task: Task, result: Any, attempt: int) -> None:
+    def done(self, task: Task, timed: tuple, attempt: int) -> None:
+        """``timed``: (result, seconds on the worker) of :func:`_timed`."""
+        result, self.seconds[task.key] = timed
         self.results[task.key] = result
         if attempt:
             self.retried.append(task.key)
@@ -222,6 +236,42 @@ class _State:
         return False
 
 
+# --------------------------------------------------------------------------- worker resources
+
+_RESOURCES: dict = {}
+
+
+def worker_resource(key: tuple, make: Callable[[], Any]) -> Any:
+    """An object this worker keeps for the rest of the sweep: ``make()`` on the first call with ``key``,
+    the same object afterwards (e.g. a network compiled on Lava, :class:`~neurodeploy.backends.lava.LavaSession`,
+    shared by every sample range a worker runs). Its ``close()`` is called when the sweep ends on this
+    worker (:func:`close_worker_resources`: the executors call it; a Ray actor or pool worker that is
+    killed instead takes its Lava processes with it, as they carry ``PR_SET_PDEATHSIG``)."""
+    if key not in _RESOURCES:
+        _RESOURCES[key] = make()
+    return _RESOURCES[key]
+
+
+def drop_worker_resource(key: tuple) -> None:
+    """Forget (and close) the resource of ``key``, e.g. after it failed: the next task makes a new one."""
+    res = _RESOURCES.pop(key, None)
+    if res is not None:
+        res.close()
+
+
+def close_worker_resources() -> None:
+    """Close every resource of :func:`worker_resource` on this worker (each once, newest first)."""
+    errors = []
+    while _RESOURCES:
+        _, res = _RESOURCES.popitem()
+        try:
+            res.close()
+        except Exception as exc:  # noqa: BLE001 - the others are closed first
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 # --------------------------------------------------------------------------- local
 
 
@@ -230,6 +280,7 @@ _WORKER_SHARED: dict = {}
 
 def _pool_init(shared: bytes) -> None:
     import multiprocessing
+    import multiprocessing.util
 
     import cloudpickle
 
@@ -238,10 +289,18 @@ def _pool_init(shared: bytes) -> None:
 
     _WORKER_SHARED.clear()
     _WORKER_SHARED.update(cloudpickle.loads(shared))
+    # a pool worker exits through multiprocessing's finalizers (not atexit): its resources close there
+    multiprocessing.util.Finalize(None, close_worker_resources, exitpriority=10)
 
 
-def _pool_run(fn: Callable, params: dict) -> Any:
-    return fn(_WORKER_SHARED, **params)
+def _timed(fn: Callable, shared: dict, params: dict) -> tuple:
+    t0 = time.perf_counter()
+    result = fn(shared, **params)
+    return result, time.perf_counter() - t0
+
+
+def _pool_run(fn: Callable, params: dict) -> tuple:
+    return _timed(fn, _WORKER_SHARED, params)
 
 
 class LocalExecutor(Executor):
@@ -255,19 +314,28 @@ class LocalExecutor(Executor):
 
     def _run(self, tasks: list, shared: dict, state: _State) -> None:
         if self.workers == 1:
-            for task in tasks:
-                for attempt in (0, 1):
-                    try:
-                        result = task.fn(shared, **task.params)
-                    except Exception as exc:  # noqa: BLE001 - retried once, then reported with its coordinates
-                        if attempt == 1 and state.log is not None:
-                            state.log("".join(traceback.format_exception(exc)).rstrip())
-                        if state.failed(task, exc, attempt):
-                            continue
-                        break
-                    state.done(task, result, attempt)
-                    break
+            try:
+                self._run_here(tasks, shared, state)
+            finally:
+                close_worker_resources()
             return
+        self._run_pool(tasks, shared, state)
+
+    def _run_here(self, tasks: list, shared: dict, state: _State) -> None:
+        for task in tasks:
+            for attempt in (0, 1):
+                try:
+                    result = _timed(task.fn, shared, task.params)
+                except Exception as exc:  # noqa: BLE001 - retried once, then reported with its coordinates
+                    if attempt == 1 and state.log is not None:
+                        state.log("".join(traceback.format_exception(exc)).rstrip())
+                    if state.failed(task, exc, attempt):
+                        continue
+                    break
+                state.done(task, result, attempt)
+                break
+
+    def _run_pool(self, tasks: list, shared: dict, state: _State) -> None:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -327,8 +395,11 @@ class _SweepWorker:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.shared = dict(zip(names, values))
 
-    def run(self, fn: Callable, params: dict) -> Any:
-        return fn(self.shared, **params)
+    def run(self, fn: Callable, params: dict) -> tuple:
+        return _timed(fn, self.shared, params)
+
+    def close(self) -> None:
+        close_worker_resources()
 
 
 def _worker_pythonpath() -> str:
@@ -422,6 +493,8 @@ class RayExecutor(Executor):
                     continue
                 free.append(actor)
                 state.done(task, result, attempt)
+            # the sweep is done: each actor stops what it kept (its Lava runtime) before it is killed
+            ray.get([a.close.remote() for a in free], timeout=CLOSE_TIMEOUT_S)
         finally:
             # ends every actor (and the Lava processes under it) now, also on an error or Ctrl-C
             for a in actors:

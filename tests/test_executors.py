@@ -187,3 +187,34 @@ def test_executor_options_are_checked(monkeypatch):
     assert "neurodeploy[ray]" in str(err.value) and "\n" not in str(err.value)
     assert isinstance(err.value, NeurodeployError)
     assert make_executor("local").workers == 1
+
+
+def _without_timings(obj):
+    """``obj`` without the wall-time fields (``seconds``, ``*_seconds``, ``samples_per_second``): all that
+    may differ between two runs of the same job."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items()
+                if not (k == "seconds" or k.endswith("_seconds") or k.endswith("per_second"))}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def test_cli_pipeline_report_is_the_same_on_ray(tmp_path, ray_instance):
+    """The pipeline's Lava subset as ranges on 2 Ray workers (each compiles the network once) reports what
+    the local run reports, field for field, the emulator identical to Lava on every sample."""
+    text = Path("models/mnist5k-mlp-dlif.yaml").read_text().replace("hidden: [256]", "hidden: [16]")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(text.replace("name: mnist5k-mlp-dlif", "name: tiny"))
+    run = tmp_path / "run"
+    reports = []
+    for extra in ([], ["--executor", "ray", "--workers", "2"]):
+        assert main(["pipeline", "--config", str(cfg), "--out", str(run), "--epochs", "1", "--finetune", "0",
+                     "--samples", "60", "--lava-samples", "9", "--quiet", *extra]) == 0
+        reports.append(json.loads((run / "loihi2" / "report.json").read_text()))
+    local, ray = reports
+    assert local["lava"]["samples"] == 9 and local["emulator_vs_lava"]["identical"]
+    assert local["lava"]["emulator_identical_output_spikes"] == 1.0
+    for r in (local, ray):
+        r.pop("training")                 # the second run found the first one's trained run and says so
+    assert json.dumps(_without_timings(local)) == json.dumps(_without_timings(ray))

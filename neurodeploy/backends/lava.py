@@ -98,7 +98,7 @@ from .base import (BackendError, RunResult, check_bias, check_inputs, check_netw
                    trace_layers)
 from .injection import LayerInjection, draw_injections, injection_layout
 
-__all__ = ["run_lava", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
+__all__ = ["run_lava", "LavaSession", "plan_network", "LavaPlan", "estimate_processes", "check_resources", "MAX_PROCESSES",
            "MAX_PROCESSES_ENV"]
 
 # a_buff vectors up to this size are zeroed with Var.set between samples
@@ -299,7 +299,7 @@ def _port(port, shape):
 class _Graph:
     """The Lava processes of one run (built from a plan and the input data)."""
 
-    def __init__(self, plan: LavaPlan, data: np.ndarray, steps: int,
+    def __init__(self, plan: LavaPlan, data: Optional[np.ndarray], steps: int,
                  injections: Optional[list[Optional[LayerInjection]]] = None, samples: int = 1,
                  traces: tuple = ()):
         """``injections``: None or per layer a :class:`~neurodeploy.backends.injection.LayerInjection`
@@ -313,8 +313,12 @@ class _Graph:
 
         from .lava_noise import LIFResetVNoise, SpikeDrop
 
+        from .lava_source import StreamSource
+
         injections = injections if injections is not None else [None] * len(plan.layers)
-        self.source = RingBuffer(data=data)
+        # data None: the input arrives step by step (a LavaSession's graph, reused across runs)
+        self.source = (StreamSource(shape=plan.src_shape, buffer_size=steps) if data is None
+                       else RingBuffer(data=data))
         self.lifs, self.var_resets = [], []
         self.reset_procs = []
         self.noise_procs = []
@@ -577,6 +581,190 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
     return error
 
 
+def _run_config():
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from .lava_noise import PROC_MODELS as NOISE_MODELS
+    from .lava_source import PROC_MODELS as SOURCE_MODELS
+
+    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={**NOISE_MODELS, **SOURCE_MODELS})
+
+
+def _start(graph: _Graph, network: Network, plan: LavaPlan, layout, samples: int, traces: int) -> None:
+    """Compile ``graph`` and start its OS processes (a refusal by the system is a BackendError)."""
+    with warnings.catch_warnings():
+        # Lava's model search also tries to import this package's other modules by file path
+        # (our noise processes' directory); their models come from exception_proc_model_map
+        warnings.filterwarnings("ignore", message="Cannot import module .* when searching ProcessModels",
+                                category=UserWarning)
+        try:
+            with guarded_children():
+                graph.source.create_runtime(run_cfg=_run_config())    # compiles once, starts the OS processes
+        except OSError as exc:
+            if exc.errno not in _RESOURCE_ERRNOS:
+                raise
+            procs = estimate_processes(plan, layout, samples, traces)
+            raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
+                               f"processes: {exc} (free memory or /dev/shm space, or raise the "
+                               f"process/open-file limits)") from exc
+
+
+class LavaSession:
+    """One network compiled on Lava once, then run on any number of calls (:meth:`run`).
+
+    The graph is :func:`run_lava`'s, except that the input comes from a
+    :class:`~neurodeploy.backends.lava_source.StreamSource` fed one sample at a
+    time, so new samples need no new graph: a sweep worker keeps one session per
+    network for all its sample ranges (:func:`neurodeploy.executors.worker_resource`)
+    instead of compiling and starting ~1 s of Lava processes per range. Every
+    sample runs ``T + latency`` steps (netx's reset schedule: padded to it) and
+    its states are zeroed after it, so a sample's result does not depend on which
+    call, or which position in a call, it ran in: a session's results are
+    :func:`run_lava`'s, bit for bit (``run_lava`` itself runs on a session when
+    there is no step noise and no traces).
+
+    Compiles on the first :meth:`run` (for that run's ``T``; a later run with
+    another ``T`` is refused). :meth:`close` (or leaving the ``with`` block)
+    stops Lava's processes; a run that raises (or is interrupted) kills them at
+    once and closes the session. Sigma-delta networks, step noise and traces
+    are not supported (they run through :func:`run_lava`, one graph per call).
+    """
+
+    def __init__(self, network: Network, *, stop_timeout: float = STOP_TIMEOUT_S) -> None:
+        if isinstance(network, Network) and is_sigma_delta(network):
+            raise BackendError(f"{_network_name(network)}: a sigma-delta network runs one Lava graph per sample; "
+                               f"use run_lava")
+        self.network = network
+        self.plan = plan_network(network)            # raises before Lava starts
+        self.stop_timeout = stop_timeout
+        self.time_steps: Optional[int] = None
+        self.runs = 0
+        self._graph: Optional[_Graph] = None
+        self._before: set = set()
+        self._record: Optional[SegmentRecord] = None
+        self._closed = False
+        self._default_bias = None if self.plan.input_neuron is None else self.plan.input_neuron.get("bias_mant")
+        self._bias_set = False
+
+    def __enter__(self) -> "LavaSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(graceful=exc[0] is None)
+
+    @property
+    def started(self) -> bool:
+        """True once the graph is compiled and its processes run."""
+        return self._graph is not None
+
+    def _compile(self, T: int, first_bias=None) -> None:
+        """Build and start the graph for ``T`` steps per sample; ``first_bias``: the first sample's Input-block
+        bias (Lava layout), built in (``Var.set`` needs a runtime that has run)."""
+        network, plan = self.network, self.plan
+        if first_bias is not None:
+            plan.input_neuron = {**plan.input_neuron, "bias_mant": first_bias}
+            self._bias_set = True
+        P = T + network.latency
+        G = plan.steps_per_sample(P, 2)              # as for several samples: the schedule's padding
+        check_resources(network, plan, None, data_bytes=4 * G * int(np.prod(plan.src_shape)), samples=2)
+        clean_stale_segments()           # of earlier runs killed together with their resource tracker
+        self._before = set(multiprocessing.active_children())
+        self._record = SegmentRecord()
+        try:
+            graph = _Graph(plan, None, G, None, samples=2)
+            self._graph = graph
+            _start(graph, network, plan, None, 2, 0)
+            self._record.write(_lava_internals(graph.source.runtime)[2])
+        except BaseException:
+            self.close(graceful=False)
+            raise
+        self.time_steps = T
+
+    def run(self, inputs, *, record_state: bool = False, record_spikes: bool = False, bias=None,
+            progress: bool = False) -> RunResult:
+        """Encoded ``inputs`` (samples, T, *input_shape) through the compiled graph; arguments and
+        result as :func:`run_lava`'s."""
+        if self._closed:
+            raise RuntimeError("this LavaSession is closed")
+        network, plan = self.network, self.plan
+        x = check_inputs(network, inputs, as_int64=False)
+        n, T = x.shape[:2]
+        bias = check_bias(network, bias, n)
+        bias_lava = None
+        if bias is not None:
+            bias_lava = _int16(bias.reshape(n, -1)[:, plan.src_order]).reshape(n, *plan.src_shape)
+        built_in = self._graph is None and bias_lava is not None     # sample 0's bias goes in at construction
+        if self._graph is None:
+            self._compile(T, None if bias_lava is None else bias_lava[0])
+        elif T != self.time_steps:
+            raise BackendError(f"{_network_name(network)}: this Lava session was compiled for {self.time_steps} "
+                               f"time steps per sample; got inputs of {T} (start another session)")
+        from lava.magma.core.run_conditions import RunSteps
+
+        graph = self._graph
+        L = len(network.layers)
+        P = T + network.latency
+        G = plan.steps_per_sample(P, 2)
+        out = np.zeros((n, P, network.output_size), dtype=np.uint8)
+        counts = np.zeros((n, L), dtype=np.int64)
+        sizes = [int(np.prod(lp.shape)) for lp in plan.layers]
+        us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+        vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+        spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
+        out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
+        frame = np.zeros((G, int(np.prod(plan.src_shape))), dtype=np.int32)
+        bar = None
+        try:
+            if progress:
+                from rich.progress import Progress
+                bar = Progress(transient=True)
+                bar.start()
+                task = bar.add_task("lava", total=n)
+            for k in range(n):
+                if bias_lava is not None:                    # the Input block's bias for this sample
+                    if not (built_in and k == 0):
+                        graph.input_lif.bias_mant.set(bias_lava[k])
+                    self._bias_set = True
+                elif self._bias_set:                         # an earlier run's: back to the network's
+                    graph.input_lif.bias_mant.set(np.asarray(self._default_bias) * np.ones(plan.src_shape))
+                    self._bias_set = False
+                frame[:T] = x[k].reshape(T, -1)[:, plan.src_order]
+                for step in frame:
+                    graph.source.send(step.reshape(plan.src_shape))
+                graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
+                _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
+                for var in graph.var_resets:
+                    var.set(np.zeros(var.shape))
+                if bar is not None:
+                    bar.update(task, advance=1)
+        except BaseException:
+            self.close(graceful=False)
+            raise
+        finally:
+            if bar is not None:
+                bar.stop()
+        self.runs += 1
+        return RunResult(out, counts, us, vs, latency=network.latency, time_steps=T, layer_spikes=spk,
+                         readout=network.readout, output_v=out_v)
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop Lava's processes (``graceful``: Lava's own stop, bounded; else, or if that fails, kill them)
+        and remove the session's shared memory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        runtime = None if self._graph is None else self._graph.source.runtime
+        try:
+            if self._graph is not None:
+                error = _shutdown(runtime, self._before, graceful=graceful, timeout=self.stop_timeout)
+                if error is not None and graceful:
+                    raise error      # Lava could not stop a run that succeeded: a bug, not the user's
+        finally:
+            if self._record is not None:
+                self._record.remove()
+            self._graph = None
+
+
 def run_lava(network: Network, inputs, *, record_state: bool = False, progress: bool = False,
              stop_timeout: float = STOP_TIMEOUT_S, batch_size: Optional[int] = None,
              step_noise=None, sample_ids=None, record_spikes: bool = False, bias=None,
@@ -629,6 +817,10 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     P = T + network.latency
     G = plan.steps_per_sample(P, n)                 # global steps per sample (P, or padded for the schedule)
     layout = injection_layout(network, step_noise)
+    if not any(layout) and not traced:               # the input streams in: one graph, any number of samples
+        with LavaSession(network, stop_timeout=stop_timeout) as session:
+            return session.run(x, record_state=record_state, record_spikes=record_spikes, bias=bias,
+                               progress=progress)
     if any(layout) and G != P:
         raise BackendError(f"{_network_name(network)}: step noise with netx's reset schedule (reset_interval "
                            f"{network.reset_interval}) on several samples is not supported; run one sample "
@@ -652,7 +844,6 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
         plan.input_neuron = {**plan.input_neuron, "bias_mant": bias_lava[0]}
 
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
 
     out = np.zeros((n, P, network.output_size), dtype=np.uint8)
     counts = np.zeros((n, L), dtype=np.int64)
@@ -671,23 +862,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     failed = True
     try:
         graph = _Graph(plan, data, G, injections, samples=n, traces=traced)
-        from .lava_noise import PROC_MODELS
-        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(PROC_MODELS))
-        with warnings.catch_warnings():
-            # Lava's model search also tries to import this package's other modules by file path
-            # (our noise processes' directory); their models come from exception_proc_model_map
-            warnings.filterwarnings("ignore", message="Cannot import module .* when searching ProcessModels",
-                                    category=UserWarning)
-            try:
-                with guarded_children():
-                    graph.source.create_runtime(run_cfg=cfg)    # compiles once, starts the OS processes
-            except OSError as exc:
-                if exc.errno not in _RESOURCE_ERRNOS:
-                    raise
-                procs = estimate_processes(plan, layout, n, len(traced))
-                raise BackendError(f"{_network_name(network)}: the system refused to start Lava's {procs} "
-                                   f"processes: {exc} (free memory or /dev/shm space, or raise the "
-                                   f"process/open-file limits)") from exc
+        _start(graph, network, plan, layout, n, len(traced))
         record.write(_lava_internals(graph.source.runtime)[2])
         if progress:
             from rich.progress import Progress

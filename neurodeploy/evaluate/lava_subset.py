@@ -3,8 +3,9 @@
 A Lava subset (the pipeline's, or a sweep point's) is split into contiguous
 sample ranges (:func:`lava_range_tasks`); each range is one task
 (:func:`lava_range`): the range's encoded inputs and the emulator's result on
-them in, per-sample Lava predictions, spike totals and agreement out (the
-network compiled once for the whole range). :func:`merge_lava_ranges` puts the
+them in, per-sample Lava predictions, spike totals and agreement out. The
+sweep's network is compiled once per worker and kept for all the ranges that
+worker runs (:class:`~neurodeploy.backends.lava.LavaSession`). :func:`merge_lava_ranges` puts the
 ranges back together in sample order, so the numbers are those of one Lava
 run over the whole subset, whatever the split.
 """
@@ -28,11 +29,35 @@ def emulator_slice(emu: RunResult, start: int, stop: int) -> dict:
             "latency": emu.latency, "time_steps": emu.time_steps, "readout": emu.readout}
 
 
-def lava_range(network, values: np.ndarray, emulator: dict, start: int, stop: int, step_noise=None) -> dict:
+def _on_worker_session(network, values: np.ndarray) -> RunResult:
+    """``values`` on this worker's Lava session of ``network`` (compiled by the first range it runs, kept for
+    the rest of the sweep: :func:`neurodeploy.executors.worker_resource`); a failed run drops the session,
+    so a retry compiles afresh."""
+    from ..backends.lava import LavaSession
+    from ..executors import drop_worker_resource, worker_resource
+
+    key = ("lava-session", id(network))
+    session = worker_resource(key, lambda: LavaSession(network))
+    try:
+        return session.run(values, record_spikes=True)
+    except BaseException:
+        drop_worker_resource(key)
+        raise
+
+
+def lava_range(network, values: np.ndarray, emulator: dict, start: int, stop: int, step_noise=None,
+               reuse: bool = False) -> dict:
     """Samples ``start:stop`` (``values``: their encoded inputs) on Lava, compared with the emulator's
-    result on them (``emulator``: :func:`emulator_slice`); JSON-able, sample ids are data-set indices."""
+    result on them (``emulator``: :func:`emulator_slice`); JSON-able, sample ids are data-set indices.
+
+    ``reuse`` (``network`` is the sweep's shared one, the same object for every task on a worker, and there
+    is no step noise): run on the worker's compiled session instead of compiling a graph for this range."""
     ids = np.arange(start, stop)
-    lava = run_network(network, values, backend="lava", step_noise=step_noise, record_spikes=True, sample_ids=ids)
+    if reuse and step_noise is None:
+        lava = _on_worker_session(network, values)
+    else:
+        lava = run_network(network, values, backend="lava", step_noise=step_noise, record_spikes=True,
+                           sample_ids=ids)
     emu = RunResult(emulator["output_spikes"], emulator["spike_counts"], None, None,
                     latency=emulator["latency"], time_steps=emulator["time_steps"], readout=emulator["readout"],
                     output_v=emulator["output_v"])
@@ -66,7 +91,7 @@ def merge_lava_ranges(parts: list[dict]) -> dict:
 
 def _pipeline_range(shared: dict, start: int, stop: int, values: np.ndarray, emulator: dict) -> dict:
     """Work unit of the pipeline's Lava subset (the deployed network is ``shared['network']``)."""
-    return lava_range(shared["network"], values, emulator, start, stop)
+    return lava_range(shared["network"], values, emulator, start, stop, reuse=True)
 
 
 def lava_range_tasks(values: np.ndarray, emulator: dict, n: int, parts: int, fn=_pipeline_range,

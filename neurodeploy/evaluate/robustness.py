@@ -188,7 +188,9 @@ def _lava_point_range(shared: dict, spec_index: int, level: float, repeat: int, 
     elif spec.kind == "network":
         net = perturb_network(shared["quantized"].network, spec.name, level,
                               noise_seed(shared["seed"], spec.name, repeat))
-    return lava_range(net, values, emulator, start, stop, step)
+    # the shared network (clean, input noise) runs on the worker's compiled session; a chip instance's
+    # own network, or step noise, on a graph of this range's own
+    return lava_range(net, values, emulator, start, stop, step, reuse=net is shared["network"])
 
 
 def _lava_row(point: dict, parts: list[dict], y_np: np.ndarray) -> dict:
