@@ -10,7 +10,7 @@ network (``models/mnist5k-mlp-dlif.yaml``, trained here into
 ``benchmarks/runs/`` if absent), an input noise, a chip-instance noise and a
 per-step noise at several levels and repeats, every point on the float model
 and the emulator, and the first ``--lava-samples`` of every point on Lava. It
-runs twice in this process, alternately nothing else running: on the local
+runs twice in this process, with nothing else running: on the local
 executor (1 worker, this process, in order) and on a local Ray instance with
 2 workers (``ray.init(num_cpus=2)``, started here; its start-up is reported
 apart). The two reports must be equal, row for row (bit for bit).
@@ -167,7 +167,6 @@ def main(argv=None) -> int:
     one_sweep(run_dir, {**QUICK, "lava_samples": 1, "noises": ["gaussian:0"]}, LocalExecutor(), args.profile)
 
     measured = {}
-    t0 = time.perf_counter()
     local = LocalExecutor()
     report_local, wall, cpu = one_sweep(run_dir, setup, local, args.profile)
     measured["local"] = {"workers": 1, "seconds": wall, "cpu": cpu, "phases": phases(local)}

@@ -14,9 +14,10 @@ a caller builds from them never depends on the worker count or the order.
 * :class:`RayExecutor`: ``ray.init(address=...)`` joins a running cluster, or
   without an address starts a local one with ``num_cpus=workers``. ``shared``
   goes into Ray's object store once (``ray.put``); one actor per worker fetches
-  it once and runs many tasks on it. The actors are killed when the sweep ends,
-  also on errors and Ctrl-C; a Lava runtime inside dies with its actor (its
-  processes carry ``PR_SET_PDEATHSIG``, :mod:`neurodeploy.processes`).
+  it once and runs many tasks on it. The actors start once per ``with`` block
+  of the executor and serve every sweep in it; they are killed when it ends,
+  and at once on an error or Ctrl-C; a Lava runtime inside dies with its actor
+  (its processes carry ``PR_SET_PDEATHSIG``, :mod:`neurodeploy.processes`).
 
 What a worker builds once and keeps for many tasks (a network compiled on
 Lava: :func:`worker_resource`) is closed when the sweep ends on that worker:
@@ -389,16 +390,22 @@ def import_ray():
 
 
 class _SweepWorker:
-    """A Ray actor: holds the sweep's shared objects (fetched once) and runs tasks on them."""
+    """A Ray actor: holds a sweep's shared objects (fetched once per sweep) and runs tasks on them."""
 
-    def __init__(self, names: list, *values) -> None:
+    def __init__(self) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.shared: dict = {}
+
+    def load(self, names: list, *values) -> None:
+        """The next sweep's shared objects (Ray resolves the object refs once per actor)."""
         self.shared = dict(zip(names, values))
 
     def run(self, fn: Callable, params: dict) -> tuple:
         return _timed(fn, self.shared, params)
 
     def close(self) -> None:
+        """The sweep is over: what its tasks kept is closed, its shared objects let go."""
+        self.shared = {}
         close_worker_resources()
 
 
@@ -422,6 +429,7 @@ class RayExecutor(Executor):
         self.ray = import_ray()
         self._started = False
         self._depth = 0
+        self._pool: list = []          # this connection's actors (see _actors)
 
     def describe(self) -> str:
         where = self.address or "a local Ray instance"
@@ -449,28 +457,43 @@ class RayExecutor(Executor):
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
+        if self._depth == 0:
+            self._kill_actors()
         if self._started and self._depth == 0:
             self.ray.shutdown()
             self._started = False
 
+    def _actors(self, count: int) -> list:
+        """``count`` actors, started once per connection and reused by every sweep until it closes
+        (an actor's start-up, imports included, costs seconds)."""
+        actor_cls = self.ray.remote(num_cpus=1, max_restarts=0)(_SweepWorker)
+        while len(self._pool) < count:
+            self._pool.append(actor_cls.remote())
+        return self._pool[:count]
+
+    def _kill_actors(self, actors: Optional[list] = None) -> None:
+        """End ``actors`` (default: all) now, and the Lava processes under them."""
+        gone = list(self._pool) if actors is None else list(actors)
+        for a in gone:
+            try:
+                self.ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._pool = [a for a in self._pool if all(a is not g for g in gone)]
+
     def _run(self, tasks: list, shared: dict, state: _State) -> None:
         ray = self.ray
-        if not ray.is_initialized():
+        if self._depth == 0 or not ray.is_initialized():     # outside a ``with``: connect (if need be) for this run
             with self:
                 return self._run(tasks, shared, state)
         names = list(shared)
         refs = [ray.put(shared[k]) for k in names]       # into the object store once per sweep
-        actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_SweepWorker)
-        actors: list = []
-
-        def new_actor():
-            a = actor_cls.remote(names, *refs)
-            actors.append(a)
-            return a
-
-        free = [new_actor() for _ in range(min(self.workers, max(1, len(tasks))))]
+        free = list(self._actors(min(self.workers, max(1, len(tasks)))))
+        for a in free:
+            a.load.remote(names, *refs)                   # runs before the actor's tasks (actor calls are ordered)
         pending = deque((t, 0) for t in tasks)
         running: dict = {}
+        ok = False
         try:
             while pending or running:
                 while pending and free:
@@ -482,7 +505,10 @@ class RayExecutor(Executor):
                 try:
                     result = ray.get(done[0])
                 except ray.exceptions.RayActorError as exc:      # the worker died: a fresh one
-                    free.append(new_actor())
+                    self._kill_actors([actor])
+                    fresh = self._actors(len(self._pool) + 1)[-1]
+                    fresh.load.remote(names, *refs)
+                    free.append(fresh)
                     if state.failed(task, exc, attempt):
                         pending.append((task, 1))
                     continue
@@ -493,15 +519,12 @@ class RayExecutor(Executor):
                     continue
                 free.append(actor)
                 state.done(task, result, attempt)
-            # the sweep is done: each actor stops what it kept (its Lava runtime) before it is killed
+            # the sweep is done: each actor closes what it kept (its Lava runtime) and stays for the next
             ray.get([a.close.remote() for a in free], timeout=CLOSE_TIMEOUT_S)
+            ok = True
         finally:
-            # ends every actor (and the Lava processes under it) now, also on an error or Ctrl-C
-            for a in actors:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+            if not ok:        # an error or Ctrl-C: every actor (and the Lava processes under it) goes now
+                self._kill_actors()
 
 
 def make_executor(kind: str = "local", workers: Optional[int] = None,
