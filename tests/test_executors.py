@@ -218,3 +218,30 @@ def test_cli_pipeline_report_is_the_same_on_ray(tmp_path, ray_instance):
     for r in (local, ray):
         r.pop("training")                 # the second run found the first one's trained run and says so
     assert json.dumps(_without_timings(local)) == json.dumps(_without_timings(ray))
+
+
+def test_sweep_executors_benchmark_quick(tmp_path, ray_instance):
+    """benchmarks/sweep_executors.py --quick on a tiny run: both executors' reports equal, the ratio and the
+    N-machine estimate written; the schedule model is the executor's greedy one."""
+    from neurodeploy.config import load_config
+    from neurodeploy.train import train
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import sweep_executors as bench
+
+    assert bench.makespan([3, 1, 1, 1], 2) == 3 and bench.makespan([1, 1, 1, 3], 2) == 4
+    assert bench.makespan([2, 2, 2], 1) == 6 and bench.makespan([], 4) == 0
+    run = tmp_path / "tiny"
+    cfg = load_config("models/mnist5k-mlp-dlif.yaml", {"training.epochs": 1, "model.hidden": [16], "threads": 1})
+    train(cfg, run, progress=False, data=load_dataset("mnist5k", seed=0).subset(256, 20), log=lambda s: None)
+    assert bench.main(["--quick", "--run", str(run), "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "sweep_executors_quick.json").read_text())
+    assert res["reports_equal"] and res["quick"]
+    local, ray = res["measured"]["local"], res["measured"]["ray"]
+    assert res["ratio_local_over_ray"] == pytest.approx(local["seconds"] / ray["seconds"])
+    assert [p["tasks"] for p in local["phases"]] == [p["tasks"] for p in ray["phases"]] == [3, 3]
+    assert all(len(p["task_seconds"]) == p["tasks"] for p in local["phases"] + ray["phases"])
+    est = res["estimate_1_per_machine"]
+    assert [e["machines"] for e in est] == list(bench.MACHINES)
+    assert all(a["seconds"] >= b["seconds"] for a, b in zip(est, est[1:]))      # more machines never slower
+    assert "local / Ray (2 workers)" in (tmp_path / "out" / "sweep_executors_quick.md").read_text()
