@@ -91,41 +91,55 @@ def _usable_cpus() -> int:
 
 
 class _MatMulInteger:
-    """``x (rows, k) uint8 @ w8 (k, n) int8 -> int32`` through one onnxruntime session per thread count."""
+    """``x (rows, k) uint8 @ w8 (k, n) int8 -> int32`` through onnxruntime sessions (per thread count, one per
+    concurrent caller)."""
 
     def __init__(self, w8: np.ndarray):
         self.w8 = np.ascontiguousarray(w8, dtype=np.int8)
-        self._sessions: dict = {}
+        self._idle: dict = {}            # thread count -> sessions no call is using
         self._lock = threading.Lock()
 
-    def _session(self, threads: int):
+    def _acquire(self, threads: int):
+        """A session no other call is running: concurrent calls on one session scale ~1.4x on 2 threads,
+        on a session each ~1.8x (measured, onnxruntime 1.23), so each concurrent caller gets its own
+        (at most as many as callers ever ran at once)."""
         with self._lock:
-            sess = self._sessions.get(threads)
-            if sess is None:
-                import onnxruntime as ort
-                from onnx import TensorProto, helper
+            idle = self._idle.setdefault(threads, [])
+            if idle:
+                return idle.pop()
+        return self._new_session(threads)
 
-                k, n = self.w8.shape
-                graph = helper.make_graph(
-                    [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "synapse",
-                    [helper.make_tensor_value_info("x", TensorProto.UINT8, [None, k])],
-                    [helper.make_tensor_value_info("y", TensorProto.INT32, [None, n])],
-                    [helper.make_tensor("w", TensorProto.INT8, [k, n], self.w8.tobytes(), raw=True)])
-                model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-                model.ir_version = 8
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.log_severity_level = 3
-                # no busy-waiting after a call: spinning ORT threads starve numpy's BLAS threads that run next
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-                self._sessions[threads] = sess
-            return sess
+    def _release(self, threads: int, sess) -> None:
+        with self._lock:
+            self._idle[threads].append(sess)
+
+    def _new_session(self, threads: int):
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        k, n = self.w8.shape
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "synapse",
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, [None, k])],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, [None, n])],
+            [helper.make_tensor("w", TensorProto.INT8, [k, n], self.w8.tobytes(), raw=True)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        # no busy-waiting after a call: spinning ORT threads starve numpy's BLAS threads that run next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         threads = getattr(_local, "threads", None) or _usable_cpus()
-        return self._session(threads).run(None, {"x": x})[0]
+        sess = self._acquire(threads)
+        try:
+            return sess.run(None, {"x": x})[0]
+        finally:
+            self._release(threads, sess)
 
 
 class DenseAccumulator:

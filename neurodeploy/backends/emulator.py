@@ -669,8 +669,12 @@ class Emulator:
             rows = flat.reshape(b * T, -1)
         else:
             rows = np.ascontiguousarray(flat[:, distinct]).reshape(b * len(distinct), -1)
-        lo = 0 if rows.dtype.kind == "u" else rows.min()   # every input value occurs in a distinct step
-        hi = rows.max()
+        # every input value occurs in a distinct step
+        if rows.size and rows.dtype.isnative and rows.dtype.kind in "iu":
+            lo, hi, nonzeros = kernels.scan_rows(rows)
+        else:                                   # numba takes native integers only (the CLI reads any .npy)
+            lo, hi = (rows.min(), rows.max()) if rows.size else (0, 0)
+            nonzeros = np.count_nonzero(rows)
         if lo < 0 or hi > self.max_in:
             check_inputs(self.network, x if _source is None else _source)   # raises, naming the values
             raise BackendError(f"inputs span {lo}..{hi}, expected 0..{self.max_in}")
@@ -693,7 +697,7 @@ class Emulator:
             step_counts = np.zeros((b, P), np.int32)
             if li == 0:
                 src, R_rows = src0, rows
-                density = np.count_nonzero(rows) / max(rows.size, 1)
+                density = int(nonzeros) / max(rows.size, 1)
             else:
                 src = np.arange(-1, P - 1, dtype=np.int64)       # step s takes the spikes of s - 1
                 R_rows = S_in.reshape(b * P, -1)

