@@ -217,10 +217,22 @@ def torch_rate(network, x, device: str = "cpu") -> tuple[float, bool]:
                       and np.array_equal(res.spike_counts, ref.spike_counts))
 
 
-def cli_run(net_file: Path, x: np.ndarray, folder: Path, tag: str) -> dict:
-    """One ``simulate`` subprocess on ``x`` saved as .npy: wall seconds and peak RSS (wait4)."""
-    inp = folder / f"{tag}.npy"
-    np.save(inp, x)
+def save_input(x: np.ndarray, path: Path) -> Path:
+    """``x`` as .npy, flushed to disk, so the timed runs read it from the page cache without competing
+    with the write-back of its dirty pages."""
+    with open(path, "wb") as f:
+        np.save(f, x)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def cli_run(net_file: Path, x: np.ndarray, folder: Path, tag: str, inp: Path = None) -> dict:
+    """One ``simulate`` subprocess on ``x`` saved as .npy (``inp``: already saved there): wall seconds and
+    peak RSS (wait4)."""
+    own_file = inp is None
+    if own_file:
+        inp = save_input(x, folder / f"{tag}.npy")
     out = folder / f"{tag}.npz"
     argv = ["simulate", str(net_file), "--input", str(inp), "--out", str(out), "--quiet"]
     # ``python -m neurodeploy`` as it runs, then its own VmHWM (per address space: a forked child's
@@ -238,7 +250,8 @@ def cli_run(net_file: Path, x: np.ndarray, folder: Path, tag: str) -> dict:
     z = np.load(out)
     result = {"samples": len(x), "seconds": wall, "peak_rss_mib": round(hwm_kb / 1024, 1),
               "input_mib": round(x.nbytes / 2**20, 1), "predictions": z["predictions"].copy()}
-    inp.unlink()
+    if own_file:
+        inp.unlink()
     out.unlink()
     return result
 
@@ -247,11 +260,16 @@ def cli_marginal(network, x_small: np.ndarray, x_big: np.ndarray, folder: Path, 
     net_file, exact = netx_file(network, folder / f"{tag}.net")
     from neurodeploy.io import read_netx
 
-    # three runs of each size, alternating; the median of each (single runs are noisy on this machine)
+    # three runs of each size, alternating, on inputs written once; the median of each (single runs are
+    # noisy on this machine)
+    in_a = save_input(x_small, folder / f"{tag}-a.npy")
+    in_b = save_input(x_big, folder / f"{tag}-b.npy")
     runs_a, runs_b = [], []
     for _ in range(CLI_REPEATS):
-        runs_a.append(cli_run(net_file, x_small, folder, tag + "-a"))
-        runs_b.append(cli_run(net_file, x_big, folder, tag + "-b"))
+        runs_a.append(cli_run(net_file, x_small, folder, tag + "-a", in_a))
+        runs_b.append(cli_run(net_file, x_big, folder, tag + "-b", in_b))
+    in_a.unlink()
+    in_b.unlink()
     a = sorted(runs_a, key=lambda r: r["seconds"])[len(runs_a) // 2]
     b = sorted(runs_b, key=lambda r: r["seconds"])[len(runs_b) // 2]
     ref = run_network(read_netx(net_file), x_big).predictions()
