@@ -331,11 +331,12 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=8000, help="samples per API measurement")
     ap.add_argument("--rounds", type=int, default=5, help="timed API runs per workload (median)")
     ap.add_argument("--torch-samples", type=int, default=2000)
-    ap.add_argument("--cli-samples", type=int, nargs=2, default=(2000, 50000),
+    ap.add_argument("--cli-samples", type=int, nargs=2, default=(2000, 100000),
                     help="the two sample counts of the CLI's marginal rate")
     ap.add_argument("--memory-samples", type=int, nargs="+", default=(2000, 20000, 160000),
                     help="sample counts of the simulate peak-memory series (mlp-binary-20)")
-    ap.add_argument("--lava-samples", type=int, default=40)
+    ap.add_argument("--lava-samples", type=int, default=120,
+                    help="Lava samples per workload (conv: a third); its steady rate is over all but the warm-up")
     ap.add_argument("--lava-warmup", type=int, default=5)
     ap.add_argument("--skip-lava", action="store_true", help="development runs only: no Lava, no ratios to it")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -389,12 +390,13 @@ def main() -> int:
             r["roofline"] = gemm_rooflines(net, r["input_activity"])
             if name in ("mlp-graded", "mlp-binary-1", "mlp-binary-20", "mlp-binary-50", "conv-graded", "srnn"):
                 lo, hi = args.cli_samples
-                if name == "conv-graded":
-                    lo, hi = lo // 4, hi // 4
+                if name == "conv-graded":          # ~1,000 samples/s: the same seconds as the others
+                    lo, hi = lo // 4, hi // 8
                 r["cli"] = cli_marginal(net, tile(x, lo), tile(x, hi), folder, name)
             if not args.skip_lava:
                 with CpuMonitor() as cpu:
-                    r["lava"] = lava_rate(net, x[: args.lava_samples], args.lava_warmup)
+                    m = args.lava_samples // (3 if name == "conv-graded" else 1)    # conv: ~5 samples/s
+                    r["lava"] = lava_rate(net, x[:m], args.lava_warmup)
                 r["lava"]["cpu"] = cpu.result
             results[name] = r
         print(f"[{time.perf_counter() - t_start:.0f} s] memory series", flush=True)

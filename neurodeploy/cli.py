@@ -412,9 +412,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if source is not None:
         source.check_memory(chunk)                    # memory is per chunk, whatever the number of samples
 
+    # the numpy emulator checks every integer input value itself (per batch, in its compiled input scan):
+    # no second pass over each chunk here; a refusal is turned into the file's own message below
+    emulator_checks = (source is not None and args.backend == "emulator" and args.device is None
+                       and not is_sigma_delta(network) and source.dtype.kind in "iu")
+
     def chunk_inputs(start: int, stop: int) -> np.ndarray:
         if source is not None:
-            return source.chunk(start, stop)          # read from the file, values checked (buffer reused)
+            # read from the file (a view of the map), values checked here unless the emulator does
+            return source.chunk(start, stop, check=not emulator_checks)
         if bias_only:
             return np.zeros((stop - start, int(network.time_steps), *in_shape), dtype=np.uint8)
         return inputs[start:stop]
@@ -440,7 +446,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             extra = {} if bias is None else {"bias": bias[start:stop]}
             if record or traced:
                 extra.update(record_spikes=record, record_traces=traced)
-            result = runner(x, progress=not args.quiet and bar is None, **extra)
+            try:
+                result = runner(x, progress=not args.quiet and bar is None, **extra)
+            except BackendError:
+                if emulator_checks:
+                    source.check(x, start)            # a bad value: the error names the file and its index
+                raise
             saved = _simulate_outputs(result, network, drain=args.drain, record=record,
                                       record_state=args.record_state)
             preds = saved["predictions"]

@@ -857,9 +857,9 @@ class Emulator:
         ``threads`` batches run at once (numpy, onnxruntime and the compiled kernels release the GIL;
         ``None``, the default: one per usable CPU). With more than one, BLAS and the int8 GEMMs run
         single-threaded meanwhile so the threads do not oversubscribe the cores; the compiled LIF
-        kernels are single-threaded, so batches in parallel are what uses every core (on the 2-core
-        development machine, 20% binary spikes on mnist5k: ~157k samples/s with 1, ~230k with 2). Results
-                do not depend on either setting (integer arithmetic throughout).
+        kernels are single-threaded, so batches in parallel are what uses every core
+        (``benchmarks/emulator_vs_lava.py`` measures both). Results do not depend on either setting
+        (integer arithmetic throughout).
 
         ``step_noise``: a :class:`~neurodeploy.backends.injection.StepInjector`
         (e.g. :class:`~neurodeploy.noise.step.StepNoise`: spike-drop, current-noise,

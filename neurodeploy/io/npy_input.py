@@ -135,9 +135,10 @@ class InputArray:
             raise InputFileError(f"{self.what} {self.path}: streaming shape {self.shape} in chunks of {rows} "
                                  f"samples needs about {_gib(working)} of memory, {_gib(avail)} is available")
 
-    def chunk(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``start:stop`` of the file (in its dtype), their values checked: a read-only view of
-        the memory map, valid until the next call.
+    def chunk(self, start: int, stop: int, check: bool = True) -> np.ndarray:
+        """Samples ``start:stop`` of the file (in its dtype), their values checked (``check``; else the
+        caller's consumer checks them and calls :meth:`check` for the message): a read-only view of the
+        memory map, valid until the next call.
 
         No copy: the chunk's pages are mapped in one ``MADV_POPULATE_READ`` call (Linux >= 5.14; a
         page fault per 4 KiB otherwise), ~15 GB/s from the page cache where copying out of the map ran at
@@ -147,8 +148,14 @@ class InputArray:
         self._release(start)                      # the previous chunk's pages: its view is done with
         self._populate(start, stop)
         part = self.mapped[start:stop]
-        self._check(part, start)
+        if check:
+            self._check(part, start)
         return part
+
+    def check(self, part: np.ndarray, start: int) -> None:
+        """:class:`InputFileError` naming the file, the index and the value, if ``part`` (samples from
+        ``start``) holds one out of range (or, in a float file, one that is not an integer)."""
+        self._check(part, start)
 
     def _span(self, start: int, stop: int) -> Optional[tuple]:
         """(mmap, page-aligned offset, length) of samples ``start:stop`` in the file's map, or None."""
