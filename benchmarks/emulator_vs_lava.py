@@ -60,7 +60,7 @@ RUNS = ROOT / "benchmarks" / "runs"
 MODELS = ROOT / "models"
 PY = sys.executable
 RATES = (0.01, 0.05, 0.20, 0.50)
-CLI_REPEATS = 3
+CLI_REPEATS = 5
 
 
 # --------------------------------------------------------------------------- setup
@@ -260,7 +260,7 @@ def cli_marginal(network, x_small: np.ndarray, x_big: np.ndarray, folder: Path, 
     net_file, exact = netx_file(network, folder / f"{tag}.net")
     from neurodeploy.io import read_netx
 
-    # three runs of each size, alternating, on inputs written once; the median of each (single runs are
+    # CLI_REPEATS runs of each size, alternating, on inputs written once; the median of each (single runs are
     # noisy on this machine)
     in_a = save_input(x_small, folder / f"{tag}-a.npy")
     in_b = save_input(x_big, folder / f"{tag}-b.npy")
@@ -328,7 +328,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=3, help="epochs when a run has to be trained")
     ap.add_argument("--profile", default="loihi2")
-    ap.add_argument("--samples", type=int, default=8000, help="samples per API measurement")
+    ap.add_argument("--samples", type=int, default=32000, help="samples per API measurement")
     ap.add_argument("--rounds", type=int, default=5, help="timed API runs per workload (median)")
     ap.add_argument("--torch-samples", type=int, default=2000)
     ap.add_argument("--cli-samples", type=int, nargs=2, default=(2000, 100000),
@@ -366,7 +366,7 @@ def main() -> int:
             spk, (rng.random((n, T, *spk.input_shape)) < p).astype(np.uint8), spk_info,
             f"binary, Bernoulli {100 * p:g}% per input and step")
     workloads["mlp-poisson"] = (spk, compact(tile(spk_x, n)), spk_info, "binary, the pipeline's Poisson encoding")
-    workloads["conv-graded"] = (conv, compact(tile(conv_x, max(n // 4, 500))), conv_info,
+    workloads["conv-graded"] = (conv, compact(tile(conv_x, max(n // 32, 500))), conv_info,
                                 "graded 8-bit, direct encoding")
     workloads["srnn"] = (srnn, compact(tile(srnn_x, n)), srnn_info, "graded, the JapaneseVowels sequences")
 
