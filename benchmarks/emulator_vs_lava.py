@@ -27,7 +27,7 @@ activity; the torch emulator on CPU (``TorchEmulator``); the CLI
 (``neurodeploy simulate --backend emulator`` in a subprocess on a memory-mapped
 ``.npy``, marginal rate between two sample counts, so start-up cancels out);
 Lava (``Loihi2SimCfg(select_tag="fixed_pt")``, steady state after
-``--lava-warmup`` samples) and the bit-for-bit agreement of the emulator with it;
+``--lava-warmup`` samples, the faster of two runs) and the bit-for-bit agreement of the emulator with it;
 the float32 (numpy BLAS) and int8 (onnxruntime ``MatMulInteger``) GEMM rates of
 the dense-equivalent work Lava does (every layer on every step, conv layers as
 their im2col GEMMs), as samples/s. Finally the peak RSS of ``simulate`` against
@@ -302,12 +302,25 @@ def netx_file(network, path: Path) -> tuple[Path, bool]:
         return path, False
 
 
+LAVA_RUNS = 2
+
+
 def lava_rate(network, x, warmup: int) -> dict:
-    res, total, stamps = run_lava_timed(network, x)
-    steady = (len(stamps) - warmup) / (stamps[-1] - stamps[warmup - 1]) if len(stamps) > warmup + 1 else float("nan")
+    """Lava's steady rate: the faster of LAVA_RUNS runs (Lava's own rate varies by up to ~2x between runs on
+    this virtual machine; the faster one is the conservative figure for the ratios), and its agreement."""
+    steadies, totals, firsts = [], [], []
+    for _ in range(LAVA_RUNS):
+        res, total, stamps = run_lava_timed(network, x)
+        steadies.append((len(stamps) - warmup) / (stamps[-1] - stamps[warmup - 1])
+                        if len(stamps) > warmup + 1 else float("nan"))
+        totals.append(total)
+        firsts.append(stamps[0] if stamps else None)
+    steady = max(steadies)
+    total = min(totals)
     emu = run_network(network, x)
     return {"samples": len(x), "samples_per_s_steady": steady, "samples_per_s_end_to_end": len(x) / total,
-            "seconds_to_first_sample": stamps[0] if stamps else None,
+            "steady_rates_of_each_run": steadies,
+            "seconds_to_first_sample": firsts[0],
             "identical_output_spikes": float(np.mean([np.array_equal(a, b) for a, b in
                                                       zip(emu.output_spikes, res.output_spikes)])),
             "identical_layer_spike_counts": float(np.mean(np.all(emu.spike_counts == res.spike_counts, axis=1))),

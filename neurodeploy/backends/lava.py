@@ -317,7 +317,7 @@ class _Graph:
 
         injections = injections if injections is not None else [None] * len(plan.layers)
         # data None: the input arrives step by step (a LavaSession's graph, reused across runs)
-        self.source = (StreamSource(shape=plan.src_shape, buffer_size=steps) if data is None
+        self.source = (StreamSource(shape=plan.src_shape, steps=steps) if data is None
                        else RingBuffer(data=data))
         self.lifs, self.var_resets = [], []
         self.reset_procs = []
@@ -712,7 +712,7 @@ class LavaSession:
         vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
         spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
         out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
-        frame = np.zeros((G, int(np.prod(plan.src_shape))), dtype=np.int32)
+        frame = np.zeros((G, int(np.prod(plan.src_shape))), dtype=np.int32)     # one sample's steps
         bar = None
         try:
             if progress:
@@ -729,8 +729,7 @@ class LavaSession:
                     graph.input_lif.bias_mant.set(np.asarray(self._default_bias) * np.ones(plan.src_shape))
                     self._bias_set = False
                 frame[:T] = x[k].reshape(T, -1)[:, plan.src_order]
-                for step in frame:
-                    graph.source.send(step.reshape(plan.src_shape))
+                graph.source.send(np.moveaxis(frame.reshape(G, *plan.src_shape), 0, -1))
                 graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
                 _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
                 for var in graph.var_resets:
