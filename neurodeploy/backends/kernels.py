@@ -143,33 +143,22 @@ def _lif_feed_forward(R, step_src, factor, graded, exp, du, dv, bias, vth, reset
             vv[j] = 0
         for s in range(P):
             d = step_src[s]
+            has_in = 1 if d >= 0 else 0             # no input this step: a = 0 (LLVM unswitches the loop)
+            row = max(d, 0)
             keep = 0 if resets[s] else 1
             c = 0
-            if d >= 0:
-                for j in range(n):
-                    a = _a_out(np.int64(R[i, d, j]) * factor, graded, exp)
-                    t = _wrap32(_decay(uu[j] * keep, du[j]) + _wrap32(a << _ACT_SHIFT))
-                    t -= (t > _U_LIMIT) * _U_WRAP
-                    t += (t <= -_U_LIMIT) * _U_WRAP
-                    nv = _wrap32(_decay(vv[j] * keep, dv[j]) + t + bias[j])
-                    nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
-                    spike = nv > vth[j]
-                    S[i, s, j] = spike
-                    c += spike
-                    uu[j] = t
-                    vv[j] = nv * (1 - spike)
-            else:                                # no input this step (a = 0)
-                for j in range(n):
-                    t = _wrap32(_decay(uu[j] * keep, du[j]))
-                    t -= (t > _U_LIMIT) * _U_WRAP
-                    t += (t <= -_U_LIMIT) * _U_WRAP
-                    nv = _wrap32(_decay(vv[j] * keep, dv[j]) + t + bias[j])
-                    nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
-                    spike = nv > vth[j]
-                    S[i, s, j] = spike
-                    c += spike
-                    uu[j] = t
-                    vv[j] = nv * (1 - spike)
+            for j in range(n):
+                a = _a_out(np.int64(R[i, row, j]) * factor, graded, exp) * has_in
+                t = _wrap32(_decay(uu[j] * keep, du[j]) + _wrap32(a << _ACT_SHIFT))
+                t -= (t > _U_LIMIT) * _U_WRAP
+                t += (t <= -_U_LIMIT) * _U_WRAP
+                nv = _wrap32(_decay(vv[j] * keep, dv[j]) + t + bias[j])
+                nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
+                spike = nv > vth[j]
+                S[i, s, j] = spike
+                c += spike
+                uu[j] = t
+                vv[j] = nv * (1 - spike)
             counts[i, s] = c
         for j in range(n):
             u[i, j] = uu[j]

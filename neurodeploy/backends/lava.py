@@ -581,6 +581,31 @@ def _shutdown(runtime, before: set, *, graceful: bool, timeout: float):
     return error
 
 
+def _result_buffers(network: Network, plan: LavaPlan, n: int, P: int, record_state: bool,
+                    record_spikes: bool) -> tuple:
+    """(output spikes, per-layer counts, u, v, per-layer spikes, output v) arrays for ``n`` samples of ``P``
+    steps, filled by :func:`_read_sample` (None for what is not recorded)."""
+    sizes = [int(np.prod(lp.shape)) for lp in plan.layers]
+    out = np.zeros((n, P, network.output_size), dtype=np.uint8)
+    counts = np.zeros((n, len(network.layers)), dtype=np.int64)
+    us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+    vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
+    spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
+    out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
+    return out, counts, us, vs, spk, out_v
+
+
+def _run_sample(graph: "_Graph", plan: LavaPlan, k: int, G: int, P: int, out, counts, us, vs, spk, out_v) -> None:
+    """Run sample ``k``'s ``G`` global steps (its input in place), read its ``P`` steps of spikes (and
+    states) into the buffers of :func:`_result_buffers`, and zero the Vars that would carry over."""
+    from lava.magma.core.run_conditions import RunSteps
+
+    graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
+    _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
+    for var in graph.var_resets:
+        var.set(np.zeros(var.shape))
+
+
 def _run_config():
     from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -699,19 +724,10 @@ class LavaSession:
         elif T != self.time_steps:
             raise BackendError(f"{_network_name(network)}: this Lava session was compiled for {self.time_steps} "
                                f"time steps per sample; got inputs of {T} (start another session)")
-        from lava.magma.core.run_conditions import RunSteps
-
         graph = self._graph
-        L = len(network.layers)
         P = T + network.latency
         G = plan.steps_per_sample(P, 2)
-        out = np.zeros((n, P, network.output_size), dtype=np.uint8)
-        counts = np.zeros((n, L), dtype=np.int64)
-        sizes = [int(np.prod(lp.shape)) for lp in plan.layers]
-        us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
-        vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
-        spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
-        out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
+        out, counts, us, vs, spk, out_v = _result_buffers(network, plan, n, P, record_state, record_spikes)
         frame = np.zeros((G, int(np.prod(plan.src_shape))), dtype=np.int32)     # one sample's steps
         bar = None
         try:
@@ -730,10 +746,7 @@ class LavaSession:
                     self._bias_set = False
                 frame[:T] = x[k].reshape(T, -1)[:, plan.src_order]
                 graph.source.send(np.moveaxis(frame.reshape(G, *plan.src_shape), 0, -1))
-                graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
-                _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
-                for var in graph.var_resets:
-                    var.set(np.zeros(var.shape))
+                _run_sample(graph, plan, k, G, P, out, counts, us, vs, spk, out_v)
                 if bar is not None:
                     bar.update(task, advance=1)
         except BaseException:
@@ -812,7 +825,6 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
     bias = check_bias(network, bias, n)
-    L = len(network.layers)
     P = T + network.latency
     G = plan.steps_per_sample(P, n)                 # global steps per sample (P, or padded for the schedule)
     layout = injection_layout(network, step_noise)
@@ -842,15 +854,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
         bias_lava = _int16(bias.reshape(n, -1)[:, plan.src_order]).reshape(n, *plan.src_shape)
         plan.input_neuron = {**plan.input_neuron, "bias_mant": bias_lava[0]}
 
-    from lava.magma.core.run_conditions import RunSteps
-
-    out = np.zeros((n, P, network.output_size), dtype=np.uint8)
-    counts = np.zeros((n, L), dtype=np.int64)
-    sizes = [int(np.prod(lp.shape)) for lp in plan.layers]
-    us = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
-    vs = [np.zeros((n, s), dtype=np.int64) for s in sizes] if record_state else None
-    spk = [np.zeros((n, P, s), dtype=np.uint8) for s in sizes] if record_spikes else None
-    out_v = np.zeros((n, network.output_size), dtype=np.int64) if network.readout == "potential" else None
+    out, counts, us, vs, spk, out_v = _result_buffers(network, plan, n, P, record_state, record_spikes)
     tr_u = tr_v = None
 
     clean_stale_segments()           # of earlier runs killed together with their resource tracker
@@ -871,10 +875,7 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
         for k in range(n):
             if bias_lava is not None and k > 0:       # the Input block's bias for this sample
                 graph.input_lif.bias_mant.set(bias_lava[k])
-            graph.source.run(condition=RunSteps(num_steps=G, blocking=True))
-            _read_sample(graph, plan, k, out, counts, us, vs, P, spk, out_v, received=G)
-            for var in graph.var_resets:
-                var.set(np.zeros(var.shape))
+            _run_sample(graph, plan, k, G, P, out, counts, us, vs, spk, out_v)
             if bar is not None:
                 bar.update(task, advance=1)
         if traced:
