@@ -1,11 +1,15 @@
 """Run an IR network on real Lava 0.10 processes (``Loihi2SimCfg(select_tag="fixed_pt")``).
 
-Process graph for one call (compiled once, all samples run through it):
+Process graph (compiled once, all samples run through it):
 
-* ``lava.proc.io.source.RingBuffer`` (fixed_pt, int32) holding every sample's
-  ``T + latency`` input steps back to back; it plays column ``(t - 1) % len``
-  at global step t, so running exactly ``T + latency`` steps per sample keeps
-  samples aligned without ever touching the source again.
+* the input: a :class:`~neurodeploy.backends.lava_source.StreamSource` that
+  this process feeds one block of ``T + latency`` steps per sample
+  (:class:`LavaSession`: one compiled graph for any number of calls, what a
+  sweep worker keeps; :func:`run_lava` runs on one), or, with step noise or
+  traces, ``lava.proc.io.source.RingBuffer`` (fixed_pt, int32) holding every
+  sample's steps back to back. Both play column ``(t - 1) % len`` of their
+  data at global step t, so running exactly ``T + latency`` steps per sample
+  keeps samples aligned.
 * per layer: ``lava.proc.dense.Dense`` (``weight_exp``, ``num_weight_bits``,
   ``sign_mode`` from the IR, ``num_message_bits = input_encoding.bits`` for
   graded input into the first layer), or for conv layers ``lava.proc.conv.Conv``
@@ -66,9 +70,10 @@ starts, a graph needing more than ``MAX_PROCESSES`` processes
 (``NEURODEPLOY_LAVA_MAX_PROCESSES``) or more memory than is available is
 refused (:func:`check_resources`).
 
-Cost: ~1 s to compile and start, then ~300 steps/s on a 2-core machine whatever
-the layer sizes (inter-process messaging); the input stream of all samples
-(samples x (T + latency) x inputs, int32) is held in the RingBuffer.
+Cost: ~0.5-1 s to compile and start, then ~300-1,200 steps/s on a 2-core machine
+(inter-process messaging; it varies with the layers and with the machine's
+load); the RingBuffer graph holds the input stream of all samples (samples x
+(T + latency) x inputs, int32), a session one sample's.
 """
 
 from __future__ import annotations
