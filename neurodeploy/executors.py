@@ -479,7 +479,8 @@ class RayExecutor(Executor):
                 self.ray.kill(a, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self._pool = [a for a in self._pool if all(a is not g for g in gone)]
+        gone_ids = {id(a) for a in gone}
+        self._pool = [a for a in self._pool if id(a) not in gone_ids]
 
     def _run(self, tasks: list, shared: dict, state: _State) -> None:
         ray = self.ray

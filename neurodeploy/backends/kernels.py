@@ -72,25 +72,30 @@ def _a_out(s, graded, exp):
 
 
 @_jit
+def _lif_update(u, v, a, du, dv, bias, vth):
+    """One neuron's LIF step from its (already reset) u and v and its InPort sum ``a``: (new u, v after
+    the reset of a spike, spike), in Lava's order with every wrap. Branch-free, so the loops that call it
+    (inlined) vectorize."""
+    t = _wrap32(_decay(u, du) + _wrap32(a << _ACT_SHIFT))
+    t -= (t > _U_LIMIT) * _U_WRAP          # Lava's one-shot 24-bit wrap of u, in its order
+    t += (t <= -_U_LIMIT) * _U_WRAP
+    nv = _wrap32(_decay(v, dv) + t + bias)
+    nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
+    spike = nv > vth
+    return t, nv * (1 - spike), spike      # v reset to 0 where it spiked
+
+
+@_jit
 def _neurons(i, s, a, u, v, du, dv, bias, vth, reset, S, counts):
     """One LIF step of sample ``i`` at step ``s``: ``a`` (n,) int64 the InPort's sum; u, v (b, n) int64
-    in place; spikes into S[i, s], their number into counts[i, s]. Branch-free, so LLVM vectorizes it."""
+    in place; spikes into S[i, s], their number into counts[i, s]."""
     n = a.shape[0]
     keep = 0 if reset else 1              # LIFReset: u and v zeroed before the step's update
     c = 0
     for j in range(n):
-        uj = u[i, j] * keep
-        vj = v[i, j] * keep
-        t = _wrap32(_decay(uj, du[j]) + _wrap32(a[j] << _ACT_SHIFT))
-        t -= (t > _U_LIMIT) * _U_WRAP      # Lava's one-shot 24-bit wrap of u, in its order
-        t += (t <= -_U_LIMIT) * _U_WRAP
-        nv = _wrap32(_decay(vj, dv[j]) + t + bias[j])
-        nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
-        spike = nv > vth[j]
+        u[i, j], v[i, j], spike = _lif_update(u[i, j] * keep, v[i, j] * keep, a[j], du[j], dv[j], bias[j], vth[j])
         S[i, s, j] = spike
         c += spike
-        u[i, j] = t
-        v[i, j] = nv * (1 - spike)         # reset to 0 where it spiked
     counts[i, s] = c
 
 
@@ -131,7 +136,7 @@ def scan_rows(X):
 def _lif_feed_forward(R, step_src, factor, graded, exp, du, dv, bias, vth, resets, S, u, v, counts):
     """:func:`lif_from_sums` without a recurrent synapse: the a_out of each sum computed inside the neuron
     loop (no intermediate array; ~20% faster than the two loops on the default shapes), u and v in
-    per-layer scratch rows. The same operations, in the same order, as :func:`_neurons`."""
+    per-layer scratch rows."""
     b = S.shape[0]
     P = S.shape[1]
     n = S.shape[2]
@@ -149,16 +154,9 @@ def _lif_feed_forward(R, step_src, factor, graded, exp, du, dv, bias, vth, reset
             c = 0
             for j in range(n):
                 a = _a_out(np.int64(R[i, row, j]) * factor, graded, exp) * has_in
-                t = _wrap32(_decay(uu[j] * keep, du[j]) + _wrap32(a << _ACT_SHIFT))
-                t -= (t > _U_LIMIT) * _U_WRAP
-                t += (t <= -_U_LIMIT) * _U_WRAP
-                nv = _wrap32(_decay(vv[j] * keep, dv[j]) + t + bias[j])
-                nv = min(max(nv, -_V_LIMIT), _V_LIMIT)
-                spike = nv > vth[j]
+                uu[j], vv[j], spike = _lif_update(uu[j] * keep, vv[j] * keep, a, du[j], dv[j], bias[j], vth[j])
                 S[i, s, j] = spike
                 c += spike
-                uu[j] = t
-                vv[j] = nv * (1 - spike)
             counts[i, s] = c
         for j in range(n):
             u[i, j] = uu[j]

@@ -321,7 +321,7 @@ class _Graph:
         from .lava_source import StreamSource
 
         injections = injections if injections is not None else [None] * len(plan.layers)
-        # data None: the input arrives step by step (a LavaSession's graph, reused across runs)
+        # data None: the input arrives one sample's block at a time (a LavaSession's graph, reused across runs)
         self.source = (StreamSource(shape=plan.src_shape, steps=steps) if data is None
                        else RingBuffer(data=data))
         self.lifs, self.var_resets = [], []
@@ -825,18 +825,18 @@ def run_lava(network: Network, inputs, *, record_state: bool = False, progress: 
         return _run_lava_sigma_delta(network, inputs, record_state=record_state, record_spikes=record_spikes,
                                      progress=progress, stop_timeout=stop_timeout, step_noise=step_noise, bias=bias,
                                      record_traces=record_traces)
-    plan = plan_network(network)                     # raises before Lava starts
     traced = trace_layers(record_traces, len(network.layers))
+    layout = injection_layout(network, step_noise)
+    if not any(layout) and not traced:               # the input streams in (the session checks it all)
+        with LavaSession(network, stop_timeout=stop_timeout) as session:
+            return session.run(inputs, record_state=record_state, record_spikes=record_spikes, bias=bias,
+                               progress=progress)
+    plan = plan_network(network)                     # raises before Lava starts
     x = check_inputs(network, inputs, as_int64=False)
     n, T = x.shape[:2]
     bias = check_bias(network, bias, n)
     P = T + network.latency
     G = plan.steps_per_sample(P, n)                 # global steps per sample (P, or padded for the schedule)
-    layout = injection_layout(network, step_noise)
-    if not any(layout) and not traced:               # the input streams in: one graph, any number of samples
-        with LavaSession(network, stop_timeout=stop_timeout) as session:
-            return session.run(x, record_state=record_state, record_spikes=record_spikes, bias=bias,
-                               progress=progress)
     if any(layout) and G != P:
         raise BackendError(f"{_network_name(network)}: step noise with netx's reset schedule (reset_interval "
                            f"{network.reset_interval}) on several samples is not supported; run one sample "

@@ -3,13 +3,14 @@
 ``lava.proc.io.source.RingBuffer`` holds its data from construction: every new
 set of samples would need a new graph (compile and start: ~1 s and a dozen OS
 processes), and ``Var.set`` moves values one element at a time (~40 us each).
-:class:`StreamSource` instead receives each step's input through an external
-pipe (the mechanism ``lava.proc.io.injector.Injector`` uses) and forwards it as
-int32, like ``RingBuffer``'s fixed-point model sends: one message per sample
-holding its ``T + latency`` steps, sent before running that many steps; what
-arrives at the synapses is what a ``RingBuffer`` would have played. ``Injector`` itself is not
-used: its only model sends float64 and is untagged, so ``select_tag="fixed_pt"``
-would not pick it next to the int32 ports of the fixed-point graph.
+:class:`StreamSource` instead receives one message per sample, holding its
+``T + latency`` input steps, through an external pipe (the mechanism
+``lava.proc.io.injector.Injector`` uses), sent before running that many steps,
+and plays it step by step as int32, like ``RingBuffer``'s fixed-point model:
+what arrives at the synapses is what a ``RingBuffer`` would have played.
+``Injector`` itself is not used: its only model sends float64 and is untagged,
+so ``select_tag="fixed_pt"`` would not pick it next to the int32 ports of the
+fixed-point graph.
 """
 
 from __future__ import annotations

@@ -149,13 +149,8 @@ class InputArray:
         self._populate(start, stop)
         part = self.mapped[start:stop]
         if check:
-            self._check(part, start)
+            self.check(part, start)
         return part
-
-    def check(self, part: np.ndarray, start: int) -> None:
-        """:class:`InputFileError` naming the file, the index and the value, if ``part`` (samples from
-        ``start``) holds one out of range (or, in a float file, one that is not an integer)."""
-        self._check(part, start)
 
     def _span(self, start: int, stop: int) -> Optional[tuple]:
         """(mmap, page-aligned offset, length) of samples ``start:stop`` in the file's map, or None."""
@@ -194,7 +189,9 @@ class InputArray:
             except (OSError, ValueError):
                 pass
 
-    def _check(self, part: np.ndarray, start: int) -> None:
+    def check(self, part: np.ndarray, start: int) -> None:
+        """:class:`InputFileError` naming the file, the index and the value, if ``part`` (samples from
+        ``start``) holds one out of range (or, in a float file, one that is not an integer)."""
         what, path, max_value, min_value, dtype = self.what, self.path, self.max_value, self.min_value, self.dtype
         if dtype.kind == "f":
             with np.errstate(invalid="ignore"):
