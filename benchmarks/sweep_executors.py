@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     setup = QUICK if args.quick else FULL
     config = MODELS / "mnist5k-mlp-dlif.yaml"
     run_dir = args.run or RUNS / "mnist5k-mlp-dlif"
+    if args.run is not None and not (run_dir / CHECKPOINT_NAME).is_file():
+        print(f"--run {run_dir}: no {CHECKPOINT_NAME} there; expected a trained run folder", file=sys.stderr)
+        return 2
     if not (run_dir / CHECKPOINT_NAME).is_file():
         print(f"{run_dir} holds no trained run: training {config.name} for {args.epochs} epochs", flush=True)
         train(load_config(config, {"training.epochs": args.epochs}), run_dir, progress=False, log=print)

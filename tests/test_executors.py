@@ -245,3 +245,13 @@ def test_sweep_executors_benchmark_quick(tmp_path, ray_instance):
     assert [e["machines"] for e in est] == list(bench.MACHINES)
     assert all(a["seconds"] >= b["seconds"] for a, b in zip(est, est[1:]))      # more machines never slower
     assert "local / Ray (2 workers)" in (tmp_path / "out" / "sweep_executors_quick.md").read_text()
+
+
+def test_sweep_executors_benchmark_refuses_a_run_folder_without_a_checkpoint(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import sweep_executors as bench
+
+    assert bench.main(["--quick", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--run" in err and "nothing" in err and "checkpoint" in err and "\n" not in err
+    assert not (tmp_path / "nothing").exists() and not (tmp_path / "out").exists()
